@@ -1,0 +1,1096 @@
+//! The sans-IO SWIM node: inputs are bytes with their arrival time, timeouts and
+//! commands; outputs, polled, are transmits, events and the next deadline.
+//!
+//! Where a message goes: `handle_datagram`/`handle_frame` open and check the packet
+//! (`wire::open_packet`), decode each message and call `dispatch`, which hands it to
+//! the handler named after it (`on_ping`, `on_ack`, `on_alive`, `on_sync_request`, …).
+//! Handlers answer through `send_packet`/`send_frame`, which queue a [`Transmit`].
+
+use crate::awareness::Awareness;
+use crate::broadcast::BroadcastQueue;
+use crate::config::{Config, ConfigError};
+use crate::event::Event;
+use crate::incarnation;
+use crate::member::{Member, State};
+use crate::membership::{Membership, Record};
+use crate::name::Name;
+use crate::probe::{Phase, Probe, ProbeOrder, Relay};
+use crate::stats::{DropReason, Stats};
+use crate::suspicion::Suspicion;
+use crate::time::Time;
+use crate::wire::{
+    self, Ack, Alive, Dead, Entry, IndirectPing, Leave, Message, Nack, NodeAddr, PacketBuilder, Ping, Suspect,
+    SyncBuckets, SyncEntries, SyncRequest, MAX_TAGS_LEN, PROTOCOL_VERSION,
+};
+use bytes::Bytes;
+use hashbrown::HashMap;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// Bytes to send, and whether they need the reliable (stream) channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub dst: SocketAddr,
+    /// `true`: one frame on the reliable channel (TCP); `false`: one datagram (UDP).
+    pub reliable: bool,
+    /// The packet, header and checksum included.
+    pub payload: Bytes,
+}
+
+/// An error from a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Tags over the wire limit.
+    #[error("tags are {len} bytes, the limit is {MAX_TAGS_LEN}")]
+    TagsTooLong {
+        /// Their length.
+        len: usize,
+    },
+    /// The node has left.
+    #[error("the node has left the cluster")]
+    Left,
+}
+
+/// Where a claim about a member came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Origin {
+    /// This node's own probe or timer.
+    Local,
+    /// A gossiped broadcast: rebroadcast if it changed our view.
+    Gossip,
+    /// An anti-entropy exchange with `peer`.
+    Sync(Name),
+}
+
+struct PendingSync {
+    dst: SocketAddr,
+    started: Time,
+}
+
+struct Timers {
+    probe: Time,
+    gossip: Time,
+    push_pull: Time,
+    reconnect: Time,
+}
+
+/// One member's protocol state machine.
+pub struct Node {
+    config: Config,
+    me: NodeAddr,
+    me_idx: u32,
+    incarnation: u32,
+    tags: Vec<u8>,
+    rng: Xoshiro256PlusPlus,
+    members: Membership,
+    order: ProbeOrder,
+    probe: Option<Probe>,
+    relays: HashMap<u32, Relay>,
+    suspicions: HashMap<Name, Suspicion>,
+    broadcasts: BroadcastQueue,
+    awareness: Awareness,
+    syncs: HashMap<u32, PendingSync>,
+    seeds: Vec<SocketAddr>,
+    seq: u32,
+    next_sync_id: u32,
+    reconnect_ticks: u32,
+    timers: Timers,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    leaving: bool,
+    synced: bool,
+}
+
+impl Node {
+    /// A node named `name`, reachable at `addr`, with its RNG seeded by `seed`.
+    pub fn new(config: Config, name: Name, addr: SocketAddr, seed: u64, now: Time) -> Result<Node, ConfigError> {
+        config.validate()?;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut members = Membership::new();
+        let me_idx = members.insert(Record::new(name.clone(), addr, 0, State::Alive, &[], PROTOCOL_VERSION), now);
+        let mut order = ProbeOrder::new();
+        order.insert(me_idx, &mut rng);
+        let jitter = |rng: &mut Xoshiro256PlusPlus, d: std::time::Duration| now + d.mul_f64(rng.gen::<f64>());
+        let timers = Timers {
+            probe: jitter(&mut rng, config.probe_interval),
+            gossip: jitter(&mut rng, config.gossip_interval),
+            push_pull: now + config.push_pull_interval.mul_f64(0.5 + rng.gen::<f64>()),
+            reconnect: jitter(&mut rng, config.reconnect_interval) + config.reconnect_interval,
+        };
+        let awareness = Awareness::new(if config.lifeguard { config.awareness_max_multiplier } else { 1 });
+        let broadcasts = BroadcastQueue::new(config.max_broadcasts);
+        Ok(Node {
+            me: NodeAddr { name, addr },
+            me_idx,
+            incarnation: 0,
+            tags: Vec::new(),
+            rng,
+            members,
+            order,
+            probe: None,
+            relays: HashMap::new(),
+            suspicions: HashMap::new(),
+            broadcasts,
+            awareness,
+            syncs: HashMap::new(),
+            seeds: Vec::new(),
+            seq: 0,
+            next_sync_id: 0,
+            reconnect_ticks: 0,
+            timers,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            leaving: false,
+            synced: false,
+            config,
+        })
+    }
+
+    // ----- public accessors -------------------------------------------------------------
+
+    /// This node's name.
+    pub fn name(&self) -> &Name {
+        &self.me.name
+    }
+
+    /// This node's advertised address.
+    pub fn addr(&self) -> SocketAddr {
+        self.me.addr
+    }
+
+    /// This node's current incarnation.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Lifeguard's local health score (0 is healthy).
+    pub fn health_score(&self) -> u32 {
+        self.awareness.score()
+    }
+
+    /// Members known, self included, in any state.
+    pub fn num_members(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Members alive or suspect, self included.
+    pub fn num_live(&self) -> usize {
+        self.members.live()
+    }
+
+    /// Every known member, self included.
+    pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
+        self.members.records().iter().map(|r| r.to_member())
+    }
+
+    /// One member by name.
+    pub fn member(&self, name: &Name) -> Option<Member> {
+        self.members.find(name).map(|i| self.members.get(i).to_member())
+    }
+
+    /// The state this node holds for `name`, without copying the record.
+    pub fn state_of(&self, name: &Name) -> Option<State> {
+        self.members.find(name).map(|i| self.members.get(i).state)
+    }
+
+    /// Broadcasts still queued for dissemination.
+    pub fn pending_broadcasts(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// The digest root of this node's member table (equal on nodes that agree).
+    pub fn digest_root(&self) -> u64 {
+        self.members.digest().root()
+    }
+
+    // ----- commands ---------------------------------------------------------------------
+
+    /// Starts this node at `incarnation` (a restarted node that remembers its last one).
+    pub fn set_incarnation(&mut self, now: Time, incarnation: u32) {
+        self.incarnation = incarnation;
+        self.members.update(self.me_idx, now, |r| r.incarnation = incarnation);
+    }
+
+    /// Joins the cluster through `seeds`: an anti-entropy exchange with each, retried on
+    /// the reconnect timer until one answers.
+    pub fn join(&mut self, now: Time, seeds: &[SocketAddr]) {
+        for s in seeds {
+            if *s != self.me.addr && !self.seeds.contains(s) {
+                self.seeds.push(*s);
+            }
+        }
+        self.announce(now);
+        for s in seeds.to_vec() {
+            self.start_sync(now, s, true);
+        }
+    }
+
+    /// Leaves gracefully: everyone will record this node as left, not failed. The node keeps
+    /// answering probes until the driver stops it; stop once `pending_broadcasts()` is zero
+    /// or after a few gossip intervals.
+    pub fn leave(&mut self, now: Time) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        self.probe = None;
+        let inc = self.incarnation;
+        self.members.update(self.me_idx, now, |r| r.state = State::Left);
+        let msg = Message::Leave(Leave { name: self.me.name.clone(), incarnation: inc });
+        self.broadcasts.push(self.me.name.clone(), msg.encode());
+        self.gossip(now);
+    }
+
+    /// Whether `leave` was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Sets this node's tags and announces them with a new incarnation.
+    pub fn set_tags(&mut self, now: Time, tags: Vec<u8>) -> Result<(), CommandError> {
+        if tags.len() > MAX_TAGS_LEN {
+            return Err(CommandError::TagsTooLong { len: tags.len() });
+        }
+        if self.leaving {
+            return Err(CommandError::Left);
+        }
+        self.tags = tags;
+        self.incarnation += 1;
+        self.announce(now);
+        Ok(())
+    }
+
+    fn announce(&mut self, now: Time) {
+        let (inc, tags) = (self.incarnation, self.tags.clone());
+        self.members.update(self.me_idx, now, |r| {
+            r.incarnation = inc;
+            r.tags = tags.as_slice().into();
+        });
+        let alive = self.alive_msg();
+        self.broadcasts.push(self.me.name.clone(), alive.encode());
+    }
+
+    fn alive_msg(&self) -> Message {
+        Message::Alive(Alive {
+            name: self.me.name.clone(),
+            addr: self.me.addr,
+            incarnation: self.incarnation,
+            tags: self.tags.clone(),
+            protocol: PROTOCOL_VERSION,
+        })
+    }
+
+    // ----- outputs ----------------------------------------------------------------------
+
+    /// The next datagram or frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&self) -> Time {
+        let t = &self.timers;
+        let mut next = t.probe.min(t.gossip).min(t.push_pull).min(t.reconnect);
+        if let Some(p) = &self.probe {
+            next = next.min(if p.phase == Phase::Direct { p.direct_deadline } else { p.end });
+        }
+        for r in self.relays.values() {
+            next = next.min(r.deadline);
+        }
+        for s in self.suspicions.values() {
+            next = next.min(s.deadline());
+        }
+        next
+    }
+
+    // ----- inputs -----------------------------------------------------------------------
+
+    /// A datagram arrived from `from` at `now`.
+    pub fn handle_datagram(&mut self, now: Time, from: SocketAddr, bytes: &[u8]) {
+        self.handle_input(now, from, bytes, false);
+    }
+
+    /// A frame arrived on the reliable channel from `from` at `now`.
+    pub fn handle_frame(&mut self, now: Time, from: SocketAddr, bytes: &[u8]) {
+        self.handle_input(now, from, bytes, true);
+    }
+
+    fn handle_input(&mut self, now: Time, from: SocketAddr, bytes: &[u8], reliable: bool) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        let max = if reliable { self.config.max_frame } else { self.config.max_datagram };
+        let packet = match wire::open_packet(bytes, &self.config.label, max) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "dropped packet");
+                self.stats.drop(DropReason::of(&e));
+                return;
+            }
+        };
+        let raws = match packet.messages() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "dropped malformed packet");
+                self.stats.drop(DropReason::of(&e));
+                return;
+            }
+        };
+        // Decode everything first: a packet with one bad message is dropped whole.
+        let mut msgs = Vec::with_capacity(raws.len());
+        for raw in &raws {
+            match raw.decode() {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => self.stats.drop(DropReason::UnknownType),
+                Err(e) => {
+                    tracing::debug!(%from, error = %e, "dropped malformed message");
+                    self.stats.drop(DropReason::of(&e));
+                    return;
+                }
+            }
+        }
+        for m in msgs {
+            self.stats.messages_in[m.kind() as usize & 15] += 1;
+            self.dispatch(now, from, m, reliable);
+        }
+    }
+
+    fn dispatch(&mut self, now: Time, from: SocketAddr, msg: Message, reliable: bool) {
+        match msg {
+            Message::Ping(m) => self.on_ping(now, from, m, reliable),
+            Message::IndirectPing(m) => self.on_indirect_ping(now, m),
+            Message::Ack(m) => self.on_ack(now, from, m, reliable),
+            Message::Nack(m) => self.on_nack(m),
+            Message::Alive(m) => self.on_alive(now, m, Origin::Gossip),
+            Message::Suspect(m) => self.on_suspect(now, m, Origin::Gossip),
+            Message::Dead(m) => self.on_dead(now, m, Origin::Gossip),
+            Message::Leave(m) => self.on_leave(now, m, Origin::Gossip),
+            Message::SyncRequest(_) | Message::SyncBuckets(_) | Message::SyncPush(_) | Message::SyncPull(_)
+                if !reliable =>
+            {
+                self.stats.drop(DropReason::WrongChannel)
+            }
+            Message::SyncRequest(m) => self.on_sync_request(now, m),
+            Message::SyncBuckets(m) => self.on_sync_buckets(now, m),
+            Message::SyncPush(m) => self.on_sync_push(now, m),
+            Message::SyncPull(m) => self.on_sync_pull(now, m),
+        }
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.progress_probe(now);
+        if now >= self.timers.probe {
+            self.start_probe(now);
+        }
+        self.expire_relays(now);
+        self.expire_suspicions(now);
+        if now >= self.timers.gossip {
+            self.timers.gossip = now + self.config.gossip_interval;
+            self.gossip(now);
+        }
+        if now >= self.timers.push_pull {
+            self.push_pull_tick(now);
+        }
+        if now >= self.timers.reconnect {
+            self.reconnect_tick(now);
+        }
+    }
+
+    // ----- sending ----------------------------------------------------------------------
+
+    fn retransmit_limit(&self) -> u32 {
+        self.config.retransmit_limit(self.members.live())
+    }
+
+    /// Sends `first` in one datagram, with queued broadcasts piggybacked up to the budget.
+    fn send_packet(&mut self, dst: SocketAddr, first: &[Message]) {
+        let mut b = PacketBuilder::new(PROTOCOL_VERSION, &self.config.label, self.config.packet_budget);
+        for m in first {
+            b.push_forced(m);
+            self.stats.sent(m.kind());
+        }
+        let limit = self.retransmit_limit();
+        let piggybacked = self.broadcasts.fill(&mut b, limit);
+        self.stats.messages_out[MessageTypeCode::BROADCAST] += piggybacked as u64;
+        self.emit(dst, false, b.finish());
+    }
+
+    /// Sends one message as one frame on the reliable channel.
+    fn send_frame(&mut self, dst: SocketAddr, msg: &Message) {
+        self.stats.sent(msg.kind());
+        let payload = wire::encode_packet(PROTOCOL_VERSION, &self.config.label, std::slice::from_ref(msg));
+        self.emit(dst, true, payload);
+    }
+
+    fn emit(&mut self, dst: SocketAddr, reliable: bool, payload: Bytes) {
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += payload.len() as u64;
+        self.transmits.push_back(Transmit { dst, reliable, payload });
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Up to `n` random members other than this node and `exclude` for which `pred` holds.
+    fn random_members(
+        &mut self,
+        n: usize,
+        exclude: Option<u32>,
+        pred: impl Fn(&Membership, &Record) -> bool,
+    ) -> Vec<u32> {
+        let len = self.members.len();
+        let mut out: Vec<u32> = Vec::with_capacity(n);
+        if n == 0 || len <= 1 {
+            return out;
+        }
+        let ok = |i: u32, out: &Vec<u32>, members: &Membership| {
+            i != self.me_idx && Some(i) != exclude && !out.contains(&i) && pred(members, members.get(i))
+        };
+        if len > 64 {
+            for _ in 0..16 * n {
+                let i = self.rng.gen_range(0..len) as u32;
+                if ok(i, &out, &self.members) {
+                    out.push(i);
+                    if out.len() == n {
+                        return out;
+                    }
+                }
+            }
+        }
+        // Small table, or most members ineligible: choose among all eligible ones.
+        let mut eligible: Vec<u32> = (0..len as u32).filter(|&i| ok(i, &out, &self.members)).collect();
+        while out.len() < n && !eligible.is_empty() {
+            let j = self.rng.gen_range(0..eligible.len());
+            out.push(eligible.swap_remove(j));
+        }
+        out
+    }
+
+    // ----- probing ----------------------------------------------------------------------
+
+    fn start_probe(&mut self, now: Time) {
+        self.timers.probe = now + self.awareness.scale(self.config.probe_interval);
+        if self.leaving || self.probe.is_some() {
+            return;
+        }
+        let Some(idx) = self.order.next(&self.members, self.me_idx, self.config.probe_selection, &mut self.rng) else {
+            return;
+        };
+        let rec = self.members.get(idx);
+        let (target, addr, incarnation, state) = (rec.name.clone(), rec.addr(), rec.incarnation, rec.state);
+        let seq = self.next_seq();
+        self.probe = Some(Probe {
+            seq,
+            target: target.clone(),
+            addr,
+            incarnation,
+            started: now,
+            direct_deadline: now + self.awareness.scale(self.config.probe_timeout),
+            end: self.timers.probe,
+            phase: Phase::Direct,
+            expected_nacks: 0,
+            nacks: 0,
+        });
+        self.stats.probes += 1;
+        let ping = Message::Ping(Ping { seq, target: target.clone(), source: self.me.clone() });
+        if self.config.lifeguard && state == State::Suspect {
+            // Buddy system: tell the suspect it is suspected, so it refutes at once.
+            let buddy = Message::Suspect(Suspect { name: target, incarnation, accuser: self.me.name.clone() });
+            self.send_packet(addr, &[ping, buddy]);
+        } else {
+            self.send_packet(addr, &[ping]);
+        }
+    }
+
+    fn progress_probe(&mut self, now: Time) {
+        let Some(p) = &self.probe else { return };
+        if p.phase == Phase::Direct && now >= p.direct_deadline {
+            self.go_indirect();
+        }
+        if self.probe.as_ref().is_some_and(|p| now >= p.end) {
+            self.probe_failed(now);
+        }
+    }
+
+    fn go_indirect(&mut self) {
+        let Some(p) = &self.probe else { return };
+        let (seq, target, addr) = (p.seq, p.target.clone(), p.addr);
+        let target_idx = self.members.find(&target);
+        let relays =
+            self.random_members(self.config.indirect_checks, target_idx, |_, r| r.state == State::Alive);
+        let req = Message::IndirectPing(IndirectPing {
+            seq,
+            target: NodeAddr { name: target.clone(), addr },
+            nack: true,
+            requester: self.me.clone(),
+        });
+        for &r in &relays {
+            let dst = self.members.get(r).addr();
+            self.send_packet(dst, std::slice::from_ref(&req));
+        }
+        if self.config.fallback_probe {
+            let ping = Message::Ping(Ping { seq, target, source: self.me.clone() });
+            self.send_frame(addr, &ping);
+        }
+        if let Some(p) = &mut self.probe {
+            p.phase = Phase::Indirect;
+            p.expected_nacks = relays.len() as u32;
+        }
+    }
+
+    fn probe_failed(&mut self, now: Time) {
+        let Some(p) = self.probe.take() else { return };
+        self.stats.probes_failed += 1;
+        // Lifeguard: missing nacks mean our own network or process is the problem.
+        let delta = if p.expected_nacks > 0 { (p.expected_nacks - p.nacks.min(p.expected_nacks)) as i32 } else { 1 };
+        self.awareness.apply(delta);
+        let Some(idx) = self.members.find(&p.target) else { return };
+        let rec = self.members.get(idx);
+        if !rec.state.is_live() || rec.incarnation != p.incarnation {
+            return;
+        }
+        let accuser = self.me.name.clone();
+        if self.config.suspicion {
+            self.stats.suspicions_raised += 1;
+            self.on_suspect(now, Suspect { name: p.target, incarnation: p.incarnation, accuser }, Origin::Local);
+        } else {
+            self.on_dead(now, Dead { name: p.target, incarnation: p.incarnation, accuser }, Origin::Local);
+        }
+    }
+
+    fn on_ping(&mut self, _now: Time, from: SocketAddr, m: Ping, reliable: bool) {
+        if m.target != self.me.name {
+            self.stats.drop(DropReason::WrongTarget);
+            return;
+        }
+        let ack = Message::Ack(Ack { seq: m.seq });
+        if reliable {
+            self.send_frame(m.source.addr, &ack);
+        } else {
+            self.send_packet(from, &[ack]);
+        }
+    }
+
+    fn on_indirect_ping(&mut self, now: Time, m: IndirectPing) {
+        let seq = self.next_seq();
+        self.relays.insert(
+            seq,
+            Relay {
+                requester: m.requester.addr,
+                seq: m.seq,
+                nack: m.nack,
+                deadline: now + self.config.probe_timeout,
+            },
+        );
+        let ping = Message::Ping(Ping { seq, target: m.target.name, source: self.me.clone() });
+        self.send_packet(m.target.addr, &[ping]);
+    }
+
+    fn on_ack(&mut self, now: Time, from: SocketAddr, m: Ack, reliable: bool) {
+        if let Some(p) = &self.probe {
+            if p.seq == m.seq {
+                let direct = p.phase == Phase::Direct;
+                if direct {
+                    self.awareness.apply(-1);
+                    self.stats.rtt_micros_sum += now.saturating_since(p.started).as_micros() as u64;
+                    self.stats.rtt_count += 1;
+                } else if reliable {
+                    self.stats.fallback_acks += 1;
+                } else if from != p.addr {
+                    self.stats.indirect_acks += 1;
+                }
+                self.probe = None;
+                return;
+            }
+        }
+        if let Some(r) = self.relays.remove(&m.seq) {
+            self.send_packet(r.requester, &[Message::Ack(Ack { seq: r.seq })]);
+            return;
+        }
+        self.stats.drop(DropReason::Unexpected);
+    }
+
+    fn on_nack(&mut self, m: Nack) {
+        match &mut self.probe {
+            Some(p) if p.seq == m.seq => p.nacks += 1,
+            _ => self.stats.drop(DropReason::Unexpected),
+        }
+    }
+
+    fn expire_relays(&mut self, now: Time) {
+        if self.relays.is_empty() {
+            return;
+        }
+        let expired: Vec<u32> = self.relays.iter().filter(|(_, r)| now >= r.deadline).map(|(s, _)| *s).collect();
+        let mut expired = expired;
+        expired.sort_unstable();
+        for seq in expired {
+            if let Some(r) = self.relays.remove(&seq) {
+                if r.nack {
+                    self.send_packet(r.requester, &[Message::Nack(Nack { seq: r.seq })]);
+                }
+            }
+        }
+    }
+
+    // ----- membership updates -------------------------------------------------------------
+
+    fn rebroadcast(&mut self, about: &Name, msg: &Message) {
+        self.broadcasts.push(about.clone(), msg.encode());
+    }
+
+    fn refute(&mut self, now: Time, accused: u32, accusation: State) {
+        self.incarnation = self.incarnation.max(accused).saturating_add(1);
+        self.stats.refutations += 1;
+        self.awareness.apply(1);
+        let inc = self.incarnation;
+        self.members.update(self.me_idx, now, |r| {
+            r.incarnation = inc;
+            r.state = State::Alive;
+        });
+        let alive = self.alive_msg();
+        self.rebroadcast(&self.me.name.clone(), &alive);
+        self.events.push_back(Event::Refuted { accusation, incarnation: inc });
+    }
+
+    fn on_alive(&mut self, now: Time, m: Alive, origin: Origin) {
+        if m.name == self.me.name {
+            if self.leaving {
+                return;
+            }
+            let differs = m.addr != self.me.addr || m.tags != self.tags;
+            if m.incarnation > self.incarnation || (m.incarnation == self.incarnation && differs) {
+                self.refute(now, m.incarnation, State::Alive);
+            }
+            return;
+        }
+        let Some(idx) = self.members.find(&m.name) else {
+            if self.members.len() >= self.config.max_members {
+                self.stats.drop(DropReason::TableFull);
+                return;
+            }
+            let rec = Record::new(m.name.clone(), m.addr, m.incarnation, State::Alive, &m.tags, m.protocol);
+            let member = rec.to_member();
+            let idx = self.members.insert(rec, now);
+            self.order.insert(idx, &mut self.rng);
+            self.events.push_back(Event::Joined { member });
+            // New members learned by anti-entropy are not re-gossiped: the exchange itself
+            // spreads them, and a joining cluster would otherwise flood every queue.
+            let is_peer = matches!(&origin, Origin::Sync(p) if *p == m.name);
+            if !matches!(origin, Origin::Sync(_)) || is_peer {
+                self.rebroadcast(&m.name.clone(), &Message::Alive(m));
+            }
+            return;
+        };
+        let rec = self.members.get(idx);
+        let held = rec.state;
+        if rec.addr() != m.addr {
+            let reclaimable = !held.is_live()
+                && match (self.config.dead_reclaim_time, self.members.since(&m.name)) {
+                    (Some(t), Some(since)) => now.saturating_since(since) >= t,
+                    _ => false,
+                };
+            if !reclaimable {
+                self.events.push_back(Event::Conflict { name: m.name, known: rec.addr(), claimed: m.addr });
+                return;
+            }
+        } else if !incarnation::alive_overrides(held, rec.incarnation, m.incarnation) {
+            return;
+        }
+        let tags_changed = *rec.tags != *m.tags;
+        let addr_changed = rec.addr() != m.addr;
+        self.suspicions.remove(&m.name);
+        let member = self.members.update(idx, now, |r| {
+            r.incarnation = m.incarnation;
+            r.state = State::Alive;
+            r.set_addr(m.addr);
+            r.protocol = m.protocol;
+            if tags_changed {
+                r.tags = m.tags.as_slice().into();
+            }
+            r.to_member()
+        });
+        match held {
+            State::Suspect => self.events.push_back(Event::Alive { member }),
+            State::Dead | State::Left => self.events.push_back(Event::Joined { member }),
+            State::Alive if tags_changed || addr_changed => self.events.push_back(Event::Updated { member }),
+            State::Alive => {}
+        }
+        self.rebroadcast(&m.name.clone(), &Message::Alive(m));
+    }
+
+    fn on_suspect(&mut self, now: Time, m: Suspect, origin: Origin) {
+        if m.name == self.me.name {
+            if !self.leaving && incarnation::must_refute(self.incarnation, m.incarnation) {
+                self.refute(now, m.incarnation, State::Suspect);
+            }
+            return;
+        }
+        let Some(idx) = self.members.find(&m.name) else { return };
+        let rec = self.members.get(idx);
+        if rec.state == State::Suspect && rec.incarnation == m.incarnation {
+            // A confirmation: with Lifeguard, it shortens the timer and is re-gossiped.
+            if self.config.lifeguard {
+                if let Some(s) = self.suspicions.get_mut(&m.name) {
+                    if s.confirm(&m.accuser) {
+                        self.rebroadcast(&m.name.clone(), &Message::Suspect(m));
+                    }
+                }
+            }
+            return;
+        }
+        if !incarnation::suspect_overrides(rec.state, rec.incarnation, m.incarnation) {
+            return;
+        }
+        let live = self.members.live();
+        let min = self.config.suspicion_min_timeout(live);
+        let (max, k) = if self.config.lifeguard {
+            let k = self.config.suspicion_confirmations.min(live.saturating_sub(2) as u32);
+            (min * self.config.suspicion_max_timeout_mult.max(1), k)
+        } else {
+            (min, 0)
+        };
+        self.suspicions.insert(m.name.clone(), Suspicion::new(m.incarnation, m.accuser.clone(), now, min, max, k));
+        let member = self.members.update(idx, now, |r| {
+            r.state = State::Suspect;
+            r.incarnation = m.incarnation;
+            r.to_member()
+        });
+        let local = origin == Origin::Local;
+        self.events.push_back(Event::Suspected { member, accuser: m.accuser.clone(), local });
+        self.rebroadcast(&m.name.clone(), &Message::Suspect(m));
+    }
+
+    fn expire_suspicions(&mut self, now: Time) {
+        if self.suspicions.is_empty() {
+            return;
+        }
+        let mut due: Vec<(Name, u32)> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| now >= s.deadline())
+            .map(|(n, s)| (n.clone(), s.incarnation))
+            .collect();
+        due.sort();
+        for (name, incarnation) in due {
+            self.suspicions.remove(&name);
+            let accuser = self.me.name.clone();
+            self.on_dead(now, Dead { name, incarnation, accuser }, Origin::Local);
+        }
+    }
+
+    fn on_dead(&mut self, now: Time, m: Dead, origin: Origin) {
+        if m.name == self.me.name {
+            if !self.leaving && incarnation::must_refute(self.incarnation, m.incarnation) {
+                self.refute(now, m.incarnation, State::Dead);
+            }
+            return;
+        }
+        let Some(idx) = self.members.find(&m.name) else { return };
+        let rec = self.members.get(idx);
+        if !incarnation::dead_overrides(rec.state, rec.incarnation, m.incarnation) {
+            return;
+        }
+        self.suspicions.remove(&m.name);
+        let member = self.members.update(idx, now, |r| {
+            r.state = State::Dead;
+            r.incarnation = m.incarnation;
+            r.to_member()
+        });
+        let local = origin == Origin::Local;
+        if local {
+            self.stats.declared_dead += 1;
+        }
+        self.events.push_back(Event::Failed { member, local });
+        self.rebroadcast(&m.name.clone(), &Message::Dead(m));
+    }
+
+    fn on_leave(&mut self, now: Time, m: Leave, _origin: Origin) {
+        if m.name == self.me.name {
+            if !self.leaving && incarnation::must_refute(self.incarnation, m.incarnation) {
+                self.refute(now, m.incarnation, State::Left);
+            }
+            return;
+        }
+        let Some(idx) = self.members.find(&m.name) else { return };
+        let rec = self.members.get(idx);
+        if !incarnation::leave_overrides(rec.state, rec.incarnation, m.incarnation) {
+            return;
+        }
+        self.suspicions.remove(&m.name);
+        let member = self.members.update(idx, now, |r| {
+            r.state = State::Left;
+            r.incarnation = m.incarnation;
+            r.to_member()
+        });
+        self.events.push_back(Event::Left { member });
+        self.rebroadcast(&m.name.clone(), &Message::Leave(m));
+    }
+
+    // ----- dissemination ----------------------------------------------------------------
+
+    fn gossip(&mut self, now: Time) {
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        let to_dead = self.config.gossip_to_dead_time;
+        // The recently dead still hear gossip, so after a short outage they learn of their
+        // death and refute it.
+        let targets = self.random_members(self.config.fanout, None, |m, r| {
+            r.state.is_live()
+                || (r.state == State::Dead && m.since(&r.name).is_some_and(|t| now.saturating_since(t) < to_dead))
+        });
+        for t in targets {
+            let dst = self.members.get(t).addr();
+            let mut b = PacketBuilder::new(PROTOCOL_VERSION, &self.config.label, self.config.packet_budget);
+            let limit = self.retransmit_limit();
+            let n = self.broadcasts.fill(&mut b, limit);
+            if n == 0 {
+                break;
+            }
+            self.stats.messages_out[MessageTypeCode::BROADCAST] += n as u64;
+            self.emit(dst, false, b.finish());
+        }
+    }
+
+    // ----- anti-entropy -------------------------------------------------------------------
+
+    fn push_pull_tick(&mut self, now: Time) {
+        self.timers.push_pull = now + self.config.push_pull_interval_for(self.members.live());
+        if self.leaving {
+            return;
+        }
+        let peers = self.random_members(1, None, |_, r| r.state == State::Alive);
+        if let Some(&p) = peers.first() {
+            let dst = self.members.get(p).addr();
+            self.start_sync(now, dst, false);
+        }
+    }
+
+    fn reconnect_tick(&mut self, now: Time) {
+        self.timers.reconnect = now + self.config.reconnect_interval;
+        self.reconnect_ticks = self.reconnect_ticks.wrapping_add(1);
+        self.reap(now);
+        let timeout = self.config.sync_timeout;
+        self.syncs.retain(|_, s| now.saturating_since(s.started) < timeout);
+        if self.leaving {
+            return;
+        }
+        // Try one dead member: after a partition heals, this is how the sides meet again.
+        let mut dead: Vec<Name> = self
+            .members
+            .non_alive()
+            .filter(|(n, _)| self.members.find(n).is_some_and(|i| self.members.get(i).state == State::Dead))
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Sorted so the choice depends on the seeded RNG only, not on hash-map order.
+        dead.sort();
+        if !dead.is_empty() {
+            let pick = &dead[self.rng.gen_range(0..dead.len())];
+            if let Some(i) = self.members.find(pick) {
+                let dst = self.members.get(i).addr();
+                self.start_sync(now, dst, false);
+            }
+        }
+        // Seeds: until joined, or when alone, every tick; otherwise now and then, so a
+        // cluster split with no dead members left to try still finds its way back.
+        if !self.seeds.is_empty() && (!self.synced || self.members.live() <= 1 || self.reconnect_ticks % 6 == 0) {
+            let seed = self.seeds[self.rng.gen_range(0..self.seeds.len())];
+            let join = !self.synced;
+            self.start_sync(now, seed, join);
+        }
+    }
+
+    fn reap(&mut self, now: Time) {
+        let mut gone: Vec<(Name, State)> = Vec::new();
+        for (name, since) in self.members.non_alive() {
+            let Some(i) = self.members.find(name) else { continue };
+            let state = self.members.get(i).state;
+            let limit = match state {
+                State::Dead => self.config.dead_reap_timeout,
+                State::Left => self.config.left_reap_timeout,
+                _ => continue,
+            };
+            if now.saturating_since(since) >= limit {
+                gone.push((name.clone(), state));
+            }
+        }
+        gone.sort();
+        for (name, state) in gone {
+            if let Some(i) = self.members.find(&name) {
+                let removal = self.members.remove(i);
+                self.order.on_removed(&removal);
+                if removal.moved_from == Some(self.me_idx) {
+                    self.me_idx = removal.removed;
+                }
+                self.events.push_back(Event::Reaped { name, state });
+            }
+        }
+    }
+
+    fn start_sync(&mut self, now: Time, dst: SocketAddr, join: bool) {
+        if dst == self.me.addr {
+            return;
+        }
+        self.next_sync_id = self.next_sync_id.wrapping_add(1);
+        let id = self.next_sync_id;
+        self.syncs.insert(id, PendingSync { dst, started: now });
+        let req = Message::SyncRequest(SyncRequest {
+            id,
+            sender: self.me.clone(),
+            root: self.members.digest().root(),
+            members: self.members.len() as u32,
+            join,
+        });
+        self.send_frame(dst, &req);
+    }
+
+    fn on_sync_request(&mut self, _now: Time, m: SyncRequest) {
+        let digest = self.members.digest();
+        let buckets = if m.root == digest.root() && !m.join { None } else { Some(digest.buckets().to_vec()) };
+        let reply = Message::SyncBuckets(SyncBuckets { id: m.id, sender: self.me.clone(), buckets });
+        self.send_frame(m.sender.addr, &reply);
+    }
+
+    fn on_sync_buckets(&mut self, now: Time, m: SyncBuckets) {
+        let Some(pending) = self.syncs.get(&m.id) else {
+            self.stats.drop(DropReason::Unexpected);
+            return;
+        };
+        let peer = pending.dst;
+        let Some(buckets) = m.buckets else {
+            self.syncs.remove(&m.id);
+            self.sync_done(now, peer, false);
+            return;
+        };
+        let mask = self.members.digest().diff(&buckets);
+        if mask.iter().all(|b| *b == 0) {
+            self.syncs.remove(&m.id);
+            self.sync_done(now, peer, false);
+            return;
+        }
+        let (count, body) = self.members.entries_in(&mask);
+        let push = self.entries_frame(wire::MessageType::SyncPush, m.id, &mask, count, &body);
+        self.stats.sent(wire::MessageType::SyncPush);
+        self.emit(m.sender.addr, true, push);
+    }
+
+    /// Encodes a SyncPush/SyncPull frame straight from the member table's encoding.
+    fn entries_frame(&self, kind: wire::MessageType, id: u32, mask: &[u8; 32], count: u32, entries: &[u8]) -> Bytes {
+        let mut body = wire::Writer::with_capacity(entries.len() + 64);
+        body.varint(id);
+        body.lp(self.me.name.as_str().as_bytes());
+        body.addr(self.me.addr);
+        body.bytes(mask);
+        body.varint(count);
+        body.bytes(entries);
+        let mut b = PacketBuilder::new(PROTOCOL_VERSION, &self.config.label, usize::MAX);
+        let mut framed = wire::Writer::with_capacity(body.buf.len() + 8);
+        framed.u8(kind as u8);
+        framed.lp(&body.buf);
+        b.push_framed(&framed.buf);
+        b.finish()
+    }
+
+    fn on_sync_push(&mut self, now: Time, m: SyncEntries) {
+        // Answer with our side of the same buckets, as they were before merging theirs.
+        let (count, body) = self.members.entries_in(&m.mask);
+        let pull = self.entries_frame(wire::MessageType::SyncPull, m.id, &m.mask, count, &body);
+        self.stats.sent(wire::MessageType::SyncPull);
+        self.emit(m.sender.addr, true, pull);
+        self.merge(now, &m.sender.name, m.entries);
+    }
+
+    fn on_sync_pull(&mut self, now: Time, m: SyncEntries) {
+        let Some(pending) = self.syncs.remove(&m.id) else {
+            self.stats.drop(DropReason::Unexpected);
+            return;
+        };
+        self.merge(now, &m.sender.name, m.entries);
+        self.sync_done(now, pending.dst, true);
+    }
+
+    fn sync_done(&mut self, now: Time, peer: SocketAddr, divergent: bool) {
+        self.stats.syncs += 1;
+        if divergent {
+            self.stats.syncs_divergent += 1;
+            // Views differed: come back soon rather than after the long interval.
+            let soon = now + self.config.push_pull_catchup_interval;
+            if soon < self.timers.push_pull {
+                self.timers.push_pull = soon;
+            }
+        }
+        if !self.synced {
+            self.synced = true;
+            self.events.push_back(Event::Synced { peer, at: now });
+        }
+    }
+
+    fn merge(&mut self, now: Time, peer: &Name, entries: Vec<Entry>) {
+        for e in entries {
+            let origin = Origin::Sync(peer.clone());
+            if e.name != self.me.name && self.members.find(&e.name).is_none() && e.state != State::Alive {
+                // An unknown member in another state: record it as it is, so the tables (and
+                // their digests) converge, and a dead one is retried by the reconnect timer.
+                if self.members.len() >= self.config.max_members {
+                    self.stats.drop(DropReason::TableFull);
+                    continue;
+                }
+                let state = if e.state == State::Suspect { State::Alive } else { e.state };
+                let rec = Record::new(e.name.clone(), e.addr, e.incarnation, state, &e.tags, e.protocol);
+                let idx = self.members.insert(rec, now);
+                self.order.insert(idx, &mut self.rng);
+                if state == State::Alive {
+                    let member = self.members.get(idx).to_member();
+                    self.events.push_back(Event::Joined { member });
+                } else {
+                    continue;
+                }
+            }
+            match e.state {
+                State::Alive => self.on_alive(
+                    now,
+                    Alive { name: e.name, addr: e.addr, incarnation: e.incarnation, tags: e.tags, protocol: e.protocol },
+                    origin,
+                ),
+                // Another node's verdict of death is only a suspicion here (as in memberlist):
+                // the accused gets a chance to refute, which matters after a partition.
+                State::Suspect | State::Dead => self.on_suspect(
+                    now,
+                    Suspect { name: e.name, incarnation: e.incarnation, accuser: peer.clone() },
+                    origin,
+                ),
+                State::Left => self.on_leave(now, Leave { name: e.name, incarnation: e.incarnation }, origin),
+            }
+        }
+    }
+}
+
+/// Indices into `Stats::messages_out` beyond the message type codes.
+struct MessageTypeCode;
+impl MessageTypeCode {
+    /// Broadcasts piggybacked or gossiped.
+    const BROADCAST: usize = 15;
+}

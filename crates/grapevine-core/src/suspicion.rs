@@ -1,0 +1,92 @@
+//! A suspicion timer whose timeout shrinks with independent confirmations (Lifeguard).
+//!
+//! timeout(c) = max(min, max − (max − min) · ln(c + 1) / ln(k + 1)) for c confirmations
+//! out of k expected. A fresh suspicion waits `max`, giving a slow or partitioned
+//! accuser's word little weight; once k others agree it waits only `min`.
+
+use crate::name::Name;
+use crate::time::Time;
+use std::time::Duration;
+
+/// One suspicion of one member.
+#[derive(Clone, Debug)]
+pub(crate) struct Suspicion {
+    pub incarnation: u32,
+    start: Time,
+    min: Duration,
+    max: Duration,
+    k: u32,
+    confirmations: Vec<Name>,
+    deadline: Time,
+}
+
+impl Suspicion {
+    pub fn new(incarnation: u32, accuser: Name, start: Time, min: Duration, max: Duration, k: u32) -> Self {
+        let mut s = Suspicion { incarnation, start, min, max: max.max(min), k, confirmations: vec![accuser], deadline: start };
+        s.deadline = start + s.timeout();
+        s
+    }
+
+    /// Confirmations beyond the first accuser.
+    fn confirmations(&self) -> u32 {
+        (self.confirmations.len() as u32).saturating_sub(1)
+    }
+
+    fn timeout(&self) -> Duration {
+        if self.k == 0 {
+            return self.min;
+        }
+        let c = f64::from(self.confirmations().min(self.k));
+        let frac = (c + 1.0).ln() / (f64::from(self.k) + 1.0).ln();
+        let span = self.max.saturating_sub(self.min).as_secs_f64();
+        let t = self.max.as_secs_f64() - span * frac;
+        Duration::from_secs_f64(t.max(self.min.as_secs_f64()))
+    }
+
+    /// Records a confirmation from `from`; true if it was new and counted (then it is worth
+    /// re-gossiping, so others shorten their timers too).
+    pub fn confirm(&mut self, from: &Name) -> bool {
+        if self.confirmations() >= self.k || self.confirmations.iter().any(|n| n == from) {
+            return false;
+        }
+        self.confirmations.push(from.clone());
+        self.deadline = self.start + self.timeout();
+        true
+    }
+
+    pub fn deadline(&self) -> Time {
+        self.deadline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    #[test]
+    fn timeout_shrinks_from_max_to_min_with_confirmations() {
+        let min = Duration::from_secs(10);
+        let max = Duration::from_secs(60);
+        let mut s = Suspicion::new(1, n("a"), Time::ZERO, min, max, 3);
+        assert_eq!(s.deadline(), Time::ZERO + max);
+        assert!(s.confirm(&n("b")));
+        assert!(!s.confirm(&n("b")), "the same confirmer counts once");
+        assert!(!s.confirm(&n("a")), "the accuser does not confirm itself");
+        let after_one = s.deadline();
+        assert!(after_one < Time::ZERO + max && after_one > Time::ZERO + min);
+        assert!(s.confirm(&n("c")));
+        assert!(s.confirm(&n("d")));
+        assert_eq!(s.deadline(), Time::ZERO + min);
+        assert!(!s.confirm(&n("e")), "past k confirmations nothing changes");
+    }
+
+    #[test]
+    fn zero_k_means_fixed_timeout() {
+        let s = Suspicion::new(1, n("a"), Time::ZERO, Duration::from_secs(5), Duration::from_secs(30), 0);
+        assert_eq!(s.deadline(), Time::ZERO + Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,526 @@
+//! The protocol's messages and their encodings. Each message is framed as
+//! `type: u8, length: varint, body`, so a receiver skips types it does not know.
+
+use super::codec::{Reader, Writer};
+use super::DecodeError;
+use crate::member::State;
+use crate::name::{Name, MAX_NAME_LEN};
+use std::net::SocketAddr;
+
+/// The largest node tags (metadata) the wire format accepts, in bytes.
+pub const MAX_TAGS_LEN: usize = 512;
+/// Buckets in a membership digest (see [`crate::digest`]).
+pub const DIGEST_BUCKETS: usize = 256;
+/// The most member entries one sync message may carry.
+pub const MAX_SYNC_ENTRIES: usize = 1 << 20;
+/// The smallest encoded size of a sync entry: used to reject hostile counts early.
+const MIN_ENTRY_SIZE: usize = 1 + 1 + 7 + 1 + 1 + 1 + 1;
+
+/// Message type codes on the wire. Never reuse a retired code.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum MessageType {
+    /// A direct probe.
+    Ping = 1,
+    /// A request to probe a target on our behalf.
+    IndirectPing = 2,
+    /// A probe's answer.
+    Ack = 3,
+    /// A relay's word that the target did not answer it.
+    Nack = 4,
+    /// A member is alive at an incarnation.
+    Alive = 5,
+    /// A member is suspected at an incarnation.
+    Suspect = 6,
+    /// A member is confirmed dead at an incarnation.
+    Dead = 7,
+    /// A member left gracefully.
+    Leave = 8,
+    /// Opens an anti-entropy exchange with the sender's digest root.
+    SyncRequest = 9,
+    /// The responder's bucket hashes, or word that the roots match.
+    SyncBuckets = 10,
+    /// The requester's entries in differing buckets.
+    SyncPush = 11,
+    /// The responder's entries in differing buckets.
+    SyncPull = 12,
+}
+
+impl MessageType {
+    /// The type for a wire code, if this build knows it.
+    pub fn from_code(code: u8) -> Option<Self> {
+        use MessageType::*;
+        Some(match code {
+            1 => Ping,
+            2 => IndirectPing,
+            3 => Ack,
+            4 => Nack,
+            5 => Alive,
+            6 => Suspect,
+            7 => Dead,
+            8 => Leave,
+            9 => SyncRequest,
+            10 => SyncBuckets,
+            11 => SyncPush,
+            12 => SyncPull,
+            _ => return None,
+        })
+    }
+
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        use MessageType::*;
+        match self {
+            Ping => "ping",
+            IndirectPing => "indirect_ping",
+            Ack => "ack",
+            Nack => "nack",
+            Alive => "alive",
+            Suspect => "suspect",
+            Dead => "dead",
+            Leave => "leave",
+            SyncRequest => "sync_request",
+            SyncBuckets => "sync_buckets",
+            SyncPush => "sync_push",
+            SyncPull => "sync_pull",
+        }
+    }
+}
+
+/// A member's name and the address it can be reached at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddr {
+    /// The member's name.
+    pub name: Name,
+    /// Its advertised address.
+    pub addr: SocketAddr,
+}
+
+/// A direct probe of `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ping {
+    /// Matches the ack to the probe.
+    pub seq: u32,
+    /// Who the prober means to reach (an address may have changed hands).
+    pub target: Name,
+    /// The prober, so the target can answer over the reliable channel.
+    pub source: NodeAddr,
+}
+
+/// A request to probe `target` for `requester` and report back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndirectPing {
+    /// The requester's sequence number, echoed in the ack or nack.
+    pub seq: u32,
+    /// The member to probe.
+    pub target: NodeAddr,
+    /// Whether the requester wants a nack if the target does not answer.
+    pub nack: bool,
+    /// The member that asked.
+    pub requester: NodeAddr,
+}
+
+/// The answer to a ping (direct, relayed or over the reliable channel).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The probe's sequence number.
+    pub seq: u32,
+}
+
+/// A relay's report that the target did not answer within its timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nack {
+    /// The requester's sequence number.
+    pub seq: u32,
+}
+
+/// A member's entry as carried by gossip and anti-entropy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The member's name.
+    pub name: Name,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its incarnation.
+    pub incarnation: u32,
+    /// The state the sender holds for it.
+    pub state: State,
+    /// Its tags (application metadata), at most [`MAX_TAGS_LEN`] bytes.
+    pub tags: Vec<u8>,
+    /// The newest protocol version the member speaks.
+    pub protocol: u8,
+}
+
+/// A member is alive at `incarnation`, at `addr`, with these tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alive {
+    /// The member's name.
+    pub name: Name,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its incarnation.
+    pub incarnation: u32,
+    /// Its tags.
+    pub tags: Vec<u8>,
+    /// The newest protocol version it speaks.
+    pub protocol: u8,
+}
+
+/// `accuser` suspects `name` at `incarnation`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspect {
+    /// The suspected member.
+    pub name: Name,
+    /// The incarnation suspected.
+    pub incarnation: u32,
+    /// Who suspects it (distinct accusers shorten the suspicion timeout).
+    pub accuser: Name,
+}
+
+/// `accuser` declares `name` dead at `incarnation`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dead {
+    /// The member declared dead.
+    pub name: Name,
+    /// The incarnation declared dead.
+    pub incarnation: u32,
+    /// Who declared it.
+    pub accuser: Name,
+}
+
+/// `name` left the cluster gracefully at `incarnation`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leave {
+    /// The member leaving.
+    pub name: Name,
+    /// Its incarnation when it left.
+    pub incarnation: u32,
+}
+
+/// Opens an anti-entropy exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncRequest {
+    /// The exchange's id, echoed by every reply.
+    pub id: u32,
+    /// The requester.
+    pub sender: NodeAddr,
+    /// The requester's digest root.
+    pub root: u64,
+    /// How many members the requester knows.
+    pub members: u32,
+    /// Whether this is a join (the responder then always answers with its buckets).
+    pub join: bool,
+}
+
+/// The responder's digest buckets; `None` when the roots already match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncBuckets {
+    /// The exchange's id.
+    pub id: u32,
+    /// The responder.
+    pub sender: NodeAddr,
+    /// [`DIGEST_BUCKETS`] bucket hashes, or `None` if in sync.
+    pub buckets: Option<Vec<u64>>,
+}
+
+/// Entries of the buckets that differ, from one side of an exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncEntries {
+    /// The exchange's id.
+    pub id: u32,
+    /// The side sending these entries.
+    pub sender: NodeAddr,
+    /// Which buckets differ (bit i of byte i/8).
+    pub mask: [u8; DIGEST_BUCKETS / 8],
+    /// The sender's entries in those buckets.
+    pub entries: Vec<Entry>,
+}
+
+/// Any protocol message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// See [`Ping`].
+    Ping(Ping),
+    /// See [`IndirectPing`].
+    IndirectPing(IndirectPing),
+    /// See [`Ack`].
+    Ack(Ack),
+    /// See [`Nack`].
+    Nack(Nack),
+    /// See [`Alive`].
+    Alive(Alive),
+    /// See [`Suspect`].
+    Suspect(Suspect),
+    /// See [`Dead`].
+    Dead(Dead),
+    /// See [`Leave`].
+    Leave(Leave),
+    /// See [`SyncRequest`].
+    SyncRequest(SyncRequest),
+    /// See [`SyncBuckets`].
+    SyncBuckets(SyncBuckets),
+    /// The requester's half of the exchange.
+    SyncPush(SyncEntries),
+    /// The responder's half of the exchange.
+    SyncPull(SyncEntries),
+}
+
+fn read_name(r: &mut Reader<'_>, what: &'static str) -> Result<Name, DecodeError> {
+    let s = r.str(what, MAX_NAME_LEN)?;
+    Name::new(s).map_err(|_| DecodeError::InvalidName { what })
+}
+
+fn read_node(r: &mut Reader<'_>, what: &'static str) -> Result<NodeAddr, DecodeError> {
+    Ok(NodeAddr { name: read_name(r, what)?, addr: r.addr(what)? })
+}
+
+fn write_node(w: &mut Writer, n: &NodeAddr) {
+    w.lp(n.name.as_str().as_bytes());
+    w.addr(n.addr);
+}
+
+fn read_tags(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let len = r.len("tags", MAX_TAGS_LEN)?;
+    Ok(r.bytes(len, "tags")?.to_vec())
+}
+
+fn read_mask(r: &mut Reader<'_>) -> Result<[u8; DIGEST_BUCKETS / 8], DecodeError> {
+    let mut mask = [0u8; DIGEST_BUCKETS / 8];
+    mask.copy_from_slice(r.bytes(DIGEST_BUCKETS / 8, "bucket mask")?);
+    Ok(mask)
+}
+
+fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+    let name = read_name(r, "entry name")?;
+    let addr = r.addr("entry address")?;
+    let incarnation = r.varint("entry incarnation")?;
+    let code = r.u8("entry state")?;
+    let state = State::from_code(code).ok_or(DecodeError::InvalidState(code))?;
+    let protocol = r.u8("entry protocol")?;
+    let tags = read_tags(r)?;
+    Ok(Entry { name, addr, incarnation, state, tags, protocol })
+}
+
+pub(crate) fn write_entry(w: &mut Writer, e: &EntryRef<'_>) {
+    w.lp(e.name.as_bytes());
+    w.addr(e.addr);
+    w.varint(e.incarnation);
+    w.u8(e.state.code());
+    w.u8(e.protocol);
+    w.lp(e.tags);
+}
+
+/// A borrowed entry, encoded straight from the member table without copying.
+pub(crate) struct EntryRef<'a> {
+    pub name: &'a str,
+    pub addr: SocketAddr,
+    pub incarnation: u32,
+    pub state: State,
+    pub protocol: u8,
+    pub tags: &'a [u8],
+}
+
+impl Message {
+    /// This message's wire type.
+    pub fn kind(&self) -> MessageType {
+        match self {
+            Message::Ping(_) => MessageType::Ping,
+            Message::IndirectPing(_) => MessageType::IndirectPing,
+            Message::Ack(_) => MessageType::Ack,
+            Message::Nack(_) => MessageType::Nack,
+            Message::Alive(_) => MessageType::Alive,
+            Message::Suspect(_) => MessageType::Suspect,
+            Message::Dead(_) => MessageType::Dead,
+            Message::Leave(_) => MessageType::Leave,
+            Message::SyncRequest(_) => MessageType::SyncRequest,
+            Message::SyncBuckets(_) => MessageType::SyncBuckets,
+            Message::SyncPush(_) => MessageType::SyncPush,
+            Message::SyncPull(_) => MessageType::SyncPull,
+        }
+    }
+
+    /// Appends the framed message (type, length, body) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::with_capacity(64);
+        self.encode_body(&mut w);
+        out.push(self.kind() as u8);
+        let mut lw = Writer { buf: std::mem::take(out) };
+        lw.varint(u32::try_from(w.buf.len()).unwrap_or(u32::MAX));
+        lw.bytes(&w.buf);
+        *out = lw.buf;
+    }
+
+    /// The framed encoding as a new buffer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    fn encode_body(&self, w: &mut Writer) {
+        match self {
+            Message::Ping(m) => {
+                w.varint(m.seq);
+                w.lp(m.target.as_str().as_bytes());
+                write_node(w, &m.source);
+            }
+            Message::IndirectPing(m) => {
+                w.varint(m.seq);
+                write_node(w, &m.target);
+                w.u8(u8::from(m.nack));
+                write_node(w, &m.requester);
+            }
+            Message::Ack(m) => w.varint(m.seq),
+            Message::Nack(m) => w.varint(m.seq),
+            Message::Alive(m) => {
+                w.lp(m.name.as_str().as_bytes());
+                w.addr(m.addr);
+                w.varint(m.incarnation);
+                w.u8(m.protocol);
+                w.lp(&m.tags);
+            }
+            Message::Suspect(m) => {
+                w.lp(m.name.as_str().as_bytes());
+                w.varint(m.incarnation);
+                w.lp(m.accuser.as_str().as_bytes());
+            }
+            Message::Dead(m) => {
+                w.lp(m.name.as_str().as_bytes());
+                w.varint(m.incarnation);
+                w.lp(m.accuser.as_str().as_bytes());
+            }
+            Message::Leave(m) => {
+                w.lp(m.name.as_str().as_bytes());
+                w.varint(m.incarnation);
+            }
+            Message::SyncRequest(m) => {
+                w.varint(m.id);
+                write_node(w, &m.sender);
+                w.u64(m.root);
+                w.varint(m.members);
+                w.u8(u8::from(m.join));
+            }
+            Message::SyncBuckets(m) => {
+                w.varint(m.id);
+                write_node(w, &m.sender);
+                match &m.buckets {
+                    None => w.u8(0),
+                    Some(b) => {
+                        w.u8(1);
+                        for h in b.iter().take(DIGEST_BUCKETS) {
+                            w.u64(*h);
+                        }
+                        for _ in b.len()..DIGEST_BUCKETS {
+                            w.u64(0);
+                        }
+                    }
+                }
+            }
+            Message::SyncPush(m) | Message::SyncPull(m) => {
+                w.varint(m.id);
+                write_node(w, &m.sender);
+                w.bytes(&m.mask);
+                w.varint(u32::try_from(m.entries.len()).unwrap_or(u32::MAX));
+                for e in &m.entries {
+                    write_entry(
+                        w,
+                        &EntryRef {
+                            name: e.name.as_str(),
+                            addr: e.addr,
+                            incarnation: e.incarnation,
+                            state: e.state,
+                            protocol: e.protocol,
+                            tags: &e.tags,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Decodes one message body of a known type. Trailing bytes in the body are
+    /// ignored, so a newer sender may append fields.
+    pub fn decode(kind: MessageType, body: &[u8]) -> Result<Message, DecodeError> {
+        let mut r = Reader::new(body);
+        let r = &mut r;
+        Ok(match kind {
+            MessageType::Ping => Message::Ping(Ping {
+                seq: r.varint("ping seq")?,
+                target: read_name(r, "ping target")?,
+                source: read_node(r, "ping source")?,
+            }),
+            MessageType::IndirectPing => Message::IndirectPing(IndirectPing {
+                seq: r.varint("indirect ping seq")?,
+                target: read_node(r, "indirect ping target")?,
+                nack: r.u8("indirect ping nack flag")? != 0,
+                requester: read_node(r, "indirect ping requester")?,
+            }),
+            MessageType::Ack => Message::Ack(Ack { seq: r.varint("ack seq")? }),
+            MessageType::Nack => Message::Nack(Nack { seq: r.varint("nack seq")? }),
+            MessageType::Alive => Message::Alive(Alive {
+                name: read_name(r, "alive name")?,
+                addr: r.addr("alive address")?,
+                incarnation: r.varint("alive incarnation")?,
+                protocol: r.u8("alive protocol")?,
+                tags: read_tags(r)?,
+            }),
+            MessageType::Suspect => Message::Suspect(Suspect {
+                name: read_name(r, "suspect name")?,
+                incarnation: r.varint("suspect incarnation")?,
+                accuser: read_name(r, "suspect accuser")?,
+            }),
+            MessageType::Dead => Message::Dead(Dead {
+                name: read_name(r, "dead name")?,
+                incarnation: r.varint("dead incarnation")?,
+                accuser: read_name(r, "dead accuser")?,
+            }),
+            MessageType::Leave => Message::Leave(Leave {
+                name: read_name(r, "leave name")?,
+                incarnation: r.varint("leave incarnation")?,
+            }),
+            MessageType::SyncRequest => Message::SyncRequest(SyncRequest {
+                id: r.varint("sync id")?,
+                sender: read_node(r, "sync sender")?,
+                root: r.u64("sync root")?,
+                members: r.varint("sync member count")?,
+                join: r.u8("sync join flag")? != 0,
+            }),
+            MessageType::SyncBuckets => {
+                let id = r.varint("sync id")?;
+                let sender = read_node(r, "sync sender")?;
+                let buckets = match r.u8("sync buckets flag")? {
+                    0 => None,
+                    _ => {
+                        let raw = r.bytes(DIGEST_BUCKETS * 8, "sync buckets")?;
+                        Some(
+                            raw.chunks_exact(8)
+                                .map(|c| {
+                                    let mut a = [0u8; 8];
+                                    a.copy_from_slice(c);
+                                    u64::from_le_bytes(a)
+                                })
+                                .collect(),
+                        )
+                    }
+                };
+                Message::SyncBuckets(SyncBuckets { id, sender, buckets })
+            }
+            MessageType::SyncPush | MessageType::SyncPull => {
+                let id = r.varint("sync id")?;
+                let sender = read_node(r, "sync sender")?;
+                let mask = read_mask(r)?;
+                let n = r.count("sync entries", MAX_SYNC_ENTRIES, MIN_ENTRY_SIZE)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(read_entry(r)?);
+                }
+                let m = SyncEntries { id, sender, mask, entries };
+                if kind == MessageType::SyncPush {
+                    Message::SyncPush(m)
+                } else {
+                    Message::SyncPull(m)
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,292 @@
+//! The wire format: packets of framed messages behind a version byte and a cluster
+//! label, sealed by a CRC-32. See `docs/wire-format.md` for the byte layout.
+
+mod codec;
+mod message;
+
+pub(crate) use codec::Writer;
+pub use message::*;
+
+use bytes::Bytes;
+use codec::Reader;
+
+/// The protocol version this build writes by default.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The oldest protocol version this build still reads and writes.
+pub const PROTOCOL_VERSION_MIN: u8 = 1;
+/// The longest cluster label, in bytes.
+pub const MAX_LABEL_LEN: usize = 255;
+/// Bytes a packet spends outside its messages, beside the label: version, label length, CRC.
+pub const PACKET_OVERHEAD: usize = 1 + 1 + 4;
+
+/// Why a packet or message was rejected. Every variant says what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than the smallest possible packet.
+    #[error("packet of {len} bytes is shorter than the {min}-byte minimum")]
+    TooShort {
+        /// Bytes received.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
+    /// Larger than this channel allows.
+    #[error("packet of {len} bytes exceeds the {max}-byte limit")]
+    Oversized {
+        /// Bytes received.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A protocol version this build does not speak.
+    #[error("unknown protocol version {0}")]
+    UnknownVersion(u8),
+    /// The CRC-32 does not match the contents.
+    #[error("checksum mismatch: packet says {expected:#010x}, contents give {actual:#010x}")]
+    BadChecksum {
+        /// The checksum carried by the packet.
+        expected: u32,
+        /// The checksum of what arrived.
+        actual: u32,
+    },
+    /// The packet belongs to another cluster.
+    #[error("cluster label mismatch: got {got:?}")]
+    WrongLabel {
+        /// The label the packet carried (lossily decoded).
+        got: String,
+    },
+    /// A field runs past the end of its container.
+    #[error("{what} truncated: needs {needed} bytes, {available} remain")]
+    Truncated {
+        /// The field.
+        what: &'static str,
+        /// Bytes it needs.
+        needed: usize,
+        /// Bytes left.
+        available: usize,
+    },
+    /// A length prefix over its limit.
+    #[error("{what} is {len} bytes, the limit is {max}")]
+    TooLong {
+        /// The field.
+        what: &'static str,
+        /// The claimed length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A count over its limit.
+    #[error("{what}: {count} items, the limit is {max}")]
+    TooMany {
+        /// The field.
+        what: &'static str,
+        /// The claimed count.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A varint longer than 5 bytes or over 32 bits.
+    #[error("{what}: varint overflows 32 bits")]
+    VarintOverflow {
+        /// The field.
+        what: &'static str,
+    },
+    /// A string that is not UTF-8.
+    #[error("{what} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field.
+        what: &'static str,
+    },
+    /// A name that is empty or too long.
+    #[error("{what} is not a valid member name")]
+    InvalidName {
+        /// The field.
+        what: &'static str,
+    },
+    /// An address family other than 4 or 6.
+    #[error("{what}: unknown address family {family}")]
+    InvalidAddressFamily {
+        /// The field.
+        what: &'static str,
+        /// The family byte.
+        family: u8,
+    },
+    /// A member state code this build does not know.
+    #[error("unknown member state code {0}")]
+    InvalidState(u8),
+    /// More messages in one packet than allowed.
+    #[error("packet holds more than {max} messages")]
+    TooManyMessages {
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl DecodeError {
+    /// A stable, low-cardinality reason for drop counters and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooShort { .. } | DecodeError::Truncated { .. } => "truncated",
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::UnknownVersion(_) => "unknown_version",
+            DecodeError::BadChecksum { .. } => "bad_checksum",
+            DecodeError::WrongLabel { .. } => "wrong_label",
+            _ => "malformed",
+        }
+    }
+}
+
+/// The most messages one packet may hold (a bound on per-packet work).
+pub const MAX_MESSAGES_PER_PACKET: usize = 4096;
+
+/// Builds one packet: header, then messages while they fit the byte budget, then the CRC.
+pub struct PacketBuilder {
+    buf: Vec<u8>,
+    budget: usize,
+    messages: usize,
+}
+
+impl PacketBuilder {
+    /// Starts a packet for `label` at protocol `version` that must not exceed `budget` bytes.
+    pub fn new(version: u8, label: &[u8], budget: usize) -> Self {
+        let label = &label[..label.len().min(MAX_LABEL_LEN)];
+        let mut buf = Vec::with_capacity(budget.min(2048));
+        buf.push(version);
+        buf.push(label.len() as u8);
+        buf.extend_from_slice(label);
+        PacketBuilder { buf, budget, messages: 0 }
+    }
+
+    /// Bytes still free for messages.
+    pub fn remaining(&self) -> usize {
+        self.budget.saturating_sub(self.buf.len() + 4)
+    }
+
+    /// Number of messages added.
+    pub fn len(&self) -> usize {
+        self.messages
+    }
+
+    /// Whether no message was added.
+    pub fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    /// Appends an already framed message if it fits; returns whether it did.
+    pub fn push_framed(&mut self, framed: &[u8]) -> bool {
+        if framed.len() > self.remaining() || self.messages >= MAX_MESSAGES_PER_PACKET {
+            return false;
+        }
+        self.buf.extend_from_slice(framed);
+        self.messages += 1;
+        true
+    }
+
+    /// Appends a message, whatever the budget (the first message of a packet must go).
+    pub fn push_forced(&mut self, msg: &Message) {
+        msg.encode_into(&mut self.buf);
+        self.messages += 1;
+    }
+
+    /// Seals the packet with its CRC-32.
+    pub fn finish(mut self) -> Bytes {
+        let crc = crc32fast::hash(&self.buf);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        Bytes::from(self.buf)
+    }
+}
+
+/// Encodes a whole packet of `messages`, ignoring the byte budget.
+pub fn encode_packet(version: u8, label: &[u8], messages: &[Message]) -> Bytes {
+    let mut b = PacketBuilder::new(version, label, usize::MAX);
+    for m in messages {
+        b.push_forced(m);
+    }
+    b.finish()
+}
+
+/// A checked packet: the version it was written in and its framed messages.
+#[derive(Debug)]
+pub struct Packet<'a> {
+    /// The protocol version of the packet.
+    pub version: u8,
+    body: &'a [u8],
+}
+
+/// One framed message of a packet, not yet decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct RawMessage<'a> {
+    /// The type code (possibly one this build does not know).
+    pub code: u8,
+    /// The body bytes.
+    pub body: &'a [u8],
+}
+
+impl RawMessage<'_> {
+    /// Decodes the body; `Ok(None)` for a type this build does not know (skipped).
+    pub fn decode(&self) -> Result<Option<Message>, DecodeError> {
+        match MessageType::from_code(self.code) {
+            Some(kind) => Message::decode(kind, self.body).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Checks a packet's size, version, checksum and label, in that order, and returns its body.
+pub fn open_packet<'a>(buf: &'a [u8], label: &[u8], max_len: usize) -> Result<Packet<'a>, DecodeError> {
+    let min = PACKET_OVERHEAD;
+    if buf.len() < min {
+        return Err(DecodeError::TooShort { len: buf.len(), min });
+    }
+    if buf.len() > max_len {
+        return Err(DecodeError::Oversized { len: buf.len(), max: max_len });
+    }
+    let version = buf[0];
+    if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version) {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let (content, crc_bytes) = buf.split_at(buf.len() - 4);
+    let expected = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+    let actual = crc32fast::hash(content);
+    if expected != actual {
+        return Err(DecodeError::BadChecksum { expected, actual });
+    }
+    let mut r = Reader::new(&content[1..]);
+    let label_len = r.u8("label length")? as usize;
+    let got = r.bytes(label_len, "label")?;
+    if got != label {
+        return Err(DecodeError::WrongLabel { got: String::from_utf8_lossy(got).into_owned() });
+    }
+    let start = 2 + label_len;
+    Ok(Packet { version, body: &content[start..] })
+}
+
+impl<'a> Packet<'a> {
+    /// Splits the body into framed messages; fails on the first malformed frame.
+    pub fn messages(&self) -> Result<Vec<RawMessage<'a>>, DecodeError> {
+        let mut r = Reader::new(self.body);
+        let mut out = Vec::new();
+        while !r.is_empty() {
+            if out.len() >= MAX_MESSAGES_PER_PACKET {
+                return Err(DecodeError::TooManyMessages { max: MAX_MESSAGES_PER_PACKET });
+            }
+            let code = r.u8("message type")?;
+            let len = r.len("message body", usize::MAX)?;
+            let body = r.bytes(len, "message body")?;
+            out.push(RawMessage { code, body });
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a whole packet into messages (unknown types skipped); for tests and tools.
+pub fn decode_packet(buf: &[u8], label: &[u8], max_len: usize) -> Result<Vec<Message>, DecodeError> {
+    let p = open_packet(buf, label, max_len)?;
+    let mut out = Vec::new();
+    for raw in p.messages()? {
+        if let Some(m) = raw.decode()? {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
