@@ -84,6 +84,9 @@ pub struct Config {
     /// The most members a node will track; gossip about more is dropped (bounded memory).
     pub max_members: usize,
     /// The most broadcasts queued for dissemination; the most-sent are dropped first.
+    /// Rumours are for speed, anti-entropy for completeness: when many members change at
+    /// once (a whole cluster starting), a deeper queue would only repeat, packet after
+    /// packet, what the catch-up exchanges deliver anyway.
     pub max_broadcasts: usize,
     /// How long an unanswered anti-entropy exchange or relay is remembered.
     pub sync_timeout: Duration,
@@ -132,7 +135,7 @@ impl Config {
             max_datagram: 65_507,
             max_frame: 64 << 20,
             max_members: 200_000,
-            max_broadcasts: 1024,
+            max_broadcasts: 256,
             sync_timeout: Duration::from_secs(10),
         }
     }

@@ -68,6 +68,15 @@ impl Record {
         }
     }
 
+    /// Whether a received entry says exactly what this record says.
+    pub fn same_as(&self, e: &wire::Entry) -> bool {
+        self.incarnation == e.incarnation
+            && self.state == e.state
+            && self.protocol == e.protocol
+            && self.addr() == e.addr
+            && *self.tags == *e.tags
+    }
+
     /// The record's contribution to the digest: equal on two nodes iff they agree on it.
     fn hash(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -152,6 +161,7 @@ impl Membership {
     }
 
     pub fn insert(&mut self, rec: Record, now: Time) -> u32 {
+        const _: () = assert!(std::mem::size_of::<Record>() == 48);
         let idx = self.records.len() as u32;
         let h = rec.name.hash64();
         self.digest.add(h, rec.hash());
@@ -224,11 +234,20 @@ impl Membership {
 
     /// Encodes the records of the buckets set in `mask` for an anti-entropy exchange.
     pub fn entries_in(&self, mask: &[u8; wire::DIGEST_BUCKETS / 8]) -> (u32, Vec<u8>) {
+        self.entries_in_filtered(mask, |_| true)
+    }
+
+    /// Like `entries_in`, keeping only the records for which `keep` holds.
+    pub fn entries_in_filtered(
+        &self,
+        mask: &[u8; wire::DIGEST_BUCKETS / 8],
+        mut keep: impl FnMut(&Record) -> bool,
+    ) -> (u32, Vec<u8>) {
         let mut w = wire::Writer::with_capacity(256);
         let mut n = 0u32;
         for rec in &self.records {
             let b = Digest::bucket(rec.name.hash64());
-            if mask[b / 8] & (1 << (b % 8)) != 0 {
+            if mask[b / 8] & (1 << (b % 8)) != 0 && keep(rec) {
                 wire::write_entry(&mut w, &rec.entry());
                 n += 1;
             }

@@ -103,6 +103,9 @@ pub struct Node {
     stats: Stats,
     leaving: bool,
     synced: bool,
+    /// Exchanges still to run at the catch-up interval: reset by a divergent exchange, so a
+    /// node keeps checking until several random peers in a row agree with it.
+    catch_up: u32,
 }
 
 impl Node {
@@ -147,6 +150,7 @@ impl Node {
             stats: Stats::default(),
             leaving: false,
             synced: false,
+            catch_up: 0,
             config,
         })
     }
@@ -299,12 +303,21 @@ impl Node {
 
     /// The next datagram or frame to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() && self.transmits.capacity() > IDLE_QUEUE_CAPACITY {
+            self.transmits.shrink_to(IDLE_QUEUE_CAPACITY);
+        }
+        t
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        // A sync can add thousands of events at once; don't keep that capacity forever.
+        if e.is_none() && self.events.capacity() > IDLE_QUEUE_CAPACITY {
+            self.events.shrink_to(IDLE_QUEUE_CAPACITY);
+        }
+        e
     }
 
     /// When `handle_timeout` must next be called.
@@ -1015,12 +1028,25 @@ impl Node {
     }
 
     fn on_sync_push(&mut self, now: Time, m: SyncEntries) {
-        // Answer with our side of the same buckets, as they were before merging theirs.
-        let (count, body) = self.members.entries_in(&m.mask);
+        // Reply with the exact difference: our entries in the differing buckets that the
+        // requester lacks or holds differently. Entries of theirs identical to ours are not
+        // merged at all: in a converging cluster most of a bucket already agrees.
+        let pushed: HashMap<&str, usize> = m.entries.iter().enumerate().map(|(j, e)| (e.name.as_str(), j)).collect();
+        let mut identical = vec![false; m.entries.len()];
+        let (count, body) = self.members.entries_in_filtered(&m.mask, |rec| match pushed.get(rec.name.as_str()) {
+            Some(&j) if rec.same_as(&m.entries[j]) => {
+                identical[j] = true;
+                false
+            }
+            _ => true,
+        });
         let pull = self.entries_frame(wire::MessageType::SyncPull, m.id, &m.mask, count, &body);
         self.stats.sent(wire::MessageType::SyncPull);
         self.emit(m.sender.addr, true, pull);
-        self.merge(now, &m.sender.name, m.entries);
+        drop(pushed);
+        let entries: Vec<Entry> =
+            m.entries.into_iter().zip(identical).filter(|(_, same)| !same).map(|(e, _)| e).collect();
+        self.merge(now, &m.sender.name, entries);
     }
 
     fn on_sync_pull(&mut self, now: Time, m: SyncEntries) {
@@ -1036,7 +1062,12 @@ impl Node {
         self.stats.syncs += 1;
         if divergent {
             self.stats.syncs_divergent += 1;
-            // Views differed: come back soon rather than after the long interval.
+            self.catch_up = CATCH_UP_ROUNDS;
+        } else {
+            self.catch_up = self.catch_up.saturating_sub(1);
+        }
+        if self.catch_up > 0 {
+            // Views differed lately: come back soon rather than after the long interval.
             let soon = now + self.config.push_pull_catchup_interval;
             if soon < self.timers.push_pull {
                 self.timers.push_pull = soon;
@@ -1049,6 +1080,7 @@ impl Node {
     }
 
     fn merge(&mut self, now: Time, peer: &Name, entries: Vec<Entry>) {
+        self.stats.sync_entries_in += entries.len() as u64;
         for e in entries {
             let origin = Origin::Sync(peer.clone());
             if e.name != self.me.name && self.members.find(&e.name).is_none() && e.state != State::Alive {
@@ -1087,6 +1119,12 @@ impl Node {
         }
     }
 }
+
+/// Capacity kept by the output queues once drained.
+const IDLE_QUEUE_CAPACITY: usize = 64;
+
+/// Agreeing exchanges in a row after which a node drops back to the long push-pull interval.
+const CATCH_UP_ROUNDS: u32 = 3;
 
 /// Indices into `Stats::messages_out` beyond the message type codes.
 struct MessageTypeCode;

@@ -26,6 +26,10 @@ impl ProbeOrder {
 
     /// Adds a newcomer at a random position.
     pub fn insert<R: Rng>(&mut self, idx: u32, rng: &mut R) {
+        if self.order.len() == self.order.capacity() {
+            // Grow by an eighth, like the member table: memory is per member per node.
+            self.order.reserve_exact((self.order.len() / 8).max(16));
+        }
         self.order.push(idx);
         let n = self.order.len();
         let j = rng.gen_range(0..n);

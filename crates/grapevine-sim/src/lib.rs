@@ -1,14 +1,14 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! grapevine-sim: a deterministic discrete-event simulator that runs many real
+//! `grapevine_core` nodes over a simulated network with latency, loss, partitions,
+//! one-way cuts, crashes, restarts and slow nodes. The same seed gives the same run,
+//! bit for bit.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod net;
+pub mod scenario;
+pub mod sim;
+
+pub use net::{NetConfig, Topology};
+pub use sim::{sim_addr, sim_name, NoObserver, Observer, Sim, Slowness};

@@ -1,0 +1,77 @@
+//! Property test: every message survives encode → decode unchanged, alone or compounded.
+
+use grapevine_core::wire::*;
+use grapevine_core::{Name, State};
+use proptest::prelude::*;
+use std::net::{IpAddr, SocketAddr};
+
+fn name() -> impl Strategy<Value = Name> {
+    "[a-zA-Z0-9._-]{1,40}".prop_map(|s| Name::new(&s).unwrap())
+}
+
+fn addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
+    ]
+}
+
+fn node() -> impl Strategy<Value = NodeAddr> {
+    (name(), addr()).prop_map(|(name, addr)| NodeAddr { name, addr })
+}
+
+fn state() -> impl Strategy<Value = State> {
+    prop_oneof![Just(State::Alive), Just(State::Suspect), Just(State::Dead), Just(State::Left)]
+}
+
+fn tags() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..=MAX_TAGS_LEN)
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    (name(), addr(), any::<u32>(), state(), tags(), any::<u8>())
+        .prop_map(|(name, addr, incarnation, state, tags, protocol)| Entry { name, addr, incarnation, state, tags, protocol })
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (any::<u32>(), name(), node()).prop_map(|(seq, target, source)| Message::Ping(Ping { seq, target, source })),
+        (any::<u32>(), node(), any::<bool>(), node())
+            .prop_map(|(seq, target, nack, requester)| Message::IndirectPing(IndirectPing { seq, target, nack, requester })),
+        any::<u32>().prop_map(|seq| Message::Ack(Ack { seq })),
+        any::<u32>().prop_map(|seq| Message::Nack(Nack { seq })),
+        (name(), addr(), any::<u32>(), tags(), any::<u8>())
+            .prop_map(|(name, addr, incarnation, tags, protocol)| Message::Alive(Alive { name, addr, incarnation, tags, protocol })),
+        (name(), any::<u32>(), name()).prop_map(|(name, incarnation, accuser)| Message::Suspect(Suspect { name, incarnation, accuser })),
+        (name(), any::<u32>(), name()).prop_map(|(name, incarnation, accuser)| Message::Dead(Dead { name, incarnation, accuser })),
+        (name(), any::<u32>()).prop_map(|(name, incarnation)| Message::Leave(Leave { name, incarnation })),
+        (any::<u32>(), node(), any::<u64>(), any::<u32>(), any::<bool>())
+            .prop_map(|(id, sender, root, members, join)| Message::SyncRequest(SyncRequest { id, sender, root, members, join })),
+        (any::<u32>(), node(), proptest::option::of(proptest::collection::vec(any::<u64>(), DIGEST_BUCKETS)))
+            .prop_map(|(id, sender, buckets)| Message::SyncBuckets(SyncBuckets { id, sender, buckets })),
+        (any::<u32>(), node(), any::<[u8; 32]>(), proptest::collection::vec(entry(), 0..8), any::<bool>()).prop_map(
+            |(id, sender, mask, entries, push)| {
+                let m = SyncEntries { id, sender, mask, entries };
+                if push { Message::SyncPush(m) } else { Message::SyncPull(m) }
+            }
+        ),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn packets_round_trip(msgs in proptest::collection::vec(message(), 1..6), label in "[a-z]{0,20}") {
+        let bytes = encode_packet(PROTOCOL_VERSION, label.as_bytes(), &msgs);
+        let back = decode_packet(&bytes, label.as_bytes(), usize::MAX).unwrap();
+        prop_assert_eq!(back, msgs);
+    }
+
+    #[test]
+    fn any_truncation_is_an_error_not_a_panic(msg in message(), cut in 0usize..2000) {
+        let bytes = encode_packet(PROTOCOL_VERSION, b"", std::slice::from_ref(&msg));
+        let cut = cut % bytes.len();
+        prop_assert!(decode_packet(&bytes[..cut], b"", usize::MAX).is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Scenarios: each sets up a cluster, applies faults and measures against the truth.
+
+pub mod swim;
