@@ -1,4 +1,4 @@
-//! The membership digest: 256 bucket sums of record hashes, and their sum as the root.
+//! The membership digest: 1,024 bucket sums of record hashes, and their sum as the root.
 //!
 //! Kept up to date on every change in O(1), so an anti-entropy exchange starts with
 //! an 8-byte root; only when roots differ are the bucket sums compared, and only the
@@ -6,6 +6,8 @@
 //! costs a constant few dozen bytes whatever the cluster size.
 
 use crate::wire::DIGEST_BUCKETS;
+
+const DIGEST_BUCKET_BITS: u32 = DIGEST_BUCKETS.trailing_zeros();
 
 /// Bucket sums and root of a member table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +25,7 @@ impl Default for Digest {
 impl Digest {
     /// The bucket of a name hash.
     pub fn bucket(name_hash: u64) -> usize {
-        (name_hash >> 56) as usize
+        (name_hash >> (64 - DIGEST_BUCKET_BITS)) as usize
     }
 
     pub(crate) fn add(&mut self, name_hash: u64, record_hash: u64) {

@@ -13,6 +13,7 @@
 
 mod awareness;
 mod broadcast;
+mod chunked;
 pub mod config;
 pub mod digest;
 pub mod event;

@@ -4,6 +4,7 @@
 //! 10,000 such nodes, so a record is kept to 56 bytes: the name inline, the address
 //! packed, tags behind a thin pointer.
 
+use crate::chunked::ChunkedVec;
 use crate::digest::Digest;
 use crate::member::{Member, State};
 use crate::name::Name;
@@ -59,7 +60,7 @@ impl Record {
 
     pub fn entry(&self) -> EntryRef<'_> {
         EntryRef {
-            name: self.name.as_str(),
+            name: self.name.as_bytes(),
             addr: self.addr(),
             incarnation: self.incarnation,
             state: self.state,
@@ -79,15 +80,24 @@ impl Record {
 
     /// The record's contribution to the digest: equal on two nodes iff they agree on it.
     fn hash(&self) -> u64 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(self.name.as_str().as_bytes());
-        h.update(&[0xff]);
-        h.update(&self.ip);
-        h.update(&self.port.to_le_bytes());
-        h.update(&self.incarnation.to_le_bytes());
-        h.update(&[self.state.code(), self.protocol]);
-        h.update(&self.tags);
-        h.digest()
+        // One shot over a stack buffer: this runs on every change and every insert.
+        let name = self.name.as_bytes();
+        let mut buf = [0u8; 1 + crate::name::MAX_NAME_LEN + 16 + 2 + 4 + 2 + 8];
+        buf[0] = name.len() as u8;
+        let mut n = 1 + name.len();
+        buf[1..n].copy_from_slice(name);
+        buf[n..n + 16].copy_from_slice(&self.ip);
+        n += 16;
+        buf[n..n + 2].copy_from_slice(&self.port.to_le_bytes());
+        buf[n + 2..n + 6].copy_from_slice(&self.incarnation.to_le_bytes());
+        buf[n + 6] = self.state.code();
+        buf[n + 7] = self.protocol;
+        n += 8;
+        if !self.tags.is_empty() {
+            buf[n..n + 8].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&self.tags).to_le_bytes());
+            n += 8;
+        }
+        xxhash_rust::xxh3::xxh3_64(&buf[..n])
     }
 }
 
@@ -107,7 +117,7 @@ pub(crate) struct Removal {
 
 /// The table of members, self included.
 pub(crate) struct Membership {
-    records: Vec<Record>,
+    records: ChunkedVec<Record>,
     index: HashTable<u32>,
     /// When each member that is not alive entered its state (for reaping and reclaim).
     since: HashMap<Name, Time>,
@@ -118,7 +128,7 @@ pub(crate) struct Membership {
 impl Membership {
     pub fn new() -> Self {
         Membership {
-            records: Vec::new(),
+            records: ChunkedVec::new(),
             index: HashTable::new(),
             since: HashMap::new(),
             digest: Digest::default(),
@@ -140,16 +150,16 @@ impl Membership {
     }
 
     pub fn get(&self, idx: u32) -> &Record {
-        &self.records[idx as usize]
+        self.records.get(idx as usize)
     }
 
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    pub fn records(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.records.iter()
     }
 
     pub fn find(&self, name: &Name) -> Option<u32> {
         let h = name.hash64();
-        self.index.find(h, |&i| self.records[i as usize].name == *name).copied()
+        self.index.find(h, |&i| self.records.get(i as usize).name == *name).copied()
     }
 
     pub fn since(&self, name: &Name) -> Option<Time> {
@@ -171,20 +181,15 @@ impl Membership {
         if rec.state != State::Alive {
             self.since.insert(rec.name.clone(), now);
         }
-        // Grow by an eighth, not double: 10,000 nodes × 10,000 records must fit in memory.
-        if self.records.len() == self.records.capacity() {
-            let extra = (self.records.len() / 8).max(16);
-            self.records.reserve_exact(extra);
-        }
         self.records.push(rec);
         let records = &self.records;
-        self.index.insert_unique(h, idx, |&i| records[i as usize].name.hash64());
+        self.index.insert_unique(h, idx, |&i| records.get(i as usize).name.hash64());
         idx
     }
 
     /// Changes a record in place, keeping the digest, live count and state times right.
     pub fn update<R>(&mut self, idx: u32, now: Time, f: impl FnOnce(&mut Record) -> R) -> R {
-        let rec = &mut self.records[idx as usize];
+        let rec = self.records.get_mut(idx as usize);
         let h = rec.name.hash64();
         let before_state = rec.state;
         self.digest.remove(h, rec.hash());
@@ -208,7 +213,7 @@ impl Membership {
     }
 
     pub fn remove(&mut self, idx: u32) -> Removal {
-        let rec = &self.records[idx as usize];
+        let rec = self.records.get(idx as usize);
         let h = rec.name.hash64();
         self.digest.remove(h, rec.hash());
         if rec.state.is_live() {
@@ -221,7 +226,7 @@ impl Membership {
         let last = (self.records.len() - 1) as u32;
         self.records.swap_remove(idx as usize);
         let moved_from = if last != idx {
-            let mh = self.records[idx as usize].name.hash64();
+            let mh = self.records.get(idx as usize).name.hash64();
             if let Some(slot) = self.index.find_mut(mh, |&i| i == last) {
                 *slot = idx;
             }
@@ -245,9 +250,14 @@ impl Membership {
     ) -> (u32, Vec<u8>) {
         let mut w = wire::Writer::with_capacity(256);
         let mut n = 0u32;
-        for rec in &self.records {
-            let b = Digest::bucket(rec.name.hash64());
-            if mask[b / 8] & (1 << (b % 8)) != 0 && keep(rec) {
+        // While a node catches up every bucket differs: then skip hashing each name.
+        let all = mask.iter().all(|b| *b == 0xff);
+        for rec in self.records.iter() {
+            let selected = all || {
+                let b = Digest::bucket(rec.name.hash64());
+                mask[b / 8] & (1 << (b % 8)) != 0
+            };
+            if selected && keep(rec) {
                 wire::write_entry(&mut w, &rec.entry());
                 n += 1;
             }

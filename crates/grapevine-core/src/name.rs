@@ -89,7 +89,11 @@ impl Name {
 
 impl PartialEq for Name {
     fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
+        match (&self.0, &other.0) {
+            // Unused inline bytes are always zero, so the arrays compare whole.
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => *a as u8 == *b as u8 && x == y,
+            _ => self.as_bytes() == other.as_bytes(),
+        }
     }
 }
 impl Eq for Name {}

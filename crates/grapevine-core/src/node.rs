@@ -20,7 +20,7 @@ use crate::suspicion::Suspicion;
 use crate::time::Time;
 use crate::wire::{
     self, Ack, Alive, Dead, Entry, IndirectPing, Leave, Message, Nack, NodeAddr, PacketBuilder, Ping, Suspect,
-    SyncBuckets, SyncEntries, SyncRequest, MAX_TAGS_LEN, PROTOCOL_VERSION,
+    SyncBuckets, SyncEntries, SyncRequest, MAX_TAGS_LEN, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 use bytes::Bytes;
 use hashbrown::HashMap;
@@ -103,6 +103,8 @@ pub struct Node {
     stats: Stats,
     leaving: bool,
     synced: bool,
+    /// The version of the packet being handled: replies are written in it.
+    rx_version: u8,
     /// Exchanges still to run at the catch-up interval: reset by a divergent exchange, so a
     /// node keeps checking until several random peers in a row agree with it.
     catch_up: u32,
@@ -150,6 +152,7 @@ impl Node {
             stats: Stats::default(),
             leaving: false,
             synced: false,
+            rx_version: PROTOCOL_VERSION,
             catch_up: 0,
             config,
         })
@@ -199,7 +202,7 @@ impl Node {
 
     /// Every known member, self included.
     pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
-        self.members.records().iter().map(|r| r.to_member())
+        self.members.records().map(|r| r.to_member())
     }
 
     /// One member by name.
@@ -381,10 +384,12 @@ impl Node {
                 }
             }
         }
+        self.rx_version = packet.version;
         for m in msgs {
             self.stats.messages_in[m.kind() as usize & 15] += 1;
             self.dispatch(now, from, m, reliable);
         }
+        self.rx_version = PROTOCOL_VERSION;
     }
 
     fn dispatch(&mut self, now: Time, from: SocketAddr, msg: Message, reliable: bool) {
@@ -435,9 +440,23 @@ impl Node {
         self.config.retransmit_limit(self.members.live())
     }
 
+    /// The version to write for a member announcing `protocol`: the newest both speak.
+    fn version_for(protocol: u8) -> u8 {
+        protocol.clamp(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION)
+    }
+
+    /// The version to write to `dst`: the member's if known by name, else the one we were
+    /// addressed in (replies), else ours.
+    fn version_to(&self, name: Option<&Name>) -> u8 {
+        match name.and_then(|n| self.members.find(n)) {
+            Some(i) => Self::version_for(self.members.get(i).protocol),
+            None => self.rx_version,
+        }
+    }
+
     /// Sends `first` in one datagram, with queued broadcasts piggybacked up to the budget.
-    fn send_packet(&mut self, dst: SocketAddr, first: &[Message]) {
-        let mut b = PacketBuilder::new(PROTOCOL_VERSION, &self.config.label, self.config.packet_budget);
+    fn send_packet(&mut self, dst: SocketAddr, version: u8, first: &[Message]) {
+        let mut b = PacketBuilder::new(version, &self.config.label, self.config.packet_budget);
         for m in first {
             b.push_forced(m);
             self.stats.sent(m.kind());
@@ -449,9 +468,9 @@ impl Node {
     }
 
     /// Sends one message as one frame on the reliable channel.
-    fn send_frame(&mut self, dst: SocketAddr, msg: &Message) {
+    fn send_frame(&mut self, dst: SocketAddr, version: u8, msg: &Message) {
         self.stats.sent(msg.kind());
-        let payload = wire::encode_packet(PROTOCOL_VERSION, &self.config.label, std::slice::from_ref(msg));
+        let payload = wire::encode_packet(version, &self.config.label, std::slice::from_ref(msg));
         self.emit(dst, true, payload);
     }
 
@@ -513,6 +532,7 @@ impl Node {
         };
         let rec = self.members.get(idx);
         let (target, addr, incarnation, state) = (rec.name.clone(), rec.addr(), rec.incarnation, rec.state);
+        let version = Self::version_for(rec.protocol);
         let seq = self.next_seq();
         self.probe = Some(Probe {
             seq,
@@ -531,9 +551,9 @@ impl Node {
         if self.config.lifeguard && state == State::Suspect {
             // Buddy system: tell the suspect it is suspected, so it refutes at once.
             let buddy = Message::Suspect(Suspect { name: target, incarnation, accuser: self.me.name.clone() });
-            self.send_packet(addr, &[ping, buddy]);
+            self.send_packet(addr, version, &[ping, buddy]);
         } else {
-            self.send_packet(addr, &[ping]);
+            self.send_packet(addr, version, &[ping]);
         }
     }
 
@@ -560,12 +580,14 @@ impl Node {
             requester: self.me.clone(),
         });
         for &r in &relays {
-            let dst = self.members.get(r).addr();
-            self.send_packet(dst, std::slice::from_ref(&req));
+            let rec = self.members.get(r);
+            let (dst, version) = (rec.addr(), Self::version_for(rec.protocol));
+            self.send_packet(dst, version, std::slice::from_ref(&req));
         }
         if self.config.fallback_probe {
+            let version = self.version_to(Some(&target));
             let ping = Message::Ping(Ping { seq, target, source: self.me.clone() });
-            self.send_frame(addr, &ping);
+            self.send_frame(addr, version, &ping);
         }
         if let Some(p) = &mut self.probe {
             p.phase = Phase::Indirect;
@@ -599,10 +621,11 @@ impl Node {
             return;
         }
         let ack = Message::Ack(Ack { seq: m.seq });
+        let version = self.rx_version;
         if reliable {
-            self.send_frame(m.source.addr, &ack);
+            self.send_frame(m.source.addr, version, &ack);
         } else {
-            self.send_packet(from, &[ack]);
+            self.send_packet(from, version, &[ack]);
         }
     }
 
@@ -615,10 +638,12 @@ impl Node {
                 seq: m.seq,
                 nack: m.nack,
                 deadline: now + self.config.probe_timeout,
+                version: self.rx_version,
             },
         );
+        let version = self.version_to(Some(&m.target.name));
         let ping = Message::Ping(Ping { seq, target: m.target.name, source: self.me.clone() });
-        self.send_packet(m.target.addr, &[ping]);
+        self.send_packet(m.target.addr, version, &[ping]);
     }
 
     fn on_ack(&mut self, now: Time, from: SocketAddr, m: Ack, reliable: bool) {
@@ -639,7 +664,7 @@ impl Node {
             }
         }
         if let Some(r) = self.relays.remove(&m.seq) {
-            self.send_packet(r.requester, &[Message::Ack(Ack { seq: r.seq })]);
+            self.send_packet(r.requester, r.version, &[Message::Ack(Ack { seq: r.seq })]);
             return;
         }
         self.stats.drop(DropReason::Unexpected);
@@ -662,7 +687,7 @@ impl Node {
         for seq in expired {
             if let Some(r) = self.relays.remove(&seq) {
                 if r.nack {
-                    self.send_packet(r.requester, &[Message::Nack(Nack { seq: r.seq })]);
+                    self.send_packet(r.requester, r.version, &[Message::Nack(Nack { seq: r.seq })]);
                 }
             }
         }
@@ -709,10 +734,18 @@ impl Node {
             let idx = self.members.insert(rec, now);
             self.order.insert(idx, &mut self.rng);
             self.events.push_back(Event::Joined { member });
-            // New members learned by anti-entropy are not re-gossiped: the exchange itself
-            // spreads them, and a joining cluster would otherwise flood every queue.
+            // New members are relayed as rumours only by nodes in steady state. Those learned
+            // by anti-entropy are not: the exchanges spread them. Nor are those heard while this
+            // node is itself catching up: its fast exchanges will spread them, and when a whole
+            // cluster starts at once, relaying every join would flood every queue for nothing.
+            // A member's own exchange with us is news worth spreading either way.
             let is_peer = matches!(&origin, Origin::Sync(p) if *p == m.name);
-            if !matches!(origin, Origin::Sync(_)) || is_peer {
+            let relay = match origin {
+                Origin::Sync(_) => is_peer,
+                Origin::Gossip => self.catch_up == 0,
+                Origin::Local => true,
+            };
+            if relay {
                 self.rebroadcast(&m.name.clone(), &Message::Alive(m));
             }
             return;
@@ -876,8 +909,9 @@ impl Node {
                 || (r.state == State::Dead && m.since(&r.name).is_some_and(|t| now.saturating_since(t) < to_dead))
         });
         for t in targets {
-            let dst = self.members.get(t).addr();
-            let mut b = PacketBuilder::new(PROTOCOL_VERSION, &self.config.label, self.config.packet_budget);
+            let rec = self.members.get(t);
+            let (dst, version) = (rec.addr(), Self::version_for(rec.protocol));
+            let mut b = PacketBuilder::new(version, &self.config.label, self.config.packet_budget);
             let limit = self.retransmit_limit();
             let n = self.broadcasts.fill(&mut b, limit);
             if n == 0 {
@@ -977,14 +1011,16 @@ impl Node {
             members: self.members.len() as u32,
             join,
         });
-        self.send_frame(dst, &req);
+        // The peer may be a seed we know only by address: speak the oldest version we can,
+        // so any peer of a supported version understands the opening of the exchange.
+        self.send_frame(dst, PROTOCOL_VERSION_MIN, &req);
     }
 
     fn on_sync_request(&mut self, _now: Time, m: SyncRequest) {
         let digest = self.members.digest();
         let buckets = if m.root == digest.root() && !m.join { None } else { Some(digest.buckets().to_vec()) };
         let reply = Message::SyncBuckets(SyncBuckets { id: m.id, sender: self.me.clone(), buckets });
-        self.send_frame(m.sender.addr, &reply);
+        self.send_frame(m.sender.addr, self.rx_version, &reply);
     }
 
     fn on_sync_buckets(&mut self, now: Time, m: SyncBuckets) {
@@ -1011,15 +1047,15 @@ impl Node {
     }
 
     /// Encodes a SyncPush/SyncPull frame straight from the member table's encoding.
-    fn entries_frame(&self, kind: wire::MessageType, id: u32, mask: &[u8; 32], count: u32, entries: &[u8]) -> Bytes {
+    fn entries_frame(&self, kind: wire::MessageType, id: u32, mask: &[u8; wire::DIGEST_BUCKETS / 8], count: u32, entries: &[u8]) -> Bytes {
         let mut body = wire::Writer::with_capacity(entries.len() + 64);
         body.varint(id);
-        body.lp(self.me.name.as_str().as_bytes());
+        body.lp(self.me.name.as_bytes());
         body.addr(self.me.addr);
         body.bytes(mask);
         body.varint(count);
         body.bytes(entries);
-        let mut b = PacketBuilder::new(PROTOCOL_VERSION, &self.config.label, usize::MAX);
+        let mut b = PacketBuilder::new(self.rx_version, &self.config.label, usize::MAX);
         let mut framed = wire::Writer::with_capacity(body.buf.len() + 8);
         framed.u8(kind as u8);
         framed.lp(&body.buf);
@@ -1031,9 +1067,10 @@ impl Node {
         // Reply with the exact difference: our entries in the differing buckets that the
         // requester lacks or holds differently. Entries of theirs identical to ours are not
         // merged at all: in a converging cluster most of a bucket already agrees.
-        let pushed: HashMap<&str, usize> = m.entries.iter().enumerate().map(|(j, e)| (e.name.as_str(), j)).collect();
+        let pushed: HashMap<&[u8], usize> =
+            m.entries.iter().enumerate().map(|(j, e)| (e.name.as_bytes(), j)).collect();
         let mut identical = vec![false; m.entries.len()];
-        let (count, body) = self.members.entries_in_filtered(&m.mask, |rec| match pushed.get(rec.name.as_str()) {
+        let (count, body) = self.members.entries_in_filtered(&m.mask, |rec| match pushed.get(rec.name.as_bytes()) {
             Some(&j) if rec.same_as(&m.entries[j]) => {
                 identical[j] = true;
                 false

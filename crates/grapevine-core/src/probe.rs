@@ -9,27 +9,23 @@ use crate::config::ProbeSelection;
 use crate::membership::{Membership, Removal};
 use crate::name::Name;
 use crate::time::Time;
-use rand::seq::SliceRandom;
+use crate::chunked::ChunkedVec;
 use rand::Rng;
 use std::net::SocketAddr;
 
 /// Picks whom to probe next.
 pub(crate) struct ProbeOrder {
-    order: Vec<u32>,
+    order: ChunkedVec<u32>,
     pos: usize,
 }
 
 impl ProbeOrder {
     pub fn new() -> Self {
-        ProbeOrder { order: Vec::new(), pos: 0 }
+        ProbeOrder { order: ChunkedVec::new(), pos: 0 }
     }
 
     /// Adds a newcomer at a random position.
     pub fn insert<R: Rng>(&mut self, idx: u32, rng: &mut R) {
-        if self.order.len() == self.order.capacity() {
-            // Grow by an eighth, like the member table: memory is per member per node.
-            self.order.reserve_exact((self.order.len() / 8).max(16));
-        }
         self.order.push(idx);
         let n = self.order.len();
         let j = rng.gen_range(0..n);
@@ -38,7 +34,8 @@ impl ProbeOrder {
 
     /// Keeps indices right after the member table removed a record.
     pub fn on_removed(&mut self, r: &Removal) {
-        if let Some(p) = self.order.iter().position(|&i| i == r.removed) {
+        let found = self.order.iter().position(|&i| i == r.removed);
+        if let Some(p) = found {
             self.order.swap_remove(p);
             if self.pos > self.order.len() {
                 self.pos = self.order.len();
@@ -60,7 +57,7 @@ impl ProbeOrder {
         }
         if mode == ProbeSelection::Random {
             for _ in 0..64 {
-                let idx = self.order[rng.gen_range(0..self.order.len())];
+                let idx = *self.order.get(rng.gen_range(0..self.order.len()));
                 if idx != me && members.get(idx).state.is_live() {
                     return Some(idx);
                 }
@@ -69,9 +66,13 @@ impl ProbeOrder {
         for _ in 0..=self.order.len() {
             if self.pos >= self.order.len() {
                 self.pos = 0;
-                self.order.shuffle(rng);
+                // Fisher–Yates, as `SliceRandom::shuffle` does.
+                for i in (1..self.order.len()).rev() {
+                    let j = rng.gen_range(0..=i);
+                    self.order.swap(i, j);
+                }
             }
-            let idx = self.order[self.pos];
+            let idx = *self.order.get(self.pos);
             self.pos += 1;
             if idx != me && members.get(idx).state.is_live() {
                 return Some(idx);
@@ -112,4 +113,6 @@ pub(crate) struct Relay {
     pub seq: u32,
     pub nack: bool,
     pub deadline: Time,
+    /// The version the request came in, used for the answer.
+    pub version: u8,
 }

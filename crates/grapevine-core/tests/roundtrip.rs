@@ -49,7 +49,7 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(id, sender, root, members, join)| Message::SyncRequest(SyncRequest { id, sender, root, members, join })),
         (any::<u32>(), node(), proptest::option::of(proptest::collection::vec(any::<u64>(), DIGEST_BUCKETS)))
             .prop_map(|(id, sender, buckets)| Message::SyncBuckets(SyncBuckets { id, sender, buckets })),
-        (any::<u32>(), node(), any::<[u8; 32]>(), proptest::collection::vec(entry(), 0..8), any::<bool>()).prop_map(
+        (any::<u32>(), node(), proptest::collection::vec(any::<u8>(), DIGEST_BUCKETS / 8).prop_map(|v| { let mut a = [0u8; DIGEST_BUCKETS / 8]; a.copy_from_slice(&v); a }), proptest::collection::vec(entry(), 0..8), any::<bool>()).prop_map(
             |(id, sender, mask, entries, push)| {
                 let m = SyncEntries { id, sender, mask, entries };
                 if push { Message::SyncPush(m) } else { Message::SyncPull(m) }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 /// The largest node tags (metadata) the wire format accepts, in bytes.
 pub const MAX_TAGS_LEN: usize = 512;
 /// Buckets in a membership digest (see [`crate::digest`]).
-pub const DIGEST_BUCKETS: usize = 256;
+pub const DIGEST_BUCKETS: usize = 1024;
 /// The most member entries one sync message may carry.
 pub const MAX_SYNC_ENTRIES: usize = 1 << 20;
 /// The smallest encoded size of a sync entry: used to reject hostile counts early.
@@ -302,7 +302,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
 }
 
 pub(crate) fn write_entry(w: &mut Writer, e: &EntryRef<'_>) {
-    w.lp(e.name.as_bytes());
+    w.lp(e.name);
     w.addr(e.addr);
     w.varint(e.incarnation);
     w.u8(e.state.code());
@@ -312,7 +312,7 @@ pub(crate) fn write_entry(w: &mut Writer, e: &EntryRef<'_>) {
 
 /// A borrowed entry, encoded straight from the member table without copying.
 pub(crate) struct EntryRef<'a> {
-    pub name: &'a str,
+    pub name: &'a [u8],
     pub addr: SocketAddr,
     pub incarnation: u32,
     pub state: State,
@@ -425,7 +425,7 @@ impl Message {
                     write_entry(
                         w,
                         &EntryRef {
-                            name: e.name.as_str(),
+                            name: e.name.as_bytes(),
                             addr: e.addr,
                             incarnation: e.incarnation,
                             state: e.state,

@@ -296,7 +296,7 @@ struct SwimObserver<'a> {
 impl Observer for SwimObserver<'_> {
     fn on_event(&mut self, now: Time, node: u32, event: &Event) {
         let Some(m) = event.member() else { return };
-        let Some(&t) = self.names.get(&m.name) else { return };
+        let Some(t) = node_index(&m.name).or_else(|| self.names.get(&m.name).copied()) else { return };
         let (o, t) = (node as usize, t as usize);
         self.truth.set(now, o, t, m.state == State::Alive);
         let i = o * self.truth.n + t;
@@ -355,6 +355,11 @@ impl Observer for SwimObserver<'_> {
             self.truth.bytes[p] += bytes as u64;
         }
     }
+}
+
+/// The index of a simulated node from its name (`node-NNNNNN`), without a table lookup.
+fn node_index(name: &grapevine_core::Name) -> Option<u32> {
+    name.as_str().strip_prefix("node-")?.parse().ok()
 }
 
 /// The peak resident set size of this process, in MiB (Linux), if known.
