@@ -91,7 +91,9 @@ struct SwimArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Sim { scenario: SimScenario::Swim(a) } => {
+        Command::Sim {
+            scenario: SimScenario::Swim(a),
+        } => {
             let params = SwimParams {
                 nodes: a.nodes,
                 seed: a.seed,

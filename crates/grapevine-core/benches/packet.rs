@@ -19,14 +19,25 @@ fn warm_node() -> Node {
     for chunk in (1..1000u32).collect::<Vec<_>>().chunks(40) {
         let msgs: Vec<Message> = chunk
             .iter()
-            .map(|&i| Message::Alive(Alive { name: name(i), addr: addr(i), incarnation: 1, tags: vec![], protocol: 1 }))
+            .map(|&i| {
+                Message::Alive(Alive {
+                    name: name(i),
+                    addr: addr(i),
+                    incarnation: 1,
+                    tags: vec![],
+                    protocol: 1,
+                })
+            })
             .collect();
-        n.handle_datagram(Time::ZERO, addr(1), &wire::encode_packet(PROTOCOL_VERSION, b"", &msgs));
+        n.handle_datagram(
+            Time::ZERO,
+            addr(1),
+            &wire::encode_packet(PROTOCOL_VERSION, b"", &msgs),
+        );
     }
     // Let the rumours of all those joins die out, as in a settled cluster.
-    let mut now = Time::ZERO;
     while n.pending_broadcasts() > 0 {
-        now = n.poll_timeout();
+        let now = n.poll_timeout();
         n.handle_timeout(now);
         while n.poll_transmit().is_some() {}
     }
@@ -37,10 +48,23 @@ fn warm_node() -> Node {
 fn gossip_packet() -> Vec<u8> {
     // What a busy cluster sends: a ping plus as many rumours as fit in 1,400 bytes.
     let mut b = wire::PacketBuilder::new(PROTOCOL_VERSION, b"", 1400);
-    b.push_forced(&Message::Ping(Ping { seq: 7, target: name(0), source: NodeAddr { name: name(5), addr: addr(5) } }));
+    b.push_forced(&Message::Ping(Ping {
+        seq: 7,
+        target: name(0),
+        source: NodeAddr {
+            name: name(5),
+            addr: addr(5),
+        },
+    }));
     let mut i = 1;
     loop {
-        let m = Message::Alive(Alive { name: name(i), addr: addr(i), incarnation: 1, tags: vec![], protocol: 1 });
+        let m = Message::Alive(Alive {
+            name: name(i),
+            addr: addr(i),
+            incarnation: 1,
+            tags: vec![],
+            protocol: 1,
+        });
         if !b.push_framed(&m.encode()) {
             break;
         }
@@ -54,7 +78,14 @@ fn bench(c: &mut Criterion) {
     let ping = wire::encode_packet(
         PROTOCOL_VERSION,
         b"",
-        &[Message::Ping(Ping { seq: 7, target: name(0), source: NodeAddr { name: name(5), addr: addr(5) } })],
+        &[Message::Ping(Ping {
+            seq: 7,
+            target: name(0),
+            source: NodeAddr {
+                name: name(5),
+                addr: addr(5),
+            },
+        })],
     )
     .to_vec();
     let mut g = c.benchmark_group("core");
@@ -79,7 +110,9 @@ fn bench(c: &mut Criterion) {
             n.poll_transmit()
         })
     });
-    g.bench_function("decode_gossip_packet", |b| b.iter(|| wire::decode_packet(&packet, b"", 65_507)));
+    g.bench_function("decode_gossip_packet", |b| {
+        b.iter(|| wire::decode_packet(&packet, b"", 65_507))
+    });
     g.finish();
 }
 

@@ -16,7 +16,10 @@ pub(crate) struct Awareness {
 
 impl Awareness {
     pub fn new(max: u32) -> Self {
-        Awareness { max: max.max(1), score: 0 }
+        Awareness {
+            max: max.max(1),
+            score: 0,
+        }
     }
 
     pub fn apply(&mut self, delta: i32) {
@@ -44,7 +47,10 @@ mod tests {
         assert_eq!(a.score(), 0);
         a.apply(20);
         assert_eq!(a.score(), 7);
-        assert_eq!(a.scale(Duration::from_millis(500)), Duration::from_millis(4000));
+        assert_eq!(
+            a.scale(Duration::from_millis(500)),
+            Duration::from_millis(4000)
+        );
         a.apply(-1);
         assert_eq!(a.score(), 6);
     }

@@ -31,7 +31,12 @@ pub(crate) struct BroadcastQueue {
 
 impl BroadcastQueue {
     pub fn new(max: usize) -> Self {
-        BroadcastQueue { by_sends: Vec::new(), current: HashMap::new(), next_id: 0, max: max.max(1) }
+        BroadcastQueue {
+            by_sends: Vec::new(),
+            current: HashMap::new(),
+            next_id: 0,
+            max: max.max(1),
+        }
     }
 
     /// Live broadcasts (stale copies excluded).
@@ -55,7 +60,11 @@ impl BroadcastQueue {
         if self.by_sends.is_empty() {
             self.by_sends.push(VecDeque::new());
         }
-        self.by_sends[0].push_back(Item { id, about, framed: framed.into_boxed_slice() });
+        self.by_sends[0].push_back(Item {
+            id,
+            about,
+            framed: framed.into_boxed_slice(),
+        });
         while self.current.len() > self.max {
             // The most-sent, oldest broadcast has done the most of its work already.
             self.evict_one();
@@ -132,7 +141,11 @@ mod tests {
     use crate::wire::{Leave, Message};
 
     fn msg(name: &str, inc: u32) -> Vec<u8> {
-        Message::Leave(Leave { name: Name::new(name).unwrap(), incarnation: inc }).encode()
+        Message::Leave(Leave {
+            name: Name::new(name).unwrap(),
+            incarnation: inc,
+        })
+        .encode()
     }
 
     #[test]
@@ -158,13 +171,19 @@ mod tests {
     fn least_sent_go_first_and_budget_is_respected() {
         let mut q = BroadcastQueue::new(100);
         for i in 0..50 {
-            q.push(Name::new(&format!("member-{i:03}")).unwrap(), msg(&format!("member-{i:03}"), i));
+            q.push(
+                Name::new(&format!("member-{i:03}")).unwrap(),
+                msg(&format!("member-{i:03}"), i),
+            );
         }
         let mut p = PacketBuilder::new(1, b"", 200);
         let n = q.fill(&mut p, 10);
         assert!(n > 0 && n < 50);
         let first = crate::wire::decode_packet(&p.finish(), b"", 65535).unwrap();
-        assert!(matches!(&first[0], Message::Leave(l) if l.incarnation == 49), "newest first");
+        assert!(
+            matches!(&first[0], Message::Leave(l) if l.incarnation == 49),
+            "newest first"
+        );
         // The ones just sent now have 1 transmit; the next packet takes unsent ones.
         let mut p2 = PacketBuilder::new(1, b"", 200);
         q.fill(&mut p2, 10);

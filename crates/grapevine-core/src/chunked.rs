@@ -12,7 +12,10 @@ pub(crate) struct ChunkedVec<T> {
 
 impl<T> ChunkedVec<T> {
     pub fn new() -> Self {
-        ChunkedVec { chunks: Vec::new(), len: 0 }
+        ChunkedVec {
+            chunks: Vec::new(),
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -32,7 +35,7 @@ impl<T> ChunkedVec<T> {
     }
 
     pub fn push(&mut self, v: T) {
-        if self.len % CHUNK == 0 && self.len / CHUNK == self.chunks.len() {
+        if self.len.is_multiple_of(CHUNK) && self.len / CHUNK == self.chunks.len() {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         self.chunks[self.len / CHUNK].push(v);
@@ -65,7 +68,11 @@ impl<T> ChunkedVec<T> {
         if ca == cb {
             self.chunks[ca].swap(a % CHUNK, b % CHUNK);
         } else {
-            let (lo, hi, lo_i, hi_i) = if ca < cb { (ca, cb, a, b) } else { (cb, ca, b, a) };
+            let (lo, hi, lo_i, hi_i) = if ca < cb {
+                (ca, cb, a, b)
+            } else {
+                (cb, ca, b, a)
+            };
             let (left, right) = self.chunks.split_at_mut(hi);
             std::mem::swap(&mut left[lo][lo_i % CHUNK], &mut right[0][hi_i % CHUNK]);
         }

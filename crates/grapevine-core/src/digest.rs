@@ -18,7 +18,10 @@ pub struct Digest {
 
 impl Default for Digest {
     fn default() -> Self {
-        Digest { buckets: Box::new([0; DIGEST_BUCKETS]), root: 0 }
+        Digest {
+            buckets: Box::new([0; DIGEST_BUCKETS]),
+            root: 0,
+        }
     }
 }
 

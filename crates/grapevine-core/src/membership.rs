@@ -27,9 +27,24 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub fn new(name: Name, addr: SocketAddr, incarnation: u32, state: State, tags: &[u8], protocol: u8) -> Self {
+    pub fn new(
+        name: Name,
+        addr: SocketAddr,
+        incarnation: u32,
+        state: State,
+        tags: &[u8],
+        protocol: u8,
+    ) -> Self {
         let (ip, port) = pack(addr);
-        Record { name, ip, port, incarnation, state, protocol, tags: ThinVec::from(tags) }
+        Record {
+            name,
+            ip,
+            port,
+            incarnation,
+            state,
+            protocol,
+            tags: ThinVec::from(tags),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -159,7 +174,9 @@ impl Membership {
 
     pub fn find(&self, name: &Name) -> Option<u32> {
         let h = name.hash64();
-        self.index.find(h, |&i| self.records.get(i as usize).name == *name).copied()
+        self.index
+            .find(h, |&i| self.records.get(i as usize).name == *name)
+            .copied()
     }
 
     pub fn since(&self, name: &Name) -> Option<Time> {
@@ -183,7 +200,8 @@ impl Membership {
         }
         self.records.push(rec);
         let records = &self.records;
-        self.index.insert_unique(h, idx, |&i| records.get(i as usize).name.hash64());
+        self.index
+            .insert_unique(h, idx, |&i| records.get(i as usize).name.hash64());
         idx
     }
 
@@ -234,7 +252,10 @@ impl Membership {
         } else {
             None
         };
-        Removal { removed: idx, moved_from }
+        Removal {
+            removed: idx,
+            moved_from,
+        }
     }
 
     /// Encodes the records of the buckets set in `mask` for an anti-entropy exchange.

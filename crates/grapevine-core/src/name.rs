@@ -29,7 +29,9 @@ enum InlineLen { L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14
 impl InlineLen {
     const ALL: [InlineLen; 16] = {
         use InlineLen::*;
-        [L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14, L15]
+        [
+            L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14, L15,
+        ]
     };
 }
 
@@ -59,7 +61,10 @@ impl Name {
         if s.len() <= INLINE {
             let mut bytes = [0u8; INLINE];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
-            return Ok(Name(Repr::Inline { len: InlineLen::ALL[s.len()], bytes }));
+            return Ok(Name(Repr::Inline {
+                len: InlineLen::ALL[s.len()],
+                bytes,
+            }));
         }
         Ok(Name(Repr::Heap(Box::new(Box::from(s)))))
     }
@@ -91,7 +96,9 @@ impl PartialEq for Name {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             // Unused inline bytes are always zero, so the arrays compare whole.
-            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => *a as u8 == *b as u8 && x == y,
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => {
+                *a as u8 == *b as u8 && x == y
+            }
             _ => self.as_bytes() == other.as_bytes(),
         }
     }
@@ -149,10 +156,17 @@ mod tests {
         let long = Name::new("a-rather-long-hostname.example.internal").unwrap();
         assert_eq!(short.as_str(), "node-000001");
         assert_eq!(long.as_str(), "a-rather-long-hostname.example.internal");
-        assert_eq!(Name::new("exactly15bytes!").unwrap().as_str(), "exactly15bytes!");
-        assert_eq!(Name::new("sixteen-bytes-ok").unwrap().as_str(), "sixteen-bytes-ok");
+        assert_eq!(
+            Name::new("exactly15bytes!").unwrap().as_str(),
+            "exactly15bytes!"
+        );
+        assert_eq!(
+            Name::new("sixteen-bytes-ok").unwrap().as_str(),
+            "sixteen-bytes-ok"
+        );
         assert_eq!(short, Name::new("node-000001").unwrap());
-        assert!(short < long || short > long);
+        assert!(long < short, "names order like their strings");
+        assert_eq!(long.cmp(&short), long.as_str().cmp(short.as_str()));
         assert_eq!(Name::new(""), Err(NameError::Empty));
         assert!(Name::new(&"x".repeat(129)).is_err());
     }

@@ -19,8 +19,9 @@ use crate::stats::{DropReason, Stats};
 use crate::suspicion::Suspicion;
 use crate::time::Time;
 use crate::wire::{
-    self, Ack, Alive, Dead, Entry, IndirectPing, Leave, Message, Nack, NodeAddr, PacketBuilder, Ping, Suspect,
-    SyncBuckets, SyncEntries, SyncRequest, MAX_TAGS_LEN, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
+    self, Ack, Alive, Dead, Entry, IndirectPing, Leave, Message, Nack, NodeAddr, PacketBuilder,
+    Ping, Suspect, SyncBuckets, SyncEntries, SyncRequest, MAX_TAGS_LEN, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_MIN,
 };
 use bytes::Bytes;
 use hashbrown::HashMap;
@@ -112,21 +113,36 @@ pub struct Node {
 
 impl Node {
     /// A node named `name`, reachable at `addr`, with its RNG seeded by `seed`.
-    pub fn new(config: Config, name: Name, addr: SocketAddr, seed: u64, now: Time) -> Result<Node, ConfigError> {
+    pub fn new(
+        config: Config,
+        name: Name,
+        addr: SocketAddr,
+        seed: u64,
+        now: Time,
+    ) -> Result<Node, ConfigError> {
         config.validate()?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut members = Membership::new();
-        let me_idx = members.insert(Record::new(name.clone(), addr, 0, State::Alive, &[], PROTOCOL_VERSION), now);
+        let me_idx = members.insert(
+            Record::new(name.clone(), addr, 0, State::Alive, &[], PROTOCOL_VERSION),
+            now,
+        );
         let mut order = ProbeOrder::new();
         order.insert(me_idx, &mut rng);
-        let jitter = |rng: &mut Xoshiro256PlusPlus, d: std::time::Duration| now + d.mul_f64(rng.gen::<f64>());
+        let jitter = |rng: &mut Xoshiro256PlusPlus, d: std::time::Duration| {
+            now + d.mul_f64(rng.gen::<f64>())
+        };
         let timers = Timers {
             probe: jitter(&mut rng, config.probe_interval),
             gossip: jitter(&mut rng, config.gossip_interval),
             push_pull: now + config.push_pull_interval.mul_f64(0.5 + rng.gen::<f64>()),
             reconnect: jitter(&mut rng, config.reconnect_interval) + config.reconnect_interval,
         };
-        let awareness = Awareness::new(if config.lifeguard { config.awareness_max_multiplier } else { 1 });
+        let awareness = Awareness::new(if config.lifeguard {
+            config.awareness_max_multiplier
+        } else {
+            1
+        });
         let broadcasts = BroadcastQueue::new(config.max_broadcasts);
         Ok(Node {
             me: NodeAddr { name, addr },
@@ -207,7 +223,9 @@ impl Node {
 
     /// One member by name.
     pub fn member(&self, name: &Name) -> Option<Member> {
-        self.members.find(name).map(|i| self.members.get(i).to_member())
+        self.members
+            .find(name)
+            .map(|i| self.members.get(i).to_member())
     }
 
     /// The state this node holds for `name`, without copying the record.
@@ -230,7 +248,8 @@ impl Node {
     /// Starts this node at `incarnation` (a restarted node that remembers its last one).
     pub fn set_incarnation(&mut self, now: Time, incarnation: u32) {
         self.incarnation = incarnation;
-        self.members.update(self.me_idx, now, |r| r.incarnation = incarnation);
+        self.members
+            .update(self.me_idx, now, |r| r.incarnation = incarnation);
     }
 
     /// Joins the cluster through `seeds`: an anti-entropy exchange with each, retried on
@@ -242,7 +261,7 @@ impl Node {
             }
         }
         self.announce(now);
-        for s in seeds.to_vec() {
+        for &s in seeds {
             self.start_sync(now, s, true);
         }
     }
@@ -257,8 +276,12 @@ impl Node {
         self.leaving = true;
         self.probe = None;
         let inc = self.incarnation;
-        self.members.update(self.me_idx, now, |r| r.state = State::Left);
-        let msg = Message::Leave(Leave { name: self.me.name.clone(), incarnation: inc });
+        self.members
+            .update(self.me_idx, now, |r| r.state = State::Left);
+        let msg = Message::Leave(Leave {
+            name: self.me.name.clone(),
+            incarnation: inc,
+        });
         self.broadcasts.push(self.me.name.clone(), msg.encode());
         self.gossip(now);
     }
@@ -328,7 +351,11 @@ impl Node {
         let t = &self.timers;
         let mut next = t.probe.min(t.gossip).min(t.push_pull).min(t.reconnect);
         if let Some(p) = &self.probe {
-            next = next.min(if p.phase == Phase::Direct { p.direct_deadline } else { p.end });
+            next = next.min(if p.phase == Phase::Direct {
+                p.direct_deadline
+            } else {
+                p.end
+            });
         }
         for r in self.relays.values() {
             next = next.min(r.deadline);
@@ -354,7 +381,11 @@ impl Node {
     fn handle_input(&mut self, now: Time, from: SocketAddr, bytes: &[u8], reliable: bool) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += bytes.len() as u64;
-        let max = if reliable { self.config.max_frame } else { self.config.max_datagram };
+        let max = if reliable {
+            self.config.max_frame
+        } else {
+            self.config.max_datagram
+        };
         let packet = match wire::open_packet(bytes, &self.config.label, max) {
             Ok(p) => p,
             Err(e) => {
@@ -402,7 +433,10 @@ impl Node {
             Message::Suspect(m) => self.on_suspect(now, m, Origin::Gossip),
             Message::Dead(m) => self.on_dead(now, m, Origin::Gossip),
             Message::Leave(m) => self.on_leave(now, m, Origin::Gossip),
-            Message::SyncRequest(_) | Message::SyncBuckets(_) | Message::SyncPush(_) | Message::SyncPull(_)
+            Message::SyncRequest(_)
+            | Message::SyncBuckets(_)
+            | Message::SyncPush(_)
+            | Message::SyncPull(_)
                 if !reliable =>
             {
                 self.stats.drop(DropReason::WrongChannel)
@@ -477,7 +511,11 @@ impl Node {
     fn emit(&mut self, dst: SocketAddr, reliable: bool, payload: Bytes) {
         self.stats.packets_out += 1;
         self.stats.bytes_out += payload.len() as u64;
-        self.transmits.push_back(Transmit { dst, reliable, payload });
+        self.transmits.push_back(Transmit {
+            dst,
+            reliable,
+            payload,
+        });
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -498,7 +536,10 @@ impl Node {
             return out;
         }
         let ok = |i: u32, out: &Vec<u32>, members: &Membership| {
-            i != self.me_idx && Some(i) != exclude && !out.contains(&i) && pred(members, members.get(i))
+            i != self.me_idx
+                && Some(i) != exclude
+                && !out.contains(&i)
+                && pred(members, members.get(i))
         };
         if len > 64 {
             for _ in 0..16 * n {
@@ -512,7 +553,9 @@ impl Node {
             }
         }
         // Small table, or most members ineligible: choose among all eligible ones.
-        let mut eligible: Vec<u32> = (0..len as u32).filter(|&i| ok(i, &out, &self.members)).collect();
+        let mut eligible: Vec<u32> = (0..len as u32)
+            .filter(|&i| ok(i, &out, &self.members))
+            .collect();
         while out.len() < n && !eligible.is_empty() {
             let j = self.rng.gen_range(0..eligible.len());
             out.push(eligible.swap_remove(j));
@@ -527,11 +570,17 @@ impl Node {
         if self.leaving || self.probe.is_some() {
             return;
         }
-        let Some(idx) = self.order.next(&self.members, self.me_idx, self.config.probe_selection, &mut self.rng) else {
+        let Some(idx) = self.order.next(
+            &self.members,
+            self.me_idx,
+            self.config.probe_selection,
+            &mut self.rng,
+        ) else {
             return;
         };
         let rec = self.members.get(idx);
-        let (target, addr, incarnation, state) = (rec.name.clone(), rec.addr(), rec.incarnation, rec.state);
+        let (target, addr, incarnation, state) =
+            (rec.name.clone(), rec.addr(), rec.incarnation, rec.state);
         let version = Self::version_for(rec.protocol);
         let seq = self.next_seq();
         self.probe = Some(Probe {
@@ -547,10 +596,18 @@ impl Node {
             nacks: 0,
         });
         self.stats.probes += 1;
-        let ping = Message::Ping(Ping { seq, target: target.clone(), source: self.me.clone() });
+        let ping = Message::Ping(Ping {
+            seq,
+            target: target.clone(),
+            source: self.me.clone(),
+        });
         if self.config.lifeguard && state == State::Suspect {
             // Buddy system: tell the suspect it is suspected, so it refutes at once.
-            let buddy = Message::Suspect(Suspect { name: target, incarnation, accuser: self.me.name.clone() });
+            let buddy = Message::Suspect(Suspect {
+                name: target,
+                incarnation,
+                accuser: self.me.name.clone(),
+            });
             self.send_packet(addr, version, &[ping, buddy]);
         } else {
             self.send_packet(addr, version, &[ping]);
@@ -571,11 +628,15 @@ impl Node {
         let Some(p) = &self.probe else { return };
         let (seq, target, addr) = (p.seq, p.target.clone(), p.addr);
         let target_idx = self.members.find(&target);
-        let relays =
-            self.random_members(self.config.indirect_checks, target_idx, |_, r| r.state == State::Alive);
+        let relays = self.random_members(self.config.indirect_checks, target_idx, |_, r| {
+            r.state == State::Alive
+        });
         let req = Message::IndirectPing(IndirectPing {
             seq,
-            target: NodeAddr { name: target.clone(), addr },
+            target: NodeAddr {
+                name: target.clone(),
+                addr,
+            },
             nack: true,
             requester: self.me.clone(),
         });
@@ -586,7 +647,11 @@ impl Node {
         }
         if self.config.fallback_probe {
             let version = self.version_to(Some(&target));
-            let ping = Message::Ping(Ping { seq, target, source: self.me.clone() });
+            let ping = Message::Ping(Ping {
+                seq,
+                target,
+                source: self.me.clone(),
+            });
             self.send_frame(addr, version, &ping);
         }
         if let Some(p) = &mut self.probe {
@@ -599,9 +664,15 @@ impl Node {
         let Some(p) = self.probe.take() else { return };
         self.stats.probes_failed += 1;
         // Lifeguard: missing nacks mean our own network or process is the problem.
-        let delta = if p.expected_nacks > 0 { (p.expected_nacks - p.nacks.min(p.expected_nacks)) as i32 } else { 1 };
+        let delta = if p.expected_nacks > 0 {
+            (p.expected_nacks - p.nacks.min(p.expected_nacks)) as i32
+        } else {
+            1
+        };
         self.awareness.apply(delta);
-        let Some(idx) = self.members.find(&p.target) else { return };
+        let Some(idx) = self.members.find(&p.target) else {
+            return;
+        };
         let rec = self.members.get(idx);
         if !rec.state.is_live() || rec.incarnation != p.incarnation {
             return;
@@ -609,9 +680,25 @@ impl Node {
         let accuser = self.me.name.clone();
         if self.config.suspicion {
             self.stats.suspicions_raised += 1;
-            self.on_suspect(now, Suspect { name: p.target, incarnation: p.incarnation, accuser }, Origin::Local);
+            self.on_suspect(
+                now,
+                Suspect {
+                    name: p.target,
+                    incarnation: p.incarnation,
+                    accuser,
+                },
+                Origin::Local,
+            );
         } else {
-            self.on_dead(now, Dead { name: p.target, incarnation: p.incarnation, accuser }, Origin::Local);
+            self.on_dead(
+                now,
+                Dead {
+                    name: p.target,
+                    incarnation: p.incarnation,
+                    accuser,
+                },
+                Origin::Local,
+            );
         }
     }
 
@@ -642,7 +729,11 @@ impl Node {
             },
         );
         let version = self.version_to(Some(&m.target.name));
-        let ping = Message::Ping(Ping { seq, target: m.target.name, source: self.me.clone() });
+        let ping = Message::Ping(Ping {
+            seq,
+            target: m.target.name,
+            source: self.me.clone(),
+        });
         self.send_packet(m.target.addr, version, &[ping]);
     }
 
@@ -681,13 +772,22 @@ impl Node {
         if self.relays.is_empty() {
             return;
         }
-        let expired: Vec<u32> = self.relays.iter().filter(|(_, r)| now >= r.deadline).map(|(s, _)| *s).collect();
+        let expired: Vec<u32> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(s, _)| *s)
+            .collect();
         let mut expired = expired;
         expired.sort_unstable();
         for seq in expired {
             if let Some(r) = self.relays.remove(&seq) {
                 if r.nack {
-                    self.send_packet(r.requester, r.version, &[Message::Nack(Nack { seq: r.seq })]);
+                    self.send_packet(
+                        r.requester,
+                        r.version,
+                        &[Message::Nack(Nack { seq: r.seq })],
+                    );
                 }
             }
         }
@@ -710,7 +810,10 @@ impl Node {
         });
         let alive = self.alive_msg();
         self.rebroadcast(&self.me.name.clone(), &alive);
-        self.events.push_back(Event::Refuted { accusation, incarnation: inc });
+        self.events.push_back(Event::Refuted {
+            accusation,
+            incarnation: inc,
+        });
     }
 
     fn on_alive(&mut self, now: Time, m: Alive, origin: Origin) {
@@ -729,7 +832,14 @@ impl Node {
                 self.stats.drop(DropReason::TableFull);
                 return;
             }
-            let rec = Record::new(m.name.clone(), m.addr, m.incarnation, State::Alive, &m.tags, m.protocol);
+            let rec = Record::new(
+                m.name.clone(),
+                m.addr,
+                m.incarnation,
+                State::Alive,
+                &m.tags,
+                m.protocol,
+            );
             let member = rec.to_member();
             let idx = self.members.insert(rec, now);
             self.order.insert(idx, &mut self.rng);
@@ -759,7 +869,11 @@ impl Node {
                     _ => false,
                 };
             if !reclaimable {
-                self.events.push_back(Event::Conflict { name: m.name, known: rec.addr(), claimed: m.addr });
+                self.events.push_back(Event::Conflict {
+                    name: m.name,
+                    known: rec.addr(),
+                    claimed: m.addr,
+                });
                 return;
             }
         } else if !incarnation::alive_overrides(held, rec.incarnation, m.incarnation) {
@@ -781,7 +895,9 @@ impl Node {
         match held {
             State::Suspect => self.events.push_back(Event::Alive { member }),
             State::Dead | State::Left => self.events.push_back(Event::Joined { member }),
-            State::Alive if tags_changed || addr_changed => self.events.push_back(Event::Updated { member }),
+            State::Alive if tags_changed || addr_changed => {
+                self.events.push_back(Event::Updated { member })
+            }
             State::Alive => {}
         }
         self.rebroadcast(&m.name.clone(), &Message::Alive(m));
@@ -794,7 +910,9 @@ impl Node {
             }
             return;
         }
-        let Some(idx) = self.members.find(&m.name) else { return };
+        let Some(idx) = self.members.find(&m.name) else {
+            return;
+        };
         let rec = self.members.get(idx);
         if rec.state == State::Suspect && rec.incarnation == m.incarnation {
             // A confirmation: with Lifeguard, it shortens the timer and is re-gossiped.
@@ -813,19 +931,29 @@ impl Node {
         let live = self.members.live();
         let min = self.config.suspicion_min_timeout(live);
         let (max, k) = if self.config.lifeguard {
-            let k = self.config.suspicion_confirmations.min(live.saturating_sub(2) as u32);
+            let k = self
+                .config
+                .suspicion_confirmations
+                .min(live.saturating_sub(2) as u32);
             (min * self.config.suspicion_max_timeout_mult.max(1), k)
         } else {
             (min, 0)
         };
-        self.suspicions.insert(m.name.clone(), Suspicion::new(m.incarnation, m.accuser.clone(), now, min, max, k));
+        self.suspicions.insert(
+            m.name.clone(),
+            Suspicion::new(m.incarnation, m.accuser.clone(), now, min, max, k),
+        );
         let member = self.members.update(idx, now, |r| {
             r.state = State::Suspect;
             r.incarnation = m.incarnation;
             r.to_member()
         });
         let local = origin == Origin::Local;
-        self.events.push_back(Event::Suspected { member, accuser: m.accuser.clone(), local });
+        self.events.push_back(Event::Suspected {
+            member,
+            accuser: m.accuser.clone(),
+            local,
+        });
         self.rebroadcast(&m.name.clone(), &Message::Suspect(m));
     }
 
@@ -843,7 +971,15 @@ impl Node {
         for (name, incarnation) in due {
             self.suspicions.remove(&name);
             let accuser = self.me.name.clone();
-            self.on_dead(now, Dead { name, incarnation, accuser }, Origin::Local);
+            self.on_dead(
+                now,
+                Dead {
+                    name,
+                    incarnation,
+                    accuser,
+                },
+                Origin::Local,
+            );
         }
     }
 
@@ -854,7 +990,9 @@ impl Node {
             }
             return;
         }
-        let Some(idx) = self.members.find(&m.name) else { return };
+        let Some(idx) = self.members.find(&m.name) else {
+            return;
+        };
         let rec = self.members.get(idx);
         if !incarnation::dead_overrides(rec.state, rec.incarnation, m.incarnation) {
             return;
@@ -880,7 +1018,9 @@ impl Node {
             }
             return;
         }
-        let Some(idx) = self.members.find(&m.name) else { return };
+        let Some(idx) = self.members.find(&m.name) else {
+            return;
+        };
         let rec = self.members.get(idx);
         if !incarnation::leave_overrides(rec.state, rec.incarnation, m.incarnation) {
             return;
@@ -906,7 +1046,9 @@ impl Node {
         // death and refute it.
         let targets = self.random_members(self.config.fanout, None, |m, r| {
             r.state.is_live()
-                || (r.state == State::Dead && m.since(&r.name).is_some_and(|t| now.saturating_since(t) < to_dead))
+                || (r.state == State::Dead
+                    && m.since(&r.name)
+                        .is_some_and(|t| now.saturating_since(t) < to_dead))
         });
         for t in targets {
             let rec = self.members.get(t);
@@ -941,7 +1083,8 @@ impl Node {
         self.reconnect_ticks = self.reconnect_ticks.wrapping_add(1);
         self.reap(now);
         let timeout = self.config.sync_timeout;
-        self.syncs.retain(|_, s| now.saturating_since(s.started) < timeout);
+        self.syncs
+            .retain(|_, s| now.saturating_since(s.started) < timeout);
         if self.leaving {
             return;
         }
@@ -949,7 +1092,11 @@ impl Node {
         let mut dead: Vec<Name> = self
             .members
             .non_alive()
-            .filter(|(n, _)| self.members.find(n).is_some_and(|i| self.members.get(i).state == State::Dead))
+            .filter(|(n, _)| {
+                self.members
+                    .find(n)
+                    .is_some_and(|i| self.members.get(i).state == State::Dead)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         // Sorted so the choice depends on the seeded RNG only, not on hash-map order.
@@ -963,7 +1110,9 @@ impl Node {
         }
         // Seeds: until joined, or when alone, every tick; otherwise now and then, so a
         // cluster split with no dead members left to try still finds its way back.
-        if !self.seeds.is_empty() && (!self.synced || self.members.live() <= 1 || self.reconnect_ticks % 6 == 0) {
+        if !self.seeds.is_empty()
+            && (!self.synced || self.members.live() <= 1 || self.reconnect_ticks.is_multiple_of(6))
+        {
             let seed = self.seeds[self.rng.gen_range(0..self.seeds.len())];
             let join = !self.synced;
             self.start_sync(now, seed, join);
@@ -973,7 +1122,9 @@ impl Node {
     fn reap(&mut self, now: Time) {
         let mut gone: Vec<(Name, State)> = Vec::new();
         for (name, since) in self.members.non_alive() {
-            let Some(i) = self.members.find(name) else { continue };
+            let Some(i) = self.members.find(name) else {
+                continue;
+            };
             let state = self.members.get(i).state;
             let limit = match state {
                 State::Dead => self.config.dead_reap_timeout,
@@ -1018,8 +1169,16 @@ impl Node {
 
     fn on_sync_request(&mut self, _now: Time, m: SyncRequest) {
         let digest = self.members.digest();
-        let buckets = if m.root == digest.root() && !m.join { None } else { Some(digest.buckets().to_vec()) };
-        let reply = Message::SyncBuckets(SyncBuckets { id: m.id, sender: self.me.clone(), buckets });
+        let buckets = if m.root == digest.root() && !m.join {
+            None
+        } else {
+            Some(digest.buckets().to_vec())
+        };
+        let reply = Message::SyncBuckets(SyncBuckets {
+            id: m.id,
+            sender: self.me.clone(),
+            buckets,
+        });
         self.send_frame(m.sender.addr, self.rx_version, &reply);
     }
 
@@ -1047,7 +1206,14 @@ impl Node {
     }
 
     /// Encodes a SyncPush/SyncPull frame straight from the member table's encoding.
-    fn entries_frame(&self, kind: wire::MessageType, id: u32, mask: &[u8; wire::DIGEST_BUCKETS / 8], count: u32, entries: &[u8]) -> Bytes {
+    fn entries_frame(
+        &self,
+        kind: wire::MessageType,
+        id: u32,
+        mask: &[u8; wire::DIGEST_BUCKETS / 8],
+        count: u32,
+        entries: &[u8],
+    ) -> Bytes {
         let mut body = wire::Writer::with_capacity(entries.len() + 64);
         body.varint(id);
         body.lp(self.me.name.as_bytes());
@@ -1067,22 +1233,33 @@ impl Node {
         // Reply with the exact difference: our entries in the differing buckets that the
         // requester lacks or holds differently. Entries of theirs identical to ours are not
         // merged at all: in a converging cluster most of a bucket already agrees.
-        let pushed: HashMap<&[u8], usize> =
-            m.entries.iter().enumerate().map(|(j, e)| (e.name.as_bytes(), j)).collect();
+        let pushed: HashMap<&[u8], usize> = m
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(j, e)| (e.name.as_bytes(), j))
+            .collect();
         let mut identical = vec![false; m.entries.len()];
-        let (count, body) = self.members.entries_in_filtered(&m.mask, |rec| match pushed.get(rec.name.as_bytes()) {
-            Some(&j) if rec.same_as(&m.entries[j]) => {
-                identical[j] = true;
-                false
+        let (count, body) = self.members.entries_in_filtered(&m.mask, |rec| {
+            match pushed.get(rec.name.as_bytes()) {
+                Some(&j) if rec.same_as(&m.entries[j]) => {
+                    identical[j] = true;
+                    false
+                }
+                _ => true,
             }
-            _ => true,
         });
         let pull = self.entries_frame(wire::MessageType::SyncPull, m.id, &m.mask, count, &body);
         self.stats.sent(wire::MessageType::SyncPull);
         self.emit(m.sender.addr, true, pull);
         drop(pushed);
-        let entries: Vec<Entry> =
-            m.entries.into_iter().zip(identical).filter(|(_, same)| !same).map(|(e, _)| e).collect();
+        let entries: Vec<Entry> = m
+            .entries
+            .into_iter()
+            .zip(identical)
+            .filter(|(_, same)| !same)
+            .map(|(e, _)| e)
+            .collect();
         self.merge(now, &m.sender.name, entries);
     }
 
@@ -1120,15 +1297,29 @@ impl Node {
         self.stats.sync_entries_in += entries.len() as u64;
         for e in entries {
             let origin = Origin::Sync(peer.clone());
-            if e.name != self.me.name && self.members.find(&e.name).is_none() && e.state != State::Alive {
+            if e.name != self.me.name
+                && self.members.find(&e.name).is_none()
+                && e.state != State::Alive
+            {
                 // An unknown member in another state: record it as it is, so the tables (and
                 // their digests) converge, and a dead one is retried by the reconnect timer.
                 if self.members.len() >= self.config.max_members {
                     self.stats.drop(DropReason::TableFull);
                     continue;
                 }
-                let state = if e.state == State::Suspect { State::Alive } else { e.state };
-                let rec = Record::new(e.name.clone(), e.addr, e.incarnation, state, &e.tags, e.protocol);
+                let state = if e.state == State::Suspect {
+                    State::Alive
+                } else {
+                    e.state
+                };
+                let rec = Record::new(
+                    e.name.clone(),
+                    e.addr,
+                    e.incarnation,
+                    state,
+                    &e.tags,
+                    e.protocol,
+                );
                 let idx = self.members.insert(rec, now);
                 self.order.insert(idx, &mut self.rng);
                 if state == State::Alive {
@@ -1141,17 +1332,34 @@ impl Node {
             match e.state {
                 State::Alive => self.on_alive(
                     now,
-                    Alive { name: e.name, addr: e.addr, incarnation: e.incarnation, tags: e.tags, protocol: e.protocol },
+                    Alive {
+                        name: e.name,
+                        addr: e.addr,
+                        incarnation: e.incarnation,
+                        tags: e.tags,
+                        protocol: e.protocol,
+                    },
                     origin,
                 ),
                 // Another node's verdict of death is only a suspicion here (as in memberlist):
                 // the accused gets a chance to refute, which matters after a partition.
                 State::Suspect | State::Dead => self.on_suspect(
                     now,
-                    Suspect { name: e.name, incarnation: e.incarnation, accuser: peer.clone() },
+                    Suspect {
+                        name: e.name,
+                        incarnation: e.incarnation,
+                        accuser: peer.clone(),
+                    },
                     origin,
                 ),
-                State::Left => self.on_leave(now, Leave { name: e.name, incarnation: e.incarnation }, origin),
+                State::Left => self.on_leave(
+                    now,
+                    Leave {
+                        name: e.name,
+                        incarnation: e.incarnation,
+                    },
+                    origin,
+                ),
             }
         }
     }

@@ -5,11 +5,11 @@
 //! they are neither probed at once nor last. A member that crashes is thus probed by
 //! every other member within one pass: detection time is bounded, not just expected.
 
+use crate::chunked::ChunkedVec;
 use crate::config::ProbeSelection;
 use crate::membership::{Membership, Removal};
 use crate::name::Name;
 use crate::time::Time;
-use crate::chunked::ChunkedVec;
 use rand::Rng;
 use std::net::SocketAddr;
 
@@ -21,7 +21,10 @@ pub(crate) struct ProbeOrder {
 
 impl ProbeOrder {
     pub fn new() -> Self {
-        ProbeOrder { order: ChunkedVec::new(), pos: 0 }
+        ProbeOrder {
+            order: ChunkedVec::new(),
+            pos: 0,
+        }
     }
 
     /// Adds a newcomer at a random position.
@@ -51,7 +54,13 @@ impl ProbeOrder {
     }
 
     /// The next member worth probing: alive or suspect, not `me`.
-    pub fn next<R: Rng>(&mut self, members: &Membership, me: u32, mode: ProbeSelection, rng: &mut R) -> Option<u32> {
+    pub fn next<R: Rng>(
+        &mut self,
+        members: &Membership,
+        me: u32,
+        mode: ProbeSelection,
+        rng: &mut R,
+    ) -> Option<u32> {
         if members.live() <= 1 || self.order.is_empty() {
             return None;
         }

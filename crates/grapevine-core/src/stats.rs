@@ -127,7 +127,10 @@ impl Stats {
 
     /// How many inputs were dropped for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        DropReason::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.dropped[i])
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.dropped[i])
     }
 
     pub(crate) fn sent(&mut self, kind: MessageType) {

@@ -21,8 +21,23 @@ pub(crate) struct Suspicion {
 }
 
 impl Suspicion {
-    pub fn new(incarnation: u32, accuser: Name, start: Time, min: Duration, max: Duration, k: u32) -> Self {
-        let mut s = Suspicion { incarnation, start, min, max: max.max(min), k, confirmations: vec![accuser], deadline: start };
+    pub fn new(
+        incarnation: u32,
+        accuser: Name,
+        start: Time,
+        min: Duration,
+        max: Duration,
+        k: u32,
+    ) -> Self {
+        let mut s = Suspicion {
+            incarnation,
+            start,
+            min,
+            max: max.max(min),
+            k,
+            confirmations: vec![accuser],
+            deadline: start,
+        };
         s.deadline = start + s.timeout();
         s
     }
@@ -86,7 +101,14 @@ mod tests {
 
     #[test]
     fn zero_k_means_fixed_timeout() {
-        let s = Suspicion::new(1, n("a"), Time::ZERO, Duration::from_secs(5), Duration::from_secs(30), 0);
+        let s = Suspicion::new(
+            1,
+            n("a"),
+            Time::ZERO,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+            0,
+        );
         assert_eq!(s.deadline(), Time::ZERO + Duration::from_secs(5));
     }
 }

@@ -1,13 +1,20 @@
 //! Hostile and malformed input is dropped, counted by reason, and never panics.
 
-use grapevine_core::wire::{self, Ack, Message, Ping, NodeAddr, PROTOCOL_VERSION};
+use grapevine_core::wire::{self, Ack, Message, NodeAddr, Ping, PROTOCOL_VERSION};
 use grapevine_core::{Config, DropReason, Name, Node, Time};
 use std::net::SocketAddr;
 
 fn node(label: &[u8]) -> Node {
     let mut c = Config::lan();
     c.label = label.to_vec();
-    Node::new(c, Name::new("a").unwrap(), "127.0.0.1:7946".parse().unwrap(), 1, Time::ZERO).unwrap()
+    Node::new(
+        c,
+        Name::new("a").unwrap(),
+        "127.0.0.1:7946".parse().unwrap(),
+        1,
+        Time::ZERO,
+    )
+    .unwrap()
 }
 
 fn from() -> SocketAddr {
@@ -18,7 +25,10 @@ fn ping(label: &[u8]) -> Vec<u8> {
     let m = Message::Ping(Ping {
         seq: 1,
         target: Name::new("a").unwrap(),
-        source: NodeAddr { name: Name::new("b").unwrap(), addr: from() },
+        source: NodeAddr {
+            name: Name::new("b").unwrap(),
+            addr: from(),
+        },
     });
     wire::encode_packet(PROTOCOL_VERSION, label, &[m]).to_vec()
 }
@@ -75,12 +85,19 @@ fn sync_messages_over_udp_are_refused() {
     let mut n = node(b"");
     let m = Message::SyncRequest(wire::SyncRequest {
         id: 1,
-        sender: NodeAddr { name: Name::new("b").unwrap(), addr: from() },
+        sender: NodeAddr {
+            name: Name::new("b").unwrap(),
+            addr: from(),
+        },
         root: 0,
         members: 1,
         join: true,
     });
-    n.handle_datagram(Time::ZERO, from(), &wire::encode_packet(PROTOCOL_VERSION, b"", &[m]));
+    n.handle_datagram(
+        Time::ZERO,
+        from(),
+        &wire::encode_packet(PROTOCOL_VERSION, b"", &[m]),
+    );
     assert_eq!(n.stats().dropped(DropReason::WrongChannel), 1);
 }
 
@@ -114,7 +131,11 @@ fn crc32(b: &[u8]) -> u32 {
     for &byte in b {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

@@ -21,7 +21,12 @@ fn node() -> impl Strategy<Value = NodeAddr> {
 }
 
 fn state() -> impl Strategy<Value = State> {
-    prop_oneof![Just(State::Alive), Just(State::Suspect), Just(State::Dead), Just(State::Left)]
+    prop_oneof![
+        Just(State::Alive),
+        Just(State::Suspect),
+        Just(State::Dead),
+        Just(State::Left)
+    ]
 }
 
 fn tags() -> impl Strategy<Value = Vec<u8>> {
@@ -29,32 +34,110 @@ fn tags() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (name(), addr(), any::<u32>(), state(), tags(), any::<u8>())
-        .prop_map(|(name, addr, incarnation, state, tags, protocol)| Entry { name, addr, incarnation, state, tags, protocol })
+    (name(), addr(), any::<u32>(), state(), tags(), any::<u8>()).prop_map(
+        |(name, addr, incarnation, state, tags, protocol)| Entry {
+            name,
+            addr,
+            incarnation,
+            state,
+            tags,
+            protocol,
+        },
+    )
 }
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u32>(), name(), node()).prop_map(|(seq, target, source)| Message::Ping(Ping { seq, target, source })),
-        (any::<u32>(), node(), any::<bool>(), node())
-            .prop_map(|(seq, target, nack, requester)| Message::IndirectPing(IndirectPing { seq, target, nack, requester })),
+        (any::<u32>(), name(), node()).prop_map(|(seq, target, source)| Message::Ping(Ping {
+            seq,
+            target,
+            source
+        })),
+        (any::<u32>(), node(), any::<bool>(), node()).prop_map(|(seq, target, nack, requester)| {
+            Message::IndirectPing(IndirectPing {
+                seq,
+                target,
+                nack,
+                requester,
+            })
+        }),
         any::<u32>().prop_map(|seq| Message::Ack(Ack { seq })),
         any::<u32>().prop_map(|seq| Message::Nack(Nack { seq })),
-        (name(), addr(), any::<u32>(), tags(), any::<u8>())
-            .prop_map(|(name, addr, incarnation, tags, protocol)| Message::Alive(Alive { name, addr, incarnation, tags, protocol })),
-        (name(), any::<u32>(), name()).prop_map(|(name, incarnation, accuser)| Message::Suspect(Suspect { name, incarnation, accuser })),
-        (name(), any::<u32>(), name()).prop_map(|(name, incarnation, accuser)| Message::Dead(Dead { name, incarnation, accuser })),
-        (name(), any::<u32>()).prop_map(|(name, incarnation)| Message::Leave(Leave { name, incarnation })),
-        (any::<u32>(), node(), any::<u64>(), any::<u32>(), any::<bool>())
-            .prop_map(|(id, sender, root, members, join)| Message::SyncRequest(SyncRequest { id, sender, root, members, join })),
-        (any::<u32>(), node(), proptest::option::of(proptest::collection::vec(any::<u64>(), DIGEST_BUCKETS)))
-            .prop_map(|(id, sender, buckets)| Message::SyncBuckets(SyncBuckets { id, sender, buckets })),
-        (any::<u32>(), node(), proptest::collection::vec(any::<u8>(), DIGEST_BUCKETS / 8).prop_map(|v| { let mut a = [0u8; DIGEST_BUCKETS / 8]; a.copy_from_slice(&v); a }), proptest::collection::vec(entry(), 0..8), any::<bool>()).prop_map(
-            |(id, sender, mask, entries, push)| {
-                let m = SyncEntries { id, sender, mask, entries };
-                if push { Message::SyncPush(m) } else { Message::SyncPull(m) }
-            }
+        (name(), addr(), any::<u32>(), tags(), any::<u8>()).prop_map(
+            |(name, addr, incarnation, tags, protocol)| Message::Alive(Alive {
+                name,
+                addr,
+                incarnation,
+                tags,
+                protocol
+            })
         ),
+        (name(), any::<u32>(), name()).prop_map(|(name, incarnation, accuser)| Message::Suspect(
+            Suspect {
+                name,
+                incarnation,
+                accuser
+            }
+        )),
+        (name(), any::<u32>(), name()).prop_map(|(name, incarnation, accuser)| Message::Dead(
+            Dead {
+                name,
+                incarnation,
+                accuser
+            }
+        )),
+        (name(), any::<u32>())
+            .prop_map(|(name, incarnation)| Message::Leave(Leave { name, incarnation })),
+        (
+            any::<u32>(),
+            node(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(|(id, sender, root, members, join)| Message::SyncRequest(
+                SyncRequest {
+                    id,
+                    sender,
+                    root,
+                    members,
+                    join
+                }
+            )),
+        (
+            any::<u32>(),
+            node(),
+            proptest::option::of(proptest::collection::vec(any::<u64>(), DIGEST_BUCKETS))
+        )
+            .prop_map(|(id, sender, buckets)| Message::SyncBuckets(SyncBuckets {
+                id,
+                sender,
+                buckets
+            })),
+        (
+            any::<u32>(),
+            node(),
+            proptest::collection::vec(any::<u8>(), DIGEST_BUCKETS / 8).prop_map(|v| {
+                let mut a = [0u8; DIGEST_BUCKETS / 8];
+                a.copy_from_slice(&v);
+                a
+            }),
+            proptest::collection::vec(entry(), 0..8),
+            any::<bool>()
+        )
+            .prop_map(|(id, sender, mask, entries, push)| {
+                let m = SyncEntries {
+                    id,
+                    sender,
+                    mask,
+                    entries,
+                };
+                if push {
+                    Message::SyncPush(m)
+                } else {
+                    Message::SyncPull(m)
+                }
+            }),
     ]
 }
 

@@ -98,7 +98,9 @@ impl Topology {
                 return false;
             }
         }
-        if !self.isolated.is_empty() && (self.isolated.contains(&from) || self.isolated.contains(&to)) {
+        if !self.isolated.is_empty()
+            && (self.isolated.contains(&from) || self.isolated.contains(&to))
+        {
             return false;
         }
         self.cuts.is_empty() || !self.cuts.contains(&(from, to))
@@ -120,6 +122,10 @@ pub fn link_latency(cfg: &NetConfig, seed: u64, a: u32, b: u32) -> Duration {
 
 /// One message's one-way delay: the link's latency plus jitter.
 pub fn delay(cfg: &NetConfig, seed: u64, a: u32, b: u32, rng: &mut Xoshiro256PlusPlus) -> Duration {
-    let j = if cfg.jitter.is_zero() { Duration::ZERO } else { cfg.jitter.mul_f64(rng.gen::<f64>()) };
+    let j = if cfg.jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        cfg.jitter.mul_f64(rng.gen::<f64>())
+    };
     link_latency(cfg, seed, a, b) + j
 }

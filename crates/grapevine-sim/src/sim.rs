@@ -26,8 +26,17 @@ pub struct NoObserver;
 impl Observer for NoObserver {}
 
 enum Kind {
-    Deliver { to: u32, from: SocketAddr, payload: Bytes, reliable: bool, slow_checked: bool },
-    Timer { node: u32, generation: u32 },
+    Deliver {
+        to: u32,
+        from: SocketAddr,
+        payload: Bytes,
+        reliable: bool,
+        slow_checked: bool,
+    },
+    Timer {
+        node: u32,
+        generation: u32,
+    },
 }
 
 struct Scheduled {
@@ -92,7 +101,12 @@ pub struct Sim {
 
 /// The simulated address of node `i` (in 240.0.0.0/4, reserved: never a real host).
 pub fn sim_addr(i: u32) -> SocketAddr {
-    let ip = Ipv4Addr::new(240 | ((i >> 24) as u8 & 0x0f), (i >> 16) as u8, (i >> 8) as u8, i as u8);
+    let ip = Ipv4Addr::new(
+        240 | ((i >> 24) as u8 & 0x0f),
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8,
+    );
     SocketAddr::new(IpAddr::V4(ip), 7946)
 }
 
@@ -117,7 +131,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             nodes: Vec::new(),
             by_addr: HashMap::new(),
-            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed_0f_5173),
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005e_ed0f_5173),
             net,
             topology: Topology::default(),
             events_processed: 0,
@@ -199,14 +213,20 @@ impl Sim {
     /// Starts (or restarts) node `i` with `config` and joins it through `seeds`.
     pub fn start(&mut self, i: u32, config: Config, seeds: &[u32], obs: &mut impl Observer) {
         let n = &mut self.nodes[i as usize];
-        let seed = self.seed ^ (u64::from(i) << 20) ^ u64::from(n.restarts).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let seed = self.seed
+            ^ (u64::from(i) << 20)
+            ^ u64::from(n.restarts).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         n.restarts += 1;
         let core = match Node::new(config, n.name.clone(), n.addr, seed, self.now) {
             Ok(c) => c,
             Err(e) => panic!("simulation config rejected: {e}"),
         };
         n.core = Some(core);
-        let seed_addrs: Vec<SocketAddr> = seeds.iter().filter(|&&s| s != i).map(|&s| sim_addr(s)).collect();
+        let seed_addrs: Vec<SocketAddr> = seeds
+            .iter()
+            .filter(|&&s| s != i)
+            .map(|&s| sim_addr(s))
+            .collect();
         let now = self.now;
         if let Some(c) = self.nodes[i as usize].core.as_mut() {
             if !seed_addrs.is_empty() {
@@ -227,7 +247,9 @@ impl Sim {
     /// Collects node `i`'s outputs after it was driven: transmits, events, its next timer.
     pub fn poke(&mut self, i: u32, obs: &mut impl Observer) {
         let now = self.now;
-        let Some(core) = self.nodes[i as usize].core.as_mut() else { return };
+        let Some(core) = self.nodes[i as usize].core.as_mut() else {
+            return;
+        };
         let mut outgoing = Vec::new();
         while let Some(t) = core.poll_transmit() {
             outgoing.push(t);
@@ -239,7 +261,9 @@ impl Sim {
         let from = self.nodes[i as usize].addr;
         for t in outgoing {
             obs.on_send(now, i, t.payload.len(), t.reliable);
-            let Some(&to) = self.by_addr.get(&t.dst) else { continue };
+            let Some(&to) = self.by_addr.get(&t.dst) else {
+                continue;
+            };
             if !self.topology.can_reach(i, to) {
                 continue;
             }
@@ -252,7 +276,13 @@ impl Sim {
             }
             self.schedule(
                 now + d,
-                Kind::Deliver { to, from, payload: t.payload, reliable: t.reliable, slow_checked: false },
+                Kind::Deliver {
+                    to,
+                    from,
+                    payload: t.payload,
+                    reliable: t.reliable,
+                    slow_checked: false,
+                },
             );
         }
         let n = &mut self.nodes[i as usize];
@@ -261,14 +291,24 @@ impl Sim {
             n.generation = n.generation.wrapping_add(1);
             let generation = n.generation;
             if deadline != Time::MAX {
-                self.schedule(deadline.max(now), Kind::Timer { node: i, generation });
+                self.schedule(
+                    deadline.max(now),
+                    Kind::Timer {
+                        node: i,
+                        generation,
+                    },
+                );
             }
         }
     }
 
     fn schedule(&mut self, at: Time, kind: Kind) {
         self.next_seq += 1;
-        self.queue.push(Scheduled { at, seq: self.next_seq, kind });
+        self.queue.push(Scheduled {
+            at,
+            seq: self.next_seq,
+            kind,
+        });
     }
 
     /// Runs every event up to and including time `until`.
@@ -293,7 +333,13 @@ impl Sim {
                         self.poke(node, obs);
                     }
                 }
-                Kind::Deliver { to, from, payload, reliable, slow_checked } => {
+                Kind::Deliver {
+                    to,
+                    from,
+                    payload,
+                    reliable,
+                    slow_checked,
+                } => {
                     let n = &self.nodes[to as usize];
                     if n.core.is_none() {
                         continue;
@@ -302,7 +348,16 @@ impl Sim {
                         let span = s.max.saturating_sub(s.min);
                         let d = s.min + span.mul_f64(self.rng.gen::<f64>());
                         let at = self.now + d;
-                        self.schedule(at, Kind::Deliver { to, from, payload, reliable, slow_checked: true });
+                        self.schedule(
+                            at,
+                            Kind::Deliver {
+                                to,
+                                from,
+                                payload,
+                                reliable,
+                                slow_checked: true,
+                            },
+                        );
                         continue;
                     }
                     let now = self.now;

@@ -6,12 +6,24 @@ use grapevine_sim::{NetConfig, Observer, Sim};
 use std::time::Duration;
 
 fn run(p: SwimParams) -> swim::SwimReport {
-    swim::run(&SwimParams { no_wall_clock: true, ..p }).expect("valid parameters")
+    swim::run(&SwimParams {
+        no_wall_clock: true,
+        ..p
+    })
+    .expect("valid parameters")
 }
 
 #[test]
 fn same_seed_gives_identical_json() {
-    let p = SwimParams { nodes: 80, seed: 7, periods: 60, crash: 2, loss: 0.03, slow: 0.05, ..Default::default() };
+    let p = SwimParams {
+        nodes: 80,
+        seed: 7,
+        periods: 60,
+        crash: 2,
+        loss: 0.03,
+        slow: 0.05,
+        ..Default::default()
+    };
     let a = serde_json::to_string(&run(p.clone())).unwrap();
     let b = serde_json::to_string(&run(p.clone())).unwrap();
     assert_eq!(a, b);
@@ -21,7 +33,11 @@ fn same_seed_gives_identical_json() {
 
 #[test]
 fn join_through_one_seed_converges_in_few_periods() {
-    let r = run(SwimParams { nodes: 300, periods: 30, ..Default::default() });
+    let r = run(SwimParams {
+        nodes: 300,
+        periods: 30,
+        ..Default::default()
+    });
     let p = r.join_converged_period.expect("converged");
     assert!(p <= 6, "300 nodes converged at period {p}");
     assert_eq!(r.false_positives, 0);
@@ -30,28 +46,55 @@ fn join_through_one_seed_converges_in_few_periods() {
 
 #[test]
 fn crashed_nodes_are_suspected_fast_and_declared_dead_everywhere() {
-    let r = run(SwimParams { nodes: 200, periods: 120, crash: 4, ..Default::default() });
+    let r = run(SwimParams {
+        nodes: 200,
+        periods: 120,
+        crash: 4,
+        ..Default::default()
+    });
     let first = r.detect_first_mean_periods.expect("suspected");
     assert!(first < 4.0, "first suspicion after {first} periods");
-    let all = r.detect_all_max_periods.expect("all live nodes marked every crashed node dead");
+    let all = r
+        .detect_all_max_periods
+        .expect("all live nodes marked every crashed node dead");
     // Suspicion timeout at 200 nodes: 4 × log10(200) ≈ 9.2 periods once confirmed, up to 6× that.
-    assert!(all <= r.suspicion_min_timeout_periods * 6.0 + 5.0, "took {all} periods");
+    assert!(
+        all <= r.suspicion_min_timeout_periods * 6.0 + 5.0,
+        "took {all} periods"
+    );
     assert_eq!(r.false_positives, 0);
 }
 
 #[test]
 fn five_percent_loss_causes_no_false_deaths() {
-    let r = run(SwimParams { nodes: 300, periods: 300, loss: 0.05, ..Default::default() });
+    let r = run(SwimParams {
+        nodes: 300,
+        periods: 300,
+        loss: 0.05,
+        ..Default::default()
+    });
     assert!(r.join_converged_period.is_some());
     assert_eq!(r.false_positives, 0, "{r:?}");
 }
 
 #[test]
 fn lifeguard_cuts_false_suspicions_of_healthy_nodes_tenfold() {
-    let p = SwimParams { nodes: 200, periods: 200, slow: 0.1, seed: 3, ..Default::default() };
+    let p = SwimParams {
+        nodes: 200,
+        periods: 200,
+        slow: 0.1,
+        seed: 3,
+        ..Default::default()
+    };
     let on = run(p.clone());
-    let off = run(SwimParams { no_lifeguard: true, ..p });
-    assert!(off.false_suspicions_of_healthy >= 50, "the scenario must provoke suspicions: {off:?}");
+    let off = run(SwimParams {
+        no_lifeguard: true,
+        ..p
+    });
+    assert!(
+        off.false_suspicions_of_healthy >= 50,
+        "the scenario must provoke suspicions: {off:?}"
+    );
     assert!(
         on.false_suspicions_of_healthy * 10 <= off.false_suspicions_of_healthy,
         "lifeguard on: {}, off: {}",
@@ -62,11 +105,23 @@ fn lifeguard_cuts_false_suspicions_of_healthy_nodes_tenfold() {
 
 #[test]
 fn healed_partition_reconverges_without_operator() {
-    let r = run(SwimParams { nodes: 200, periods: 200, partition_at: Some(20), heal_at: Some(100), ..Default::default() });
+    let r = run(SwimParams {
+        nodes: 200,
+        periods: 200,
+        partition_at: Some(20),
+        heal_at: Some(100),
+        ..Default::default()
+    });
     let failed = r.partition_cross_failed_fraction.expect("partitioned");
-    assert!(failed > 0.99, "each side marks the other failed before the heal: {failed}");
+    assert!(
+        failed > 0.99,
+        "each side marks the other failed before the heal: {failed}"
+    );
     let healed = r.healed_converged_period.expect("reconverged");
-    assert!(healed <= 60, "all 200 alive everywhere {healed} periods after the heal");
+    assert!(
+        healed <= 60,
+        "all 200 alive everywhere {healed} periods after the heal"
+    );
 }
 
 /// SWIM's analysis: with independent loss q per message, a probe of a live member fails when
@@ -89,7 +144,10 @@ fn without_suspicion_false_deaths_follow_swims_formula() {
         let expected = (1.0 - (1.0 - q).powi(2)) * (1.0 - (1.0 - q).powi(4)).powi(k as i32);
         let measured = r.false_declarations as f64 / r.probes as f64;
         let err = (measured - expected).abs() / expected;
-        assert!(err < tolerance, "k={k}: measured {measured:.6}, formula {expected:.6}");
+        assert!(
+            err < tolerance,
+            "k={k}: measured {measured:.6}, formula {expected:.6}"
+        );
     }
 }
 
@@ -149,7 +207,10 @@ fn graceful_leave_is_recorded_as_left_not_failed() {
     assert_eq!(w.left, 29, "every other node records the leave");
     assert_eq!(w.failed, 0, "nobody records a failure");
     for i in (0..30).filter(|&i| i != 5) {
-        assert_eq!(sim.node(i).unwrap().state_of(sim.name(5)), Some(State::Left));
+        assert_eq!(
+            sim.node(i).unwrap().state_of(sim.name(5)),
+            Some(State::Left)
+        );
     }
 }
 
@@ -161,14 +222,24 @@ fn restarted_node_rejoins_with_a_higher_incarnation() {
     sim.crash(7);
     sim.run_until(secs(120), &mut w);
     assert_eq!(w.failed, 29, "everyone saw it fail");
-    let dead_inc = sim.node(0).unwrap().member(sim.name(7)).unwrap().incarnation;
+    let dead_inc = sim
+        .node(0)
+        .unwrap()
+        .member(sim.name(7))
+        .unwrap()
+        .incarnation;
     sim.start(7, Config::lan(), &[0], &mut w);
     sim.run_until(secs(150), &mut w);
     assert_eq!(w.rejoined, 29, "everyone saw it come back");
     for i in (0..30).filter(|&i| i != 7) {
         let m = sim.node(i).unwrap().member(sim.name(7)).unwrap();
         assert_eq!(m.state, State::Alive);
-        assert!(m.incarnation > dead_inc, "rejoined at {} over {}", m.incarnation, dead_inc);
+        assert!(
+            m.incarnation > dead_inc,
+            "rejoined at {} over {}",
+            m.incarnation,
+            dead_inc
+        );
     }
 }
 
@@ -178,12 +249,18 @@ fn tags_spread_to_everyone() {
     let mut sim = cluster(40, &mut w);
     w.target = Some(sim.name(9).clone());
     let now = sim.now();
-    sim.node_mut(9).unwrap().set_tags(now, b"role=db".to_vec()).unwrap();
+    sim.node_mut(9)
+        .unwrap()
+        .set_tags(now, b"role=db".to_vec())
+        .unwrap();
     sim.poke(9, &mut w);
     sim.run_until(secs(15), &mut w);
     assert_eq!(w.updated, 39);
     for i in 0..40 {
-        assert_eq!(sim.node(i).unwrap().member(sim.name(9)).unwrap().tags, b"role=db");
+        assert_eq!(
+            sim.node(i).unwrap().member(sim.name(9)).unwrap().tags,
+            b"role=db"
+        );
     }
 }
 

@@ -24,7 +24,11 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if n > self.remaining() {
-            return Err(DecodeError::Truncated { what, needed: n, available: self.remaining() });
+            return Err(DecodeError::Truncated {
+                what,
+                needed: n,
+                available: self.remaining(),
+            });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -67,14 +71,23 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::TooLong { what, len, max });
         }
         if len > self.remaining() {
-            return Err(DecodeError::Truncated { what, needed: len, available: self.remaining() });
+            return Err(DecodeError::Truncated {
+                what,
+                needed: len,
+                available: self.remaining(),
+            });
         }
         Ok(len)
     }
 
     /// An element count no larger than `max`, and small enough that `min_size` bytes per
     /// element could still follow: a hostile count cannot make us allocate.
-    pub(crate) fn count(&mut self, what: &'static str, max: usize, min_size: usize) -> Result<usize, DecodeError> {
+    pub(crate) fn count(
+        &mut self,
+        what: &'static str,
+        max: usize,
+        min_size: usize,
+    ) -> Result<usize, DecodeError> {
         let count = self.varint(what)? as usize;
         if count > max {
             return Err(DecodeError::TooMany { what, count, max });
@@ -108,7 +121,12 @@ impl<'a> Reader<'a> {
                 a.copy_from_slice(b);
                 IpAddr::V6(Ipv6Addr::from(a))
             }
-            other => return Err(DecodeError::InvalidAddressFamily { what, family: other }),
+            other => {
+                return Err(DecodeError::InvalidAddressFamily {
+                    what,
+                    family: other,
+                })
+            }
         };
         let port = self.u16(what)?;
         Ok(SocketAddr::new(ip, port))
@@ -123,7 +141,9 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Writer { buf: Vec::with_capacity(n) }
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
     }
 
     pub(crate) fn u8(&mut self, v: u8) {

@@ -271,7 +271,10 @@ fn read_name(r: &mut Reader<'_>, what: &'static str) -> Result<Name, DecodeError
 }
 
 fn read_node(r: &mut Reader<'_>, what: &'static str) -> Result<NodeAddr, DecodeError> {
-    Ok(NodeAddr { name: read_name(r, what)?, addr: r.addr(what)? })
+    Ok(NodeAddr {
+        name: read_name(r, what)?,
+        addr: r.addr(what)?,
+    })
 }
 
 fn write_node(w: &mut Writer, n: &NodeAddr) {
@@ -298,7 +301,14 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let state = State::from_code(code).ok_or(DecodeError::InvalidState(code))?;
     let protocol = r.u8("entry protocol")?;
     let tags = read_tags(r)?;
-    Ok(Entry { name, addr, incarnation, state, tags, protocol })
+    Ok(Entry {
+        name,
+        addr,
+        incarnation,
+        state,
+        tags,
+        protocol,
+    })
 }
 
 pub(crate) fn write_entry(w: &mut Writer, e: &EntryRef<'_>) {
@@ -344,7 +354,9 @@ impl Message {
         let mut w = Writer::with_capacity(64);
         self.encode_body(&mut w);
         out.push(self.kind() as u8);
-        let mut lw = Writer { buf: std::mem::take(out) };
+        let mut lw = Writer {
+            buf: std::mem::take(out),
+        };
         lw.varint(u32::try_from(w.buf.len()).unwrap_or(u32::MAX));
         lw.bytes(&w.buf);
         *out = lw.buf;
@@ -455,8 +467,12 @@ impl Message {
                 nack: r.u8("indirect ping nack flag")? != 0,
                 requester: read_node(r, "indirect ping requester")?,
             }),
-            MessageType::Ack => Message::Ack(Ack { seq: r.varint("ack seq")? }),
-            MessageType::Nack => Message::Nack(Nack { seq: r.varint("nack seq")? }),
+            MessageType::Ack => Message::Ack(Ack {
+                seq: r.varint("ack seq")?,
+            }),
+            MessageType::Nack => Message::Nack(Nack {
+                seq: r.varint("nack seq")?,
+            }),
             MessageType::Alive => Message::Alive(Alive {
                 name: read_name(r, "alive name")?,
                 addr: r.addr("alive address")?,
@@ -503,7 +519,11 @@ impl Message {
                         )
                     }
                 };
-                Message::SyncBuckets(SyncBuckets { id, sender, buckets })
+                Message::SyncBuckets(SyncBuckets {
+                    id,
+                    sender,
+                    buckets,
+                })
             }
             MessageType::SyncPush | MessageType::SyncPull => {
                 let id = r.varint("sync id")?;
@@ -514,7 +534,12 @@ impl Message {
                 for _ in 0..n {
                     entries.push(read_entry(r)?);
                 }
-                let m = SyncEntries { id, sender, mask, entries };
+                let m = SyncEntries {
+                    id,
+                    sender,
+                    mask,
+                    entries,
+                };
                 if kind == MessageType::SyncPush {
                     Message::SyncPush(m)
                 } else {

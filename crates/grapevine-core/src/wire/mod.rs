@@ -154,7 +154,11 @@ impl PacketBuilder {
         buf.push(version);
         buf.push(label.len() as u8);
         buf.extend_from_slice(label);
-        PacketBuilder { buf, budget, messages: 0 }
+        PacketBuilder {
+            buf,
+            budget,
+            messages: 0,
+        }
     }
 
     /// Bytes still free for messages.
@@ -233,13 +237,23 @@ impl RawMessage<'_> {
 }
 
 /// Checks a packet's size, version, checksum and label, in that order, and returns its body.
-pub fn open_packet<'a>(buf: &'a [u8], label: &[u8], max_len: usize) -> Result<Packet<'a>, DecodeError> {
+pub fn open_packet<'a>(
+    buf: &'a [u8],
+    label: &[u8],
+    max_len: usize,
+) -> Result<Packet<'a>, DecodeError> {
     let min = PACKET_OVERHEAD;
     if buf.len() < min {
-        return Err(DecodeError::TooShort { len: buf.len(), min });
+        return Err(DecodeError::TooShort {
+            len: buf.len(),
+            min,
+        });
     }
     if buf.len() > max_len {
-        return Err(DecodeError::Oversized { len: buf.len(), max: max_len });
+        return Err(DecodeError::Oversized {
+            len: buf.len(),
+            max: max_len,
+        });
     }
     let version = buf[0];
     if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version) {
@@ -255,10 +269,15 @@ pub fn open_packet<'a>(buf: &'a [u8], label: &[u8], max_len: usize) -> Result<Pa
     let label_len = r.u8("label length")? as usize;
     let got = r.bytes(label_len, "label")?;
     if got != label {
-        return Err(DecodeError::WrongLabel { got: String::from_utf8_lossy(got).into_owned() });
+        return Err(DecodeError::WrongLabel {
+            got: String::from_utf8_lossy(got).into_owned(),
+        });
     }
     let start = 2 + label_len;
-    Ok(Packet { version, body: &content[start..] })
+    Ok(Packet {
+        version,
+        body: &content[start..],
+    })
 }
 
 impl<'a> Packet<'a> {
@@ -268,7 +287,9 @@ impl<'a> Packet<'a> {
         let mut out = Vec::new();
         while !r.is_empty() {
             if out.len() >= MAX_MESSAGES_PER_PACKET {
-                return Err(DecodeError::TooManyMessages { max: MAX_MESSAGES_PER_PACKET });
+                return Err(DecodeError::TooManyMessages {
+                    max: MAX_MESSAGES_PER_PACKET,
+                });
             }
             let code = r.u8("message type")?;
             let len = r.len("message body", usize::MAX)?;
@@ -280,7 +301,11 @@ impl<'a> Packet<'a> {
 }
 
 /// Decodes a whole packet into messages (unknown types skipped); for tests and tools.
-pub fn decode_packet(buf: &[u8], label: &[u8], max_len: usize) -> Result<Vec<Message>, DecodeError> {
+pub fn decode_packet(
+    buf: &[u8],
+    label: &[u8],
+    max_len: usize,
+) -> Result<Vec<Message>, DecodeError> {
     let p = open_packet(buf, label, max_len)?;
     let mut out = Vec::new();
     for raw in p.messages()? {

@@ -138,7 +138,8 @@ pub struct SwimReport {
 
 /// Builds the protocol configuration a run uses.
 pub fn config_for(p: &SwimParams) -> Result<Config, String> {
-    let mut c = Config::profile(&p.profile).ok_or_else(|| format!("unknown profile {:?}", p.profile))?;
+    let mut c =
+        Config::profile(&p.profile).ok_or_else(|| format!("unknown profile {:?}", p.profile))?;
     if let Some(k) = p.indirect {
         c.indirect_checks = k;
     }
@@ -251,7 +252,11 @@ impl Truth {
         } else if was && !is {
             self.complete -= 1;
         }
-        if self.armed && self.complete == self.live_count && self.live_count > 0 && self.converged_at.is_none() {
+        if self.armed
+            && self.complete == self.live_count
+            && self.live_count > 0
+            && self.converged_at.is_none()
+        {
             self.converged_at = Some(now);
             if self.join_converged.is_none() {
                 self.join_converged = Some(now);
@@ -296,7 +301,9 @@ struct SwimObserver<'a> {
 impl Observer for SwimObserver<'_> {
     fn on_event(&mut self, now: Time, node: u32, event: &Event) {
         let Some(m) = event.member() else { return };
-        let Some(t) = node_index(&m.name).or_else(|| self.names.get(&m.name).copied()) else { return };
+        let Some(t) = node_index(&m.name).or_else(|| self.names.get(&m.name).copied()) else {
+            return;
+        };
         let (o, t) = (node as usize, t as usize);
         self.truth.set(now, o, t, m.state == State::Alive);
         let i = o * self.truth.n + t;
@@ -384,7 +391,11 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
         return Err("--crash must be smaller than --nodes".into());
     }
     let period = config.probe_interval;
-    let mut net = if p.profile == "wan" { NetConfig::wan() } else { NetConfig::lan() };
+    let mut net = if p.profile == "wan" {
+        NetConfig::wan()
+    } else {
+        NetConfig::lan()
+    };
     net.loss = p.loss;
     let mut sim = Sim::new(p.seed, net);
     let n = p.nodes as usize;
@@ -399,7 +410,13 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
     let mut order: Vec<u32> = (1..p.nodes).collect();
     order.shuffle(sim.rng());
     for &i in order.iter().take(slow_count) {
-        sim.set_slow(i, Some(Slowness { min: period / 2, max: period * 2 }));
+        sim.set_slow(
+            i,
+            Some(Slowness {
+                min: period / 2,
+                max: period * 2,
+            }),
+        );
         truth.slow[i as usize] = true;
     }
     // Node 0 is the seed; the others start at random moments of the first period and join it.
@@ -410,7 +427,10 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
     }
     starts.sort();
     {
-        let mut obs = SwimObserver { truth: &mut truth, names: &names };
+        let mut obs = SwimObserver {
+            truth: &mut truth,
+            names: &names,
+        };
         sim.start(0, config.clone(), &[], &mut obs);
         obs.truth.set_live(Time::ZERO, 0, true);
         for (at, i) in starts {
@@ -464,7 +484,8 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
         }
         let end = Time::ZERO + period * (period_no + 1);
         // Crash C random non-seed nodes once the join has converged, at random moments.
-        if !crashes_scheduled && p.crash > 0 && truth.converged_at.is_some() && heal_time.is_none() {
+        if !crashes_scheduled && p.crash > 0 && truth.converged_at.is_some() && heal_time.is_none()
+        {
             crashes_scheduled = true;
             let mut victims: Vec<u32> = (1..p.nodes).filter(|&i| !truth.slow[i as usize]).collect();
             victims.shuffle(sim.rng());
@@ -474,7 +495,10 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
             }
             pending_crashes.sort();
         }
-        let mut obs = SwimObserver { truth: &mut truth, names: &names };
+        let mut obs = SwimObserver {
+            truth: &mut truth,
+            names: &names,
+        };
         while let Some(&(at, v)) = pending_crashes.first() {
             if at > end {
                 break;
@@ -513,18 +537,31 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
     let join_converged = truth.join_converged;
     let periods_f = |d: Duration| d.as_secs_f64() / period.as_secs_f64();
     let crash_stats: Vec<&Crash> = truth.crashes.iter().collect();
-    let mean = |v: Vec<f64>| if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) };
-    let first: Vec<f64> =
-        crash_stats.iter().filter_map(|c| c.first_suspect.map(|t| periods_f(t.saturating_since(c.at)))).collect();
-    let all: Vec<f64> =
-        crash_stats.iter().filter_map(|c| c.all_dead.map(|t| periods_f(t.saturating_since(c.at)))).collect();
+    let mean = |v: Vec<f64>| {
+        if v.is_empty() {
+            None
+        } else {
+            Some(v.iter().sum::<f64>() / v.len() as f64)
+        }
+    };
+    let first: Vec<f64> = crash_stats
+        .iter()
+        .filter_map(|c| c.first_suspect.map(|t| periods_f(t.saturating_since(c.at))))
+        .collect();
+    let all: Vec<f64> = crash_stats
+        .iter()
+        .filter_map(|c| c.all_dead.map(|t| periods_f(t.saturating_since(c.at))))
+        .collect();
     let all_complete = all.len() == crash_stats.len();
     // Steady state: from join convergence to the end, outside crash detection and partitions.
     let start = join_converged.map_or(p.periods as usize, |t| truth.period_of(t) + 1);
     let crash_end = truth
         .crashes
         .iter()
-        .map(|c| c.all_dead.map_or(p.periods as usize, |t| truth.period_of(t) + 1))
+        .map(|c| {
+            c.all_dead
+                .map_or(p.periods as usize, |t| truth.period_of(t) + 1)
+        })
         .max();
     let crash_start = truth.crashes.iter().map(|c| truth.period_of(c.at)).min();
     let window = |start: usize| {
@@ -545,7 +582,13 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
             node_periods += u64::from(p.nodes - truth.crashes.len() as u32);
             count += 1;
         }
-        let per_node = |x: u64| if node_periods == 0 { 0.0 } else { round3(x as f64 / node_periods as f64) };
+        let per_node = |x: u64| {
+            if node_periods == 0 {
+                0.0
+            } else {
+                round3(x as f64 / node_periods as f64)
+            }
+        };
         (per_node(msgs), per_node(bytes), count)
     };
     let (msgs_pn, bytes_pn, steady) = window(start);
@@ -558,8 +601,16 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
         loss: p.loss,
         join_converged_period: join_converged.map(|t| (truth.period_of(t) + 1) as u32),
         detect_first_mean_periods: mean(first).map(round3),
-        detect_all_max_periods: if all_complete { all.iter().cloned().reduce(f64::max).map(round3) } else { None },
-        detect_all_mean_periods: if all_complete { mean(all.clone()).map(round3) } else { None },
+        detect_all_max_periods: if all_complete {
+            all.iter().cloned().reduce(f64::max).map(round3)
+        } else {
+            None
+        },
+        detect_all_mean_periods: if all_complete {
+            mean(all.clone()).map(round3)
+        } else {
+            None
+        },
         suspicion_min_timeout_periods: round3(periods_f(config.suspicion_min_timeout(n))),
         false_positives: truth.false_positives,
         false_declarations: truth.false_declarations,
