@@ -124,7 +124,8 @@ impl Node {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut members = Membership::new();
         let me_idx = members.insert(
-            Record::new(name.clone(), addr, 0, State::Alive, &[], PROTOCOL_VERSION),
+            Record::new(name.clone(), addr, 0, State::Alive, PROTOCOL_VERSION),
+            &[],
             now,
         );
         let mut order = ProbeOrder::new();
@@ -218,14 +219,12 @@ impl Node {
 
     /// Every known member, self included.
     pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
-        self.members.records().map(|r| r.to_member())
+        self.members.records().map(|r| self.members.to_member(r))
     }
 
     /// One member by name.
     pub fn member(&self, name: &Name) -> Option<Member> {
-        self.members
-            .find(name)
-            .map(|i| self.members.get(i).to_member())
+        self.members.find(name).map(|i| self.members.member(i))
     }
 
     /// The state this node holds for `name`, without copying the record.
@@ -307,10 +306,9 @@ impl Node {
 
     fn announce(&mut self, now: Time) {
         let (inc, tags) = (self.incarnation, self.tags.clone());
-        self.members.update(self.me_idx, now, |r| {
-            r.incarnation = inc;
-            r.tags = tags.as_slice().into();
-        });
+        self.members
+            .update(self.me_idx, now, |r| r.incarnation = inc);
+        self.members.set_tags(self.me_idx, &tags);
         let alive = self.alive_msg();
         self.broadcasts.push(self.me.name.clone(), alive.encode());
     }
@@ -349,7 +347,13 @@ impl Node {
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Time {
         let t = &self.timers;
-        let mut next = t.probe.min(t.gossip).min(t.push_pull).min(t.reconnect);
+        let mut next = t.probe.min(t.push_pull).min(t.reconnect);
+        // The gossip tick only matters when there is something to gossip; an idle node is not
+        // woken five times a second for nothing. A rumour queued after a quiet spell goes out
+        // at once, then at the gossip interval.
+        if !self.broadcasts.is_empty() {
+            next = next.min(t.gossip);
+        }
         if let Some(p) = &self.probe {
             next = next.min(if p.phase == Phase::Direct {
                 p.direct_deadline
@@ -456,7 +460,7 @@ impl Node {
         }
         self.expire_relays(now);
         self.expire_suspicions(now);
-        if now >= self.timers.gossip {
+        if now >= self.timers.gossip && !self.broadcasts.is_empty() {
             self.timers.gossip = now + self.config.gossip_interval;
             self.gossip(now);
         }
@@ -483,7 +487,7 @@ impl Node {
     /// addressed in (replies), else ours.
     fn version_to(&self, name: Option<&Name>) -> u8 {
         match name.and_then(|n| self.members.find(n)) {
-            Some(i) => Self::version_for(self.members.get(i).protocol),
+            Some(i) => Self::version_for(self.members.get(i).protocol()),
             None => self.rx_version,
         }
     }
@@ -581,7 +585,7 @@ impl Node {
         let rec = self.members.get(idx);
         let (target, addr, incarnation, state) =
             (rec.name.clone(), rec.addr(), rec.incarnation, rec.state);
-        let version = Self::version_for(rec.protocol);
+        let version = Self::version_for(rec.protocol());
         let seq = self.next_seq();
         self.probe = Some(Probe {
             seq,
@@ -642,7 +646,7 @@ impl Node {
         });
         for &r in &relays {
             let rec = self.members.get(r);
-            let (dst, version) = (rec.addr(), Self::version_for(rec.protocol));
+            let (dst, version) = (rec.addr(), Self::version_for(rec.protocol()));
             self.send_packet(dst, version, std::slice::from_ref(&req));
         }
         if self.config.fallback_probe {
@@ -837,11 +841,10 @@ impl Node {
                 m.addr,
                 m.incarnation,
                 State::Alive,
-                &m.tags,
                 m.protocol,
             );
-            let member = rec.to_member();
-            let idx = self.members.insert(rec, now);
+            let idx = self.members.insert(rec, &m.tags, now);
+            let member = self.members.member(idx);
             self.order.insert(idx, &mut self.rng);
             self.events.push_back(Event::Joined { member });
             // New members are relayed as rumours only by nodes in steady state. Those learned
@@ -879,19 +882,19 @@ impl Node {
         } else if !incarnation::alive_overrides(held, rec.incarnation, m.incarnation) {
             return;
         }
-        let tags_changed = *rec.tags != *m.tags;
+        let tags_changed = self.members.tags_of(rec) != m.tags.as_slice();
         let addr_changed = rec.addr() != m.addr;
         self.suspicions.remove(&m.name);
-        let member = self.members.update(idx, now, |r| {
+        self.members.update(idx, now, |r| {
             r.incarnation = m.incarnation;
             r.state = State::Alive;
             r.set_addr(m.addr);
-            r.protocol = m.protocol;
-            if tags_changed {
-                r.tags = m.tags.as_slice().into();
-            }
-            r.to_member()
+            r.set_protocol(m.protocol);
         });
+        if tags_changed {
+            self.members.set_tags(idx, &m.tags);
+        }
+        let member = self.members.member(idx);
         match held {
             State::Suspect => self.events.push_back(Event::Alive { member }),
             State::Dead | State::Left => self.events.push_back(Event::Joined { member }),
@@ -943,11 +946,11 @@ impl Node {
             m.name.clone(),
             Suspicion::new(m.incarnation, m.accuser.clone(), now, min, max, k),
         );
-        let member = self.members.update(idx, now, |r| {
+        self.members.update(idx, now, |r| {
             r.state = State::Suspect;
             r.incarnation = m.incarnation;
-            r.to_member()
         });
+        let member = self.members.member(idx);
         let local = origin == Origin::Local;
         self.events.push_back(Event::Suspected {
             member,
@@ -998,11 +1001,11 @@ impl Node {
             return;
         }
         self.suspicions.remove(&m.name);
-        let member = self.members.update(idx, now, |r| {
+        self.members.update(idx, now, |r| {
             r.state = State::Dead;
             r.incarnation = m.incarnation;
-            r.to_member()
         });
+        let member = self.members.member(idx);
         let local = origin == Origin::Local;
         if local {
             self.stats.declared_dead += 1;
@@ -1026,11 +1029,11 @@ impl Node {
             return;
         }
         self.suspicions.remove(&m.name);
-        let member = self.members.update(idx, now, |r| {
+        self.members.update(idx, now, |r| {
             r.state = State::Left;
             r.incarnation = m.incarnation;
-            r.to_member()
         });
+        let member = self.members.member(idx);
         self.events.push_back(Event::Left { member });
         self.rebroadcast(&m.name.clone(), &Message::Leave(m));
     }
@@ -1052,7 +1055,7 @@ impl Node {
         });
         for t in targets {
             let rec = self.members.get(t);
-            let (dst, version) = (rec.addr(), Self::version_for(rec.protocol));
+            let (dst, version) = (rec.addr(), Self::version_for(rec.protocol()));
             let mut b = PacketBuilder::new(version, &self.config.label, self.config.packet_budget);
             let limit = self.retransmit_limit();
             let n = self.broadcasts.fill(&mut b, limit);
@@ -1199,34 +1202,30 @@ impl Node {
             self.sync_done(now, peer, false);
             return;
         }
-        let (count, body) = self.members.entries_in(&mask);
-        let push = self.entries_frame(wire::MessageType::SyncPush, m.id, &mask, count, &body);
+        let push = self.entries_frame(wire::MessageType::SyncPush, m.id, &mask, |_, _| true);
         self.stats.sent(wire::MessageType::SyncPush);
         self.emit(m.sender.addr, true, push);
     }
 
-    /// Encodes a SyncPush/SyncPull frame straight from the member table's encoding.
+    /// Encodes a SyncPush/SyncPull frame straight from the member table, in one buffer.
     fn entries_frame(
         &self,
         kind: wire::MessageType,
         id: u32,
         mask: &[u8; wire::DIGEST_BUCKETS / 8],
-        count: u32,
-        entries: &[u8],
+        keep: impl FnMut(&Membership, &Record) -> bool,
     ) -> Bytes {
-        let mut body = wire::Writer::with_capacity(entries.len() + 64);
-        body.varint(id);
-        body.lp(self.me.name.as_bytes());
-        body.addr(self.me.addr);
-        body.bytes(mask);
-        body.varint(count);
-        body.bytes(entries);
-        let mut b = PacketBuilder::new(self.rx_version, &self.config.label, usize::MAX);
-        let mut framed = wire::Writer::with_capacity(body.buf.len() + 8);
-        framed.u8(kind as u8);
-        framed.lp(&body.buf);
-        b.push_framed(&framed.buf);
-        b.finish()
+        // About 30 bytes an entry; a guess that saves most regrowth of a large frame.
+        let estimate = 64 + 30 * self.members.len().min(1 << 16);
+        let mut f = wire::FrameWriter::new(self.rx_version, &self.config.label, kind, estimate);
+        f.w.varint(id);
+        f.w.lp(self.me.name.as_bytes());
+        f.w.addr(self.me.addr);
+        f.w.bytes(mask);
+        let count_at = f.placeholder();
+        let count = self.members.write_entries(mask, &mut f.w, keep);
+        f.patch(count_at, count);
+        f.finish()
     }
 
     fn on_sync_push(&mut self, now: Time, m: SyncEntries) {
@@ -1240,26 +1239,28 @@ impl Node {
             .map(|(j, e)| (e.name.as_bytes(), j))
             .collect();
         let mut identical = vec![false; m.entries.len()];
-        let (count, body) = self.members.entries_in_filtered(&m.mask, |rec| {
-            match pushed.get(rec.name.as_bytes()) {
-                Some(&j) if rec.same_as(&m.entries[j]) => {
+        let pull = self.entries_frame(
+            wire::MessageType::SyncPull,
+            m.id,
+            &m.mask,
+            |members, rec| match pushed.get(rec.name.as_bytes()) {
+                Some(&j) if members.same_as(rec, &m.entries[j]) => {
                     identical[j] = true;
                     false
                 }
                 _ => true,
-            }
-        });
-        let pull = self.entries_frame(wire::MessageType::SyncPull, m.id, &m.mask, count, &body);
+            },
+        );
         self.stats.sent(wire::MessageType::SyncPull);
         self.emit(m.sender.addr, true, pull);
         drop(pushed);
-        let entries: Vec<Entry> = m
-            .entries
-            .into_iter()
-            .zip(identical)
-            .filter(|(_, same)| !same)
-            .map(|(e, _)| e)
-            .collect();
+        let mut entries = m.entries;
+        let mut j = 0;
+        entries.retain(|_| {
+            let keep = !identical[j];
+            j += 1;
+            keep
+        });
         self.merge(now, &m.sender.name, entries);
     }
 
@@ -1312,18 +1313,11 @@ impl Node {
                 } else {
                     e.state
                 };
-                let rec = Record::new(
-                    e.name.clone(),
-                    e.addr,
-                    e.incarnation,
-                    state,
-                    &e.tags,
-                    e.protocol,
-                );
-                let idx = self.members.insert(rec, now);
+                let rec = Record::new(e.name.clone(), e.addr, e.incarnation, state, e.protocol);
+                let idx = self.members.insert(rec, &e.tags, now);
                 self.order.insert(idx, &mut self.rng);
                 if state == State::Alive {
-                    let member = self.members.get(idx).to_member();
+                    let member = self.members.member(idx);
                     self.events.push_back(Event::Joined { member });
                 } else {
                     continue;

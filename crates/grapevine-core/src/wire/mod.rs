@@ -200,6 +200,57 @@ impl PacketBuilder {
     }
 }
 
+/// Writes a packet holding one message straight into a single buffer, for large frames
+/// (anti-entropy entries): lengths and counts not known in advance are written as padded
+/// 5-byte varints and filled in afterwards, so nothing is copied.
+pub(crate) struct FrameWriter {
+    pub w: Writer,
+    len_at: usize,
+    body_start: usize,
+}
+
+impl FrameWriter {
+    pub fn new(version: u8, label: &[u8], kind: MessageType, capacity: usize) -> Self {
+        let label = &label[..label.len().min(MAX_LABEL_LEN)];
+        let mut w = Writer::with_capacity(capacity + label.len() + 16);
+        w.u8(version);
+        w.u8(label.len() as u8);
+        w.bytes(label);
+        w.u8(kind as u8);
+        let len_at = w.buf.len();
+        w.bytes(&[0; 5]);
+        let body_start = w.buf.len();
+        FrameWriter {
+            w,
+            len_at,
+            body_start,
+        }
+    }
+
+    /// Reserves a varint to be filled in with `patch`.
+    pub fn placeholder(&mut self) -> usize {
+        let at = self.w.buf.len();
+        self.w.bytes(&[0; 5]);
+        at
+    }
+
+    /// Fills a reserved varint (LEB128 padded to 5 bytes, which every reader accepts).
+    pub fn patch(&mut self, at: usize, v: u32) {
+        for i in 0..4 {
+            self.w.buf[at + i] = ((v >> (7 * i)) & 0x7f) as u8 | 0x80;
+        }
+        self.w.buf[at + 4] = ((v >> 28) & 0x0f) as u8;
+    }
+
+    pub fn finish(mut self) -> Bytes {
+        let len = (self.w.buf.len() - self.body_start) as u32;
+        self.patch(self.len_at, len);
+        let crc = crc32fast::hash(&self.w.buf);
+        self.w.buf.extend_from_slice(&crc.to_le_bytes());
+        Bytes::from(self.w.buf)
+    }
+}
+
 /// Encodes a whole packet of `messages`, ignoring the byte budget.
 pub fn encode_packet(version: u8, label: &[u8], messages: &[Message]) -> Bytes {
     let mut b = PacketBuilder::new(version, label, usize::MAX);
