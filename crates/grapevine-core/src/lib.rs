@@ -17,6 +17,7 @@ mod chunked;
 pub mod config;
 pub mod digest;
 pub mod event;
+pub mod filter;
 pub mod incarnation;
 pub mod member;
 mod membership;

@@ -216,6 +216,37 @@ impl Membership {
         xxhash_rust::xxh3::xxh3_64(&buf[..n])
     }
 
+    /// A cheap 64-bit key of what a record says, for anti-entropy filters: the cached name
+    /// hash mixed with incarnation, state, protocol and address. Tags are left out: they
+    /// only change with the incarnation.
+    pub fn filter_key(r: &Record) -> u64 {
+        Self::key_of(r.hash, r.incarnation, r.state, r.protocol(), &r.ip, r.port)
+    }
+
+    /// The filter key of a received entry (equal to the record's when they agree).
+    pub fn entry_key(e: &wire::Entry) -> u64 {
+        let (ip, port) = pack(e.addr);
+        Self::key_of(
+            e.name.hash64(),
+            e.incarnation,
+            e.state,
+            e.protocol & !HAS_TAGS,
+            &ip,
+            port,
+        )
+    }
+
+    fn key_of(name: u64, inc: u32, state: State, protocol: u8, ip: &[u8; 16], port: u16) -> u64 {
+        let ip = u128::from_le_bytes(*ip);
+        let fields = u64::from(inc)
+            | u64::from(state.code()) << 32
+            | u64::from(protocol) << 40
+            | u64::from(port) << 48;
+        crate::filter::mix(
+            name ^ crate::filter::mix(fields ^ (ip as u64) ^ ((ip >> 64) as u64).rotate_left(17)),
+        )
+    }
+
     /// Replaces member `idx`'s tags, keeping the digest right.
     pub fn set_tags(&mut self, idx: u32, tags: &[u8]) {
         let r = self.records.get(idx as usize);

@@ -10,6 +10,7 @@ use crate::awareness::Awareness;
 use crate::broadcast::BroadcastQueue;
 use crate::config::{Config, ConfigError};
 use crate::event::Event;
+use crate::filter::Filter;
 use crate::incarnation;
 use crate::member::{Member, State};
 use crate::membership::{Membership, Record};
@@ -1170,17 +1171,35 @@ impl Node {
         self.send_frame(dst, PROTOCOL_VERSION_MIN, &req);
     }
 
-    fn on_sync_request(&mut self, _now: Time, m: SyncRequest) {
+    fn on_sync_request(&mut self, now: Time, m: SyncRequest) {
+        let in_sync = m.root == self.members.digest().root();
+        if !in_sync {
+            // Divergence seen from this side counts too: a node that is only ever asked (a
+            // seed, say) must reconcile actively rather than wait for its long timer.
+            self.catch_up = CATCH_UP_ROUNDS;
+            let soon = now + self.config.push_pull_catchup_interval;
+            if soon < self.timers.push_pull {
+                self.timers.push_pull = soon;
+            }
+        }
         let digest = self.members.digest();
-        let buckets = if m.root == digest.root() && !m.join {
-            None
+        let (buckets, filter) = if in_sync && !m.join {
+            (None, None)
         } else {
-            Some(digest.buckets().to_vec())
+            // With the buckets, a filter of every record we hold: the requester then pushes
+            // only what we probably lack, not whole buckets.
+            let mut f = Filter::with_capacity(self.members.len());
+            let seed = u64::from(m.id);
+            for rec in self.members.records() {
+                f.insert(Membership::filter_key(rec), seed);
+            }
+            (Some(digest.buckets().to_vec()), Some(f))
         };
         let reply = Message::SyncBuckets(SyncBuckets {
             id: m.id,
             sender: self.me.clone(),
             buckets,
+            filter,
         });
         self.send_frame(m.sender.addr, self.rx_version, &reply);
     }
@@ -1202,48 +1221,96 @@ impl Node {
             self.sync_done(now, peer, false);
             return;
         }
-        let push = self.entries_frame(wire::MessageType::SyncPush, m.id, &mask, |_, _| true);
+        let seed = u64::from(m.id);
+        // Push what the responder probably lacks, and a filter of every record of ours in
+        // the differing buckets, sent or not, so its reply leaves out what we hold.
+        let theirs = m.filter;
+        let mut mine = Filter::with_capacity(self.members.len());
+        let me = self.me_idx;
+        let push = self.entries_frame(
+            wire::MessageType::SyncPush,
+            m.id,
+            &mask,
+            Some(&mut mine),
+            // Our own record always goes: a false positive must never hide a joiner.
+            |members, rec, key| {
+                !theirs.as_ref().is_some_and(|f| f.contains(key, seed))
+                    || std::ptr::eq(rec, members.get(me))
+            },
+        );
         self.stats.sent(wire::MessageType::SyncPush);
         self.emit(m.sender.addr, true, push);
     }
 
-    /// Encodes a SyncPush/SyncPull frame straight from the member table, in one buffer.
+    /// Encodes a SyncPush/SyncPull frame straight from the member table, in one buffer:
+    /// the records of the `mask` buckets for which `keep(record, filter key)` holds, and,
+    /// when `own` is given, a filter of all those buckets' record keys after them.
     fn entries_frame(
         &self,
         kind: wire::MessageType,
         id: u32,
         mask: &[u8; wire::DIGEST_BUCKETS / 8],
-        keep: impl FnMut(&Membership, &Record) -> bool,
+        mut own: Option<&mut Filter>,
+        mut keep: impl FnMut(&Membership, &Record, u64) -> bool,
     ) -> Bytes {
-        // About 30 bytes an entry; a guess that saves most regrowth of a large frame.
-        let estimate = 64 + 30 * self.members.len().min(1 << 16);
+        // About 30 bytes an entry, for the share of buckets that differ: a guess that saves
+        // most regrowth of a large frame without reserving a whole table for a small one.
+        let buckets = mask.iter().map(|b| b.count_ones() as usize).sum::<usize>();
+        let share = self.members.len() * buckets / wire::DIGEST_BUCKETS;
+        let estimate = 64 + 30 * share / 8;
         let mut f = wire::FrameWriter::new(self.rx_version, &self.config.label, kind, estimate);
         f.w.varint(id);
         f.w.lp(self.me.name.as_bytes());
         f.w.addr(self.me.addr);
         f.w.bytes(mask);
         let count_at = f.placeholder();
-        let count = self.members.write_entries(mask, &mut f.w, keep);
+        let seed = u64::from(id);
+        let count = self.members.write_entries(mask, &mut f.w, |members, rec| {
+            let key = Membership::filter_key(rec);
+            if let Some(own) = own.as_deref_mut() {
+                own.insert(key, seed);
+            }
+            keep(members, rec, key)
+        });
         f.patch(count_at, count);
+        if let Some(own) = own {
+            wire::write_filter(&mut f.w, own);
+        }
         f.finish()
     }
 
     fn on_sync_push(&mut self, now: Time, m: SyncEntries) {
-        // Reply with the exact difference: our entries in the differing buckets that the
-        // requester lacks or holds differently. Entries of theirs identical to ours are not
-        // merged at all: in a converging cluster most of a bucket already agrees.
-        let pushed: HashMap<&[u8], usize> = m
+        let seed = u64::from(m.id);
+        if let Some(theirs) = &m.filter {
+            // The requester pushed what we probably lack and told us what it holds: reply
+            // with our records in the differing buckets that it probably lacks.
+            let pull = self.entries_frame(
+                wire::MessageType::SyncPull,
+                m.id,
+                &m.mask,
+                None,
+                |_, _, key| !theirs.contains(key, seed),
+            );
+            self.stats.sent(wire::MessageType::SyncPull);
+            self.emit(m.sender.addr, true, pull);
+            self.merge(now, &m.sender.name, m.entries);
+            return;
+        }
+        // A requester that does not filter pushed whole buckets: reply with the exact
+        // difference, and do not merge its entries identical to ours.
+        let pushed: HashMap<u64, usize> = m
             .entries
             .iter()
             .enumerate()
-            .map(|(j, e)| (e.name.as_bytes(), j))
+            .map(|(j, e)| (Membership::entry_key(e), j))
             .collect();
         let mut identical = vec![false; m.entries.len()];
         let pull = self.entries_frame(
             wire::MessageType::SyncPull,
             m.id,
             &m.mask,
-            |members, rec| match pushed.get(rec.name.as_bytes()) {
+            None,
+            |members, rec, key| match pushed.get(&key) {
                 Some(&j) if members.same_as(rec, &m.entries[j]) => {
                     identical[j] = true;
                     false

@@ -1,5 +1,6 @@
 //! Property test: every message survives encode → decode unchanged, alone or compounded.
 
+use grapevine_core::filter::Filter;
 use grapevine_core::wire::*;
 use grapevine_core::{Name, State};
 use proptest::prelude::*;
@@ -31,6 +32,13 @@ fn state() -> impl Strategy<Value = State> {
 
 fn tags() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), 0..=MAX_TAGS_LEN)
+}
+
+fn filter() -> impl Strategy<Value = Option<Filter>> {
+    proptest::option::of(
+        (1u8..=16, proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(hashes, bits)| Filter { hashes, bits }),
+    )
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
@@ -107,13 +115,19 @@ fn message() -> impl Strategy<Value = Message> {
         (
             any::<u32>(),
             node(),
-            proptest::option::of(proptest::collection::vec(any::<u64>(), DIGEST_BUCKETS))
+            proptest::option::of(proptest::collection::vec(any::<u64>(), DIGEST_BUCKETS)),
+            filter()
         )
-            .prop_map(|(id, sender, buckets)| Message::SyncBuckets(SyncBuckets {
-                id,
-                sender,
-                buckets
-            })),
+            .prop_map(|(id, sender, buckets, filter)| {
+                // The filter rides only with the buckets.
+                let filter = if buckets.is_some() { filter } else { None };
+                Message::SyncBuckets(SyncBuckets {
+                    id,
+                    sender,
+                    buckets,
+                    filter,
+                })
+            }),
         (
             any::<u32>(),
             node(),
@@ -123,14 +137,16 @@ fn message() -> impl Strategy<Value = Message> {
                 a
             }),
             proptest::collection::vec(entry(), 0..8),
-            any::<bool>()
+            any::<bool>(),
+            filter()
         )
-            .prop_map(|(id, sender, mask, entries, push)| {
+            .prop_map(|(id, sender, mask, entries, push, filter)| {
                 let m = SyncEntries {
                     id,
                     sender,
                     mask,
                     entries,
+                    filter,
                 };
                 if push {
                     Message::SyncPush(m)

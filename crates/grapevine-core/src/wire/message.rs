@@ -3,6 +3,7 @@
 
 use super::codec::{Reader, Writer};
 use super::DecodeError;
+use crate::filter::{Filter, MAX_FILTER_BYTES};
 use crate::member::State;
 use crate::name::{Name, MAX_NAME_LEN};
 use std::net::SocketAddr;
@@ -221,6 +222,9 @@ pub struct SyncBuckets {
     pub sender: NodeAddr,
     /// [`DIGEST_BUCKETS`] bucket hashes, or `None` if in sync.
     pub buckets: Option<Vec<u64>>,
+    /// With the buckets: a filter of the responder's record keys, seeded with the exchange
+    /// id (an appended field: absent from senders that do not filter).
+    pub filter: Option<Filter>,
 }
 
 /// Entries of the buckets that differ, from one side of an exchange.
@@ -234,6 +238,9 @@ pub struct SyncEntries {
     pub mask: [u8; DIGEST_BUCKETS / 8],
     /// The sender's entries in those buckets.
     pub entries: Vec<Entry>,
+    /// In a push: a filter of all the requester's record keys in those buckets, seeded with
+    /// the exchange id, so the reply leaves out what it already holds (appended field).
+    pub filter: Option<Filter>,
 }
 
 /// Any protocol message.
@@ -291,6 +298,31 @@ fn read_mask(r: &mut Reader<'_>) -> Result<[u8; DIGEST_BUCKETS / 8], DecodeError
     let mut mask = [0u8; DIGEST_BUCKETS / 8];
     mask.copy_from_slice(r.bytes(DIGEST_BUCKETS / 8, "bucket mask")?);
     Ok(mask)
+}
+
+/// An optional trailing filter: absent when the body ends here.
+fn read_filter(r: &mut Reader<'_>) -> Result<Option<Filter>, DecodeError> {
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let hashes = r.u8("filter hash count")?;
+    if hashes == 0 || hashes > 16 {
+        return Err(DecodeError::TooMany {
+            what: "filter hashes",
+            count: hashes as usize,
+            max: 16,
+        });
+    }
+    let len = r.len("filter", MAX_FILTER_BYTES)?;
+    Ok(Some(Filter {
+        hashes,
+        bits: r.bytes(len, "filter")?.to_vec(),
+    }))
+}
+
+pub(crate) fn write_filter(w: &mut Writer, f: &Filter) {
+    w.u8(f.hashes);
+    w.lp(&f.bits);
 }
 
 fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
@@ -425,6 +457,9 @@ impl Message {
                         for _ in b.len()..DIGEST_BUCKETS {
                             w.u64(0);
                         }
+                        if let Some(f) = &m.filter {
+                            write_filter(w, f);
+                        }
                     }
                 }
             }
@@ -445,6 +480,9 @@ impl Message {
                             tags: &e.tags,
                         },
                     );
+                }
+                if let Some(f) = &m.filter {
+                    write_filter(w, f);
                 }
             }
         }
@@ -519,10 +557,16 @@ impl Message {
                         )
                     }
                 };
+                let filter = if buckets.is_some() {
+                    read_filter(r)?
+                } else {
+                    None
+                };
                 Message::SyncBuckets(SyncBuckets {
                     id,
                     sender,
                     buckets,
+                    filter,
                 })
             }
             MessageType::SyncPush | MessageType::SyncPull => {
@@ -534,9 +578,11 @@ impl Message {
                 for _ in 0..n {
                     entries.push(read_entry(r)?);
                 }
+                let filter = read_filter(r)?;
                 let m = SyncEntries {
                     id,
                     sender,
+                    filter,
                     mask,
                     entries,
                 };
