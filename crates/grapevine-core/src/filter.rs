@@ -1,13 +1,19 @@
-//! A Bloom filter over record keys, carried by anti-entropy exchanges so each side
-//! sends only the records the other probably lacks.
+//! A blocked Bloom filter over record keys, carried by anti-entropy exchanges so each
+//! side sends only the records the other probably lacks.
+//!
+//! Blocked: all of a key's bits fall in one 64-bit word, so adding or testing a key is a
+//! single memory access (a filter is built over a whole member table for every divergent
+//! exchange). The price is a slightly higher false-positive rate than a classic filter.
 //!
 //! Seeded per exchange: a false positive (a record wrongly taken as already held) only
 //! delays that record to a later exchange with another seed, since the digests still differ.
 
-/// Bits per element: about 1 % false positives with 7 hashes.
+/// Bits per element: about 2 % false positives with 7 bits per key in 64-bit blocks.
 const BITS_PER_ELEMENT: usize = 10;
 /// Hash functions.
 const HASHES: u8 = 7;
+/// The most bits a key may set: six-bit slices of one 64-bit hash.
+pub const MAX_HASHES: u8 = 10;
 /// The largest filter accepted, in bytes (8 Mbit: 800,000 members).
 pub const MAX_FILTER_BYTES: usize = 1 << 20;
 
@@ -40,37 +46,47 @@ impl Filter {
         }
     }
 
-    /// The bit positions of `key`: double hashing, reduced modulo the bit count.
-    fn positions(&self, key: u64, seed: u64) -> impl Iterator<Item = usize> {
-        let m = (self.bits.len() as u64) * 8;
-        // A power of two (as this build makes them) is reduced with a mask; any other size
-        // a peer sends still works, with a division.
-        let pow2 = m.is_power_of_two();
-        let h1 = mix(key ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let h2 = (h1.rotate_left(32)) | 1;
-        (0..u64::from(self.hashes)).map(move |i| {
-            let h = h1.wrapping_add(i.wrapping_mul(h2));
-            (if pow2 { h & (m - 1) } else { h % m }) as usize
-        })
+    /// The word and the bit mask of `key` under `seed`: the word is chosen by one half of a
+    /// mixed hash, the bits within it by six-bit slices of the other.
+    fn locate(&self, key: u64, seed: u64) -> (usize, u64) {
+        let words = (self.bits.len() / 8) as u64;
+        let h = mix(key ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let word = if words.is_power_of_two() {
+            (h >> 32) & (words - 1)
+        } else {
+            (h >> 32) % words
+        };
+        let g = mix(h);
+        let mut mask = 0u64;
+        for i in 0..u32::from(self.hashes.min(MAX_HASHES)) {
+            mask |= 1 << ((g >> (6 * i)) & 63);
+        }
+        (word as usize, mask)
+    }
+
+    fn word(&self, w: usize) -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&self.bits[w * 8..w * 8 + 8]);
+        u64::from_le_bytes(a)
     }
 
     /// Adds `key` under `seed`.
     pub fn insert(&mut self, key: u64, seed: u64) {
-        if self.bits.is_empty() {
+        if self.bits.len() < 8 {
             return;
         }
-        for p in self.positions(key, seed) {
-            self.bits[p / 8] |= 1 << (p % 8);
-        }
+        let (w, mask) = self.locate(key, seed);
+        let v = self.word(w) | mask;
+        self.bits[w * 8..w * 8 + 8].copy_from_slice(&v.to_le_bytes());
     }
 
     /// Whether `key` was probably added under `seed` (never false for an added key).
     pub fn contains(&self, key: u64, seed: u64) -> bool {
-        if self.bits.is_empty() {
+        if self.bits.len() < 8 {
             return false;
         }
-        self.positions(key, seed)
-            .all(|p| self.bits[p / 8] & (1 << (p % 8)) != 0)
+        let (w, mask) = self.locate(key, seed);
+        self.word(w) & mask == mask
     }
 }
 
@@ -90,7 +106,7 @@ mod tests {
         let fp = (10_000..110_000u64)
             .filter(|k| f.contains(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 42))
             .count();
-        assert!(fp < 2_000, "{fp} false positives in 100,000");
+        assert!(fp < 3_000, "{fp} false positives in 100,000");
         let other = (0..10_000u64)
             .filter(|k| f.contains(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 43))
             .count();

@@ -36,7 +36,7 @@ fn tags() -> impl Strategy<Value = Vec<u8>> {
 
 fn filter() -> impl Strategy<Value = Option<Filter>> {
     proptest::option::of(
-        (1u8..=16, proptest::collection::vec(any::<u8>(), 0..64))
+        (1u8..=10, proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(hashes, bits)| Filter { hashes, bits }),
     )
 }

@@ -97,6 +97,8 @@ pub struct Sim {
     /// Who can reach whom.
     pub topology: Topology,
     events_processed: u64,
+    /// Reused for each node's transmits, so draining a node allocates nothing.
+    outgoing: Vec<grapevine_core::Transmit>,
 }
 
 /// The simulated address of node `i` (in 240.0.0.0/4, reserved: never a real host).
@@ -135,6 +137,7 @@ impl Sim {
             net,
             topology: Topology::default(),
             events_processed: 0,
+            outgoing: Vec::new(),
         }
     }
 
@@ -250,7 +253,7 @@ impl Sim {
         let Some(core) = self.nodes[i as usize].core.as_mut() else {
             return;
         };
-        let mut outgoing = Vec::new();
+        let mut outgoing = std::mem::take(&mut self.outgoing);
         while let Some(t) = core.poll_transmit() {
             outgoing.push(t);
         }
@@ -259,7 +262,7 @@ impl Sim {
         }
         let deadline = core.poll_timeout();
         let from = self.nodes[i as usize].addr;
-        for t in outgoing {
+        for t in outgoing.drain(..) {
             obs.on_send(now, i, t.payload.len(), t.reliable);
             let Some(&to) = self.by_addr.get(&t.dst) else {
                 continue;
@@ -285,6 +288,7 @@ impl Sim {
                 },
             );
         }
+        self.outgoing = outgoing;
         let n = &mut self.nodes[i as usize];
         if deadline != n.timer_at {
             n.timer_at = deadline;

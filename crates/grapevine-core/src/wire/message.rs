@@ -3,7 +3,7 @@
 
 use super::codec::{Reader, Writer};
 use super::DecodeError;
-use crate::filter::{Filter, MAX_FILTER_BYTES};
+use crate::filter::{Filter, MAX_FILTER_BYTES, MAX_HASHES};
 use crate::member::State;
 use crate::name::{Name, MAX_NAME_LEN};
 use std::net::SocketAddr;
@@ -306,11 +306,11 @@ fn read_filter(r: &mut Reader<'_>) -> Result<Option<Filter>, DecodeError> {
         return Ok(None);
     }
     let hashes = r.u8("filter hash count")?;
-    if hashes == 0 || hashes > 16 {
+    if hashes == 0 || hashes > MAX_HASHES {
         return Err(DecodeError::TooMany {
             what: "filter hashes",
             count: hashes as usize,
-            max: 16,
+            max: MAX_HASHES as usize,
         });
     }
     let len = r.len("filter", MAX_FILTER_BYTES)?;

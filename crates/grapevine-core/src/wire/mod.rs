@@ -150,7 +150,9 @@ impl PacketBuilder {
     /// Starts a packet for `label` at protocol `version` that must not exceed `budget` bytes.
     pub fn new(version: u8, label: &[u8], budget: usize) -> Self {
         let label = &label[..label.len().min(MAX_LABEL_LEN)];
-        let mut buf = Vec::with_capacity(budget.min(2048));
+        // Most packets are a ping or an ack of a few dozen bytes; a packet that fills up
+        // with rumours grows. (A 1,400-byte buffer would be kept by every 40-byte ping.)
+        let mut buf = Vec::with_capacity(budget.min(128));
         buf.push(version);
         buf.push(label.len() as u8);
         buf.extend_from_slice(label);

@@ -366,7 +366,15 @@ impl Observer for SwimObserver<'_> {
 
 /// The index of a simulated node from its name (`node-NNNNNN`), without a table lookup.
 fn node_index(name: &grapevine_core::Name) -> Option<u32> {
-    name.as_str().strip_prefix("node-")?.parse().ok()
+    let digits = name.as_bytes().strip_prefix(b"node-")?;
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0')),
+    )
 }
 
 /// The peak resident set size of this process, in MiB (Linux), if known.

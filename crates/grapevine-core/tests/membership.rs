@@ -1,0 +1,162 @@
+//! Membership rules exercised by injecting gossip into one node.
+
+use grapevine_core::wire::{self, Alive, Dead, Message, PROTOCOL_VERSION};
+use grapevine_core::{CommandError, Config, Event, Name, Node, State, Time};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn node() -> Node {
+    Node::new(
+        Config::lan(),
+        Name::new("a").unwrap(),
+        addr("10.0.0.1:7946"),
+        1,
+        Time::ZERO,
+    )
+    .unwrap()
+}
+
+fn gossip(n: &mut Node, now: Time, m: Message) {
+    n.handle_datagram(
+        now,
+        addr("10.0.0.9:7946"),
+        &wire::encode_packet(PROTOCOL_VERSION, b"", &[m]),
+    );
+}
+
+fn alive(name: &str, at: &str, incarnation: u32) -> Message {
+    Message::Alive(Alive {
+        name: Name::new(name).unwrap(),
+        addr: addr(at),
+        incarnation,
+        tags: vec![],
+        protocol: 1,
+    })
+}
+
+fn events(n: &mut Node) -> Vec<Event> {
+    std::iter::from_fn(|| n.poll_event()).collect()
+}
+
+#[test]
+fn a_name_is_reclaimed_at_a_new_address_only_after_the_reclaim_time() {
+    let mut n = node();
+    let t0 = Time::ZERO;
+    gossip(&mut n, t0, alive("x", "10.0.0.2:7946", 3));
+    assert!(matches!(events(&mut n).as_slice(), [Event::Joined { .. }]));
+
+    // While x is alive, another address claiming its name is a conflict, not an update.
+    gossip(&mut n, t0, alive("x", "10.0.0.3:7946", 9));
+    assert!(matches!(
+        events(&mut n).as_slice(),
+        [Event::Conflict { .. }]
+    ));
+    assert_eq!(
+        n.member(&Name::new("x").unwrap()).unwrap().addr,
+        addr("10.0.0.2:7946")
+    );
+
+    gossip(
+        &mut n,
+        t0,
+        Message::Dead(Dead {
+            name: Name::new("x").unwrap(),
+            incarnation: 3,
+            accuser: Name::new("b").unwrap(),
+        }),
+    );
+    assert_eq!(n.state_of(&Name::new("x").unwrap()), Some(State::Dead));
+    events(&mut n);
+
+    // Dead for less than the reclaim time (60 s in `lan`): still refused.
+    let t1 = t0 + Duration::from_secs(30);
+    gossip(&mut n, t1, alive("x", "10.0.0.3:7946", 0));
+    assert!(matches!(
+        events(&mut n).as_slice(),
+        [Event::Conflict { .. }]
+    ));
+
+    // Past it: the new owner takes the name, whatever its incarnation.
+    let t2 = t0 + Duration::from_secs(61);
+    gossip(&mut n, t2, alive("x", "10.0.0.3:7946", 0));
+    assert!(matches!(events(&mut n).as_slice(), [Event::Joined { .. }]));
+    let x = n.member(&Name::new("x").unwrap()).unwrap();
+    assert_eq!(
+        (x.addr, x.state, x.incarnation),
+        (addr("10.0.0.3:7946"), State::Alive, 0)
+    );
+}
+
+#[test]
+fn an_accusation_is_refuted_with_a_higher_incarnation() {
+    let mut n = node();
+    gossip(
+        &mut n,
+        Time::ZERO,
+        Message::Dead(Dead {
+            name: Name::new("a").unwrap(),
+            incarnation: 0,
+            accuser: Name::new("b").unwrap(),
+        }),
+    );
+    assert_eq!(n.incarnation(), 1);
+    assert!(matches!(
+        events(&mut n).as_slice(),
+        [Event::Refuted {
+            accusation: State::Dead,
+            incarnation: 1
+        }]
+    ));
+    assert_eq!(n.stats().refutations, 1);
+    // An accusation of an older incarnation is already answered.
+    gossip(
+        &mut n,
+        Time::ZERO,
+        Message::Dead(Dead {
+            name: Name::new("a").unwrap(),
+            incarnation: 0,
+            accuser: Name::new("b").unwrap(),
+        }),
+    );
+    assert_eq!(n.incarnation(), 1);
+}
+
+#[test]
+fn tags_are_bounded() {
+    let mut n = node();
+    assert_eq!(
+        n.set_tags(Time::ZERO, vec![0; 513]),
+        Err(CommandError::TagsTooLong { len: 513 })
+    );
+    n.set_tags(Time::ZERO, vec![7; 512]).unwrap();
+    assert_eq!(n.member(n.name()).unwrap().tags.len(), 512);
+    assert_eq!(
+        n.incarnation(),
+        1,
+        "a tag change is announced with a new incarnation"
+    );
+}
+
+#[test]
+fn every_profile_is_valid_and_scales_as_documented() {
+    for name in ["lan", "wan", "local"] {
+        let c = Config::profile(name).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.profile, name);
+    }
+    assert!(Config::profile("moon").is_none());
+    let c = Config::lan();
+    // 4 × ceil(log10(N + 1)) transmissions.
+    assert_eq!(c.retransmit_limit(9), 4);
+    assert_eq!(c.retransmit_limit(1000), 16);
+    assert_eq!(c.retransmit_limit(10_000), 20);
+    // Push-pull every 30 s up to 32 members, then × (ceil(log2 N − 5) + 1).
+    assert_eq!(c.push_pull_interval_for(32), Duration::from_secs(30));
+    assert_eq!(c.push_pull_interval_for(1000), Duration::from_secs(180));
+    // Suspicion: 4 × max(1, log10 N) periods.
+    assert_eq!(c.suspicion_min_timeout(1000), Duration::from_secs(12));
+}
