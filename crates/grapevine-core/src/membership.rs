@@ -1,9 +1,11 @@
 //! The member table: compact records, a name index and the incremental digest.
 //!
 //! A node of a 10,000-member cluster holds 10,000 records, and the simulator holds
-//! 10,000 such nodes, so a record is kept to 48 bytes: the name inline, its hash cached
-//! (scans, lookups and digest buckets never rehash it), the address packed, and tags,
-//! which most members of a large simulation lack, in a side table.
+//! 10,000 such nodes, so a record is kept to 40 bytes (the name inline, the address
+//! packed, tags, which most members of a large simulation lack, in a side table) plus a
+//! 16-byte entry in a parallel array of hashes: the name's (index, digest bucket) and the
+//! record's (digest, anti-entropy filters). An exchange scans only the hashes, 16 bytes a
+//! member, and reads the full record of the members it sends.
 
 use crate::chunked::ChunkedVec;
 use crate::digest::Digest;
@@ -21,8 +23,6 @@ const HAS_TAGS: u8 = 0x80;
 #[derive(Clone, Debug)]
 pub(crate) struct Record {
     pub name: Name,
-    /// `name.hash64()`, cached.
-    hash: u64,
     ip: [u8; 16],
     port: u16,
     pub incarnation: u32,
@@ -34,10 +34,8 @@ pub(crate) struct Record {
 impl Record {
     pub fn new(name: Name, addr: SocketAddr, incarnation: u32, state: State, protocol: u8) -> Self {
         let (ip, port) = pack(addr);
-        let hash = name.hash64();
         Record {
             name,
-            hash,
             ip,
             port,
             incarnation,
@@ -73,10 +71,15 @@ impl Record {
     fn has_tags(&self) -> bool {
         self.meta & HAS_TAGS != 0
     }
+}
 
-    fn bucket(&self) -> usize {
-        Digest::bucket(self.hash)
-    }
+/// The hashes kept beside each record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keys {
+    /// `name.hash64()`: index and digest bucket.
+    pub name: u64,
+    /// The record's hash: its digest contribution and its anti-entropy filter key.
+    pub record: u64,
 }
 
 fn pack(addr: SocketAddr) -> ([u8; 16], u16) {
@@ -96,6 +99,7 @@ pub(crate) struct Removal {
 /// The table of members, self included.
 pub(crate) struct Membership {
     records: ChunkedVec<Record>,
+    keys: ChunkedVec<Keys>,
     index: HashTable<u32>,
     /// When each member that is not alive entered its state (for reaping and reclaim).
     since: HashMap<Name, Time>,
@@ -109,6 +113,7 @@ impl Membership {
     pub fn new() -> Self {
         Membership {
             records: ChunkedVec::new(),
+            keys: ChunkedVec::new(),
             index: HashTable::new(),
             since: HashMap::new(),
             tags: HashMap::new(),
@@ -138,12 +143,20 @@ impl Membership {
         self.records.iter()
     }
 
+    /// The records' hashes, in record order.
+    pub fn keys(&self) -> impl Iterator<Item = &Keys> + '_ {
+        self.keys.iter()
+    }
+
     pub fn find(&self, name: &Name) -> Option<u32> {
-        let h = name.hash64();
+        self.find_hashed(name, name.hash64())
+    }
+
+    /// Like `find`, with `name.hash64()` already computed.
+    pub fn find_hashed(&self, name: &Name, h: u64) -> Option<u32> {
         self.index
             .find(h, |&i| {
-                let r = self.records.get(i as usize);
-                r.hash == h && r.name == *name
+                self.keys.get(i as usize).name == h && self.records.get(i as usize).name == *name
             })
             .copied()
     }
@@ -193,58 +206,37 @@ impl Membership {
             && self.tags_of(r) == e.tags.as_slice()
     }
 
-    /// The record's contribution to the digest: equal on two nodes iff they agree on it.
+    /// The record's hash: its contribution to the digest and its filter key, equal on two
+    /// nodes iff they agree on the record.
     fn record_hash(&self, r: &Record) -> u64 {
-        // One shot over a stack buffer: this runs on every change and every insert.
-        let name = r.name.as_bytes();
-        let mut buf = [0u8; 1 + crate::name::MAX_NAME_LEN + 16 + 2 + 4 + 2 + 8];
-        buf[0] = name.len() as u8;
-        let mut n = 1 + name.len();
-        buf[1..n].copy_from_slice(name);
-        buf[n..n + 16].copy_from_slice(&r.ip);
-        n += 16;
-        buf[n..n + 2].copy_from_slice(&r.port.to_le_bytes());
-        buf[n + 2..n + 6].copy_from_slice(&r.incarnation.to_le_bytes());
-        buf[n + 6] = r.state.code();
-        buf[n + 7] = r.protocol();
-        n += 8;
-        let tags = self.tags_of(r);
-        if !tags.is_empty() {
-            buf[n..n + 8].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(tags).to_le_bytes());
-            n += 8;
-        }
-        xxhash_rust::xxh3::xxh3_64(&buf[..n])
+        hash_fields(
+            r.name.as_bytes(),
+            &r.ip,
+            r.port,
+            r.incarnation,
+            r.state,
+            r.protocol(),
+            self.tags_of(r),
+        )
     }
 
-    /// A cheap 64-bit key of what a record says, for anti-entropy filters: the cached name
-    /// hash mixed with incarnation, state, protocol and address. Tags are left out: they
-    /// only change with the incarnation.
-    pub fn filter_key(r: &Record) -> u64 {
-        Self::key_of(r.hash, r.incarnation, r.state, r.protocol(), &r.ip, r.port)
-    }
-
-    /// The filter key of a received entry (equal to the record's when they agree).
+    /// The hash a received entry's record would have: equal to ours when they agree.
     pub fn entry_key(e: &wire::Entry) -> u64 {
         let (ip, port) = pack(e.addr);
-        Self::key_of(
-            e.name.hash64(),
+        hash_fields(
+            e.name.as_bytes(),
+            &ip,
+            port,
             e.incarnation,
             e.state,
             e.protocol & !HAS_TAGS,
-            &ip,
-            port,
+            &e.tags,
         )
     }
 
-    fn key_of(name: u64, inc: u32, state: State, protocol: u8, ip: &[u8; 16], port: u16) -> u64 {
-        let ip = u128::from_le_bytes(*ip);
-        let fields = u64::from(inc)
-            | u64::from(state.code()) << 32
-            | u64::from(protocol) << 40
-            | u64::from(port) << 48;
-        crate::filter::mix(
-            name ^ crate::filter::mix(fields ^ (ip as u64) ^ ((ip >> 64) as u64).rotate_left(17)),
-        )
+    fn rehash(&mut self, idx: u32) {
+        let h = self.record_hash(self.records.get(idx as usize));
+        self.keys.get_mut(idx as usize).record = h;
     }
 
     /// Replaces member `idx`'s tags, keeping the digest right.
@@ -253,7 +245,8 @@ impl Membership {
         if self.tags_of(r) == tags {
             return;
         }
-        let (h, old) = (r.hash, self.record_hash(r));
+        let k = *self.keys.get(idx as usize);
+        let (h, old) = (k.name, k.record);
         self.digest.remove(h, old);
         let name = r.name.clone();
         let r = self.records.get_mut(idx as usize);
@@ -264,8 +257,8 @@ impl Membership {
             r.meta |= HAS_TAGS;
             self.tags.insert(name, tags.into());
         }
-        let new = self.record_hash(self.records.get(idx as usize));
-        self.digest.add(h, new);
+        self.rehash(idx);
+        self.digest.add(h, self.keys.get(idx as usize).record);
     }
 
     pub fn since(&self, name: &Name) -> Option<Time> {
@@ -276,15 +269,22 @@ impl Membership {
         self.since.iter().map(|(n, t)| (n, *t))
     }
 
-    pub fn insert(&mut self, mut rec: Record, tags: &[u8], now: Time) -> u32 {
-        const _: () = assert!(std::mem::size_of::<Record>() == 48);
+    pub fn insert(&mut self, rec: Record, tags: &[u8], now: Time) -> u32 {
+        let h = rec.name.hash64();
+        self.insert_hashed(rec, h, tags, now)
+    }
+
+    /// Like `insert`, with `rec.name.hash64()` already computed.
+    pub fn insert_hashed(&mut self, mut rec: Record, h: u64, tags: &[u8], now: Time) -> u32 {
+        const _: () = assert!(std::mem::size_of::<Record>() == 40);
+        debug_assert_eq!(h, rec.name.hash64());
         let idx = self.records.len() as u32;
-        let h = rec.hash;
         if !tags.is_empty() {
             rec.meta |= HAS_TAGS;
             self.tags.insert(rec.name.clone(), tags.into());
         }
-        self.digest.add(h, self.record_hash(&rec));
+        let record = self.record_hash(&rec);
+        self.digest.add(h, record);
         if rec.state.is_live() {
             self.live += 1;
         }
@@ -292,21 +292,22 @@ impl Membership {
             self.since.insert(rec.name.clone(), now);
         }
         self.records.push(rec);
-        let records = &self.records;
+        self.keys.push(Keys { name: h, record });
+        let keys = &self.keys;
         self.index
-            .insert_unique(h, idx, |&i| records.get(i as usize).name.hash64());
+            .insert_unique(h, idx, |&i| keys.get(i as usize).name);
         idx
     }
 
     /// Changes a record in place, keeping the digest, live count and state times right.
     pub fn update<R>(&mut self, idx: u32, now: Time, f: impl FnOnce(&mut Record) -> R) -> R {
+        let k = *self.keys.get(idx as usize);
+        let before_state = self.records.get(idx as usize).state;
+        self.digest.remove(k.name, k.record);
+        let out = f(self.records.get_mut(idx as usize));
+        self.rehash(idx);
+        self.digest.add(k.name, self.keys.get(idx as usize).record);
         let rec = self.records.get(idx as usize);
-        let (h, before_state) = (rec.hash, rec.state);
-        self.digest.remove(h, self.record_hash(rec));
-        let rec = self.records.get_mut(idx as usize);
-        let out = f(rec);
-        let rec = self.records.get(idx as usize);
-        self.digest.add(h, self.record_hash(rec));
         if before_state.is_live() != rec.state.is_live() {
             if rec.state.is_live() {
                 self.live += 1;
@@ -325,9 +326,10 @@ impl Membership {
     }
 
     pub fn remove(&mut self, idx: u32) -> Removal {
+        let k = *self.keys.get(idx as usize);
+        let h = k.name;
+        self.digest.remove(h, k.record);
         let rec = self.records.get(idx as usize);
-        let h = rec.hash;
-        self.digest.remove(h, self.record_hash(rec));
         self.tags.remove(&rec.name);
         let rec = self.records.get(idx as usize);
         if rec.state.is_live() {
@@ -339,8 +341,9 @@ impl Membership {
         }
         let last = (self.records.len() - 1) as u32;
         self.records.swap_remove(idx as usize);
+        self.keys.swap_remove(idx as usize);
         let moved_from = if last != idx {
-            let mh = self.records.get(idx as usize).hash;
+            let mh = self.keys.get(idx as usize).name;
             if let Some(slot) = self.index.find_mut(mh, |&i| i == last) {
                 *slot = idx;
             }
@@ -354,27 +357,57 @@ impl Membership {
         }
     }
 
-    /// Appends to `w` the records of the buckets set in `mask` for which `keep` holds, and
-    /// returns how many.
+    /// Appends to `w` the records of the buckets set in `mask` for which
+    /// `keep(index, record hash)` holds, and returns how many. Only the hash array is
+    /// scanned; a record is read only to be written.
     pub fn write_entries(
         &self,
         mask: &[u8; wire::DIGEST_BUCKETS / 8],
         w: &mut wire::Writer,
-        mut keep: impl FnMut(&Membership, &Record) -> bool,
+        mut keep: impl FnMut(&Membership, u32, u64) -> bool,
     ) -> u32 {
         let mut n = 0u32;
-        // While a node catches up every bucket differs: then skip hashing each name.
         let all = mask.iter().all(|b| *b == 0xff);
-        for rec in self.records.iter() {
+        for (i, k) in self.keys.iter().enumerate() {
             let selected = all || {
-                let b = rec.bucket();
+                let b = Digest::bucket(k.name);
                 mask[b / 8] & (1 << (b % 8)) != 0
             };
-            if selected && keep(self, rec) {
-                wire::write_entry(w, &self.entry(rec));
+            if selected && keep(self, i as u32, k.record) {
+                wire::write_entry(w, &self.entry(self.records.get(i)));
                 n += 1;
             }
         }
         n
     }
+}
+
+/// The record hash over a record's fields (see docs/wire-format.md): the digest contribution.
+fn hash_fields(
+    name: &[u8],
+    ip: &[u8; 16],
+    port: u16,
+    inc: u32,
+    state: State,
+    protocol: u8,
+    tags: &[u8],
+) -> u64 {
+    // One shot over a stack buffer: this runs on every change and every insert.
+    let mut buf = [0u8; 1 + crate::name::MAX_NAME_LEN + 16 + 2 + 4 + 2 + 8];
+    let name = &name[..name.len().min(crate::name::MAX_NAME_LEN)];
+    buf[0] = name.len() as u8;
+    let mut n = 1 + name.len();
+    buf[1..n].copy_from_slice(name);
+    buf[n..n + 16].copy_from_slice(ip);
+    n += 16;
+    buf[n..n + 2].copy_from_slice(&port.to_le_bytes());
+    buf[n + 2..n + 6].copy_from_slice(&inc.to_le_bytes());
+    buf[n + 6] = state.code();
+    buf[n + 7] = protocol;
+    n += 8;
+    if !tags.is_empty() {
+        buf[n..n + 8].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(tags).to_le_bytes());
+        n += 8;
+    }
+    xxhash_rust::xxh3::xxh3_64(&buf[..n])
 }

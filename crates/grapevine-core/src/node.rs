@@ -832,7 +832,8 @@ impl Node {
             }
             return;
         }
-        let Some(idx) = self.members.find(&m.name) else {
+        let name_hash = m.name.hash64();
+        let Some(idx) = self.members.find_hashed(&m.name, name_hash) else {
             if self.members.len() >= self.config.max_members {
                 self.stats.drop(DropReason::TableFull);
                 return;
@@ -844,7 +845,7 @@ impl Node {
                 State::Alive,
                 m.protocol,
             );
-            let idx = self.members.insert(rec, &m.tags, now);
+            let idx = self.members.insert_hashed(rec, name_hash, &m.tags, now);
             let member = self.members.member(idx);
             self.order.insert(idx, &mut self.rng);
             self.events.push_back(Event::Joined { member });
@@ -1190,8 +1191,8 @@ impl Node {
             // only what we probably lack, not whole buckets.
             let mut f = Filter::with_capacity(self.members.len());
             let seed = u64::from(m.id);
-            for rec in self.members.records() {
-                f.insert(Membership::filter_key(rec), seed);
+            for k in self.members.keys() {
+                f.insert(k.record, seed);
             }
             (Some(digest.buckets().to_vec()), Some(f))
         };
@@ -1233,25 +1234,22 @@ impl Node {
             &mask,
             Some(&mut mine),
             // Our own record always goes: a false positive must never hide a joiner.
-            |members, rec, key| {
-                !theirs.as_ref().is_some_and(|f| f.contains(key, seed))
-                    || std::ptr::eq(rec, members.get(me))
-            },
+            |_, i, key| !theirs.as_ref().is_some_and(|f| f.contains(key, seed)) || i == me,
         );
         self.stats.sent(wire::MessageType::SyncPush);
         self.emit(m.sender.addr, true, push);
     }
 
     /// Encodes a SyncPush/SyncPull frame straight from the member table, in one buffer:
-    /// the records of the `mask` buckets for which `keep(record, filter key)` holds, and,
-    /// when `own` is given, a filter of all those buckets' record keys after them.
+    /// the records of the `mask` buckets for which `keep(index, record hash)` holds, and,
+    /// when `own` is given, a filter of all those buckets' record hashes after them.
     fn entries_frame(
         &self,
         kind: wire::MessageType,
         id: u32,
         mask: &[u8; wire::DIGEST_BUCKETS / 8],
         mut own: Option<&mut Filter>,
-        mut keep: impl FnMut(&Membership, &Record, u64) -> bool,
+        mut keep: impl FnMut(&Membership, u32, u64) -> bool,
     ) -> Bytes {
         // About 30 bytes an entry, for the share of buckets that differ: a guess that saves
         // most regrowth of a large frame without reserving a whole table for a small one.
@@ -1265,13 +1263,14 @@ impl Node {
         f.w.bytes(mask);
         let count_at = f.placeholder();
         let seed = u64::from(id);
-        let count = self.members.write_entries(mask, &mut f.w, |members, rec| {
-            let key = Membership::filter_key(rec);
-            if let Some(own) = own.as_deref_mut() {
-                own.insert(key, seed);
-            }
-            keep(members, rec, key)
-        });
+        let count = self
+            .members
+            .write_entries(mask, &mut f.w, |members, i, key| {
+                if let Some(own) = own.as_deref_mut() {
+                    own.insert(key, seed);
+                }
+                keep(members, i, key)
+            });
         f.patch(count_at, count);
         if let Some(own) = own {
             wire::write_filter(&mut f.w, own);
@@ -1310,8 +1309,8 @@ impl Node {
             m.id,
             &m.mask,
             None,
-            |members, rec, key| match pushed.get(&key) {
-                Some(&j) if members.same_as(rec, &m.entries[j]) => {
+            |members, i, key| match pushed.get(&key) {
+                Some(&j) if members.same_as(members.get(i), &m.entries[j]) => {
                     identical[j] = true;
                     false
                 }
@@ -1365,9 +1364,10 @@ impl Node {
         self.stats.sync_entries_in += entries.len() as u64;
         for e in entries {
             let origin = Origin::Sync(peer.clone());
-            if e.name != self.me.name
+            // The state test first: most entries are alive and need no look-up here.
+            if e.state != State::Alive
+                && e.name != self.me.name
                 && self.members.find(&e.name).is_none()
-                && e.state != State::Alive
             {
                 // An unknown member in another state: record it as it is, so the tables (and
                 // their digests) converge, and a dead one is retried by the reconnect timer.
