@@ -73,13 +73,54 @@ impl Record {
     }
 }
 
-/// The hashes kept beside each record.
+/// The hashes kept beside each record: 12 bytes, 4-byte aligned.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Keys {
-    /// `name.hash64()`: index and digest bucket.
-    pub name: u64,
-    /// The record's hash: its digest contribution and its anti-entropy filter key.
-    pub record: u64,
+    /// The top 32 bits of `name.hash64()`: enough for the digest bucket (its top bits) and,
+    /// spread back to 64 bits, for the name index.
+    name: u32,
+    /// The record's hash, its digest contribution and anti-entropy filter key, in halves.
+    record: [u32; 2],
+}
+
+impl Keys {
+    fn new(name_hash: u64, record: u64) -> Self {
+        Keys {
+            name: (name_hash >> 32) as u32,
+            record: [record as u32, (record >> 32) as u32],
+        }
+    }
+
+    /// The record's hash.
+    pub fn record(&self) -> u64 {
+        u64::from(self.record[0]) | u64::from(self.record[1]) << 32
+    }
+
+    fn set_record(&mut self, h: u64) {
+        self.record = [h as u32, (h >> 32) as u32];
+    }
+
+    /// The name hash as the digest sees it: its top 32 bits (the bucket is in the top 10).
+    fn name_hash(&self) -> u64 {
+        u64::from(self.name) << 32
+    }
+
+    /// The digest bucket of the name (the top bits of its hash).
+    fn bucket(&self) -> usize {
+        Digest::bucket(u64::from(self.name) << 32)
+    }
+
+    /// What the name index hashes by.
+    fn index_hash(&self) -> u64 {
+        index_hash(u64::from(self.name) << 32)
+    }
+}
+
+/// The name index's hash for a name hash: only its top 32 bits are kept beside the record,
+/// so spread them over 64 for the table.
+fn index_hash(name_hash: u64) -> u64 {
+    let top = name_hash >> 32;
+    top.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ top
 }
 
 fn pack(addr: SocketAddr) -> ([u8; 16], u16) {
@@ -155,8 +196,9 @@ impl Membership {
     /// Like `find`, with `name.hash64()` already computed.
     pub fn find_hashed(&self, name: &Name, h: u64) -> Option<u32> {
         self.index
-            .find(h, |&i| {
-                self.keys.get(i as usize).name == h && self.records.get(i as usize).name == *name
+            .find(index_hash(h), |&i| {
+                self.keys.get(i as usize).name == (h >> 32) as u32
+                    && self.records.get(i as usize).name == *name
             })
             .copied()
     }
@@ -236,7 +278,7 @@ impl Membership {
 
     fn rehash(&mut self, idx: u32) {
         let h = self.record_hash(self.records.get(idx as usize));
-        self.keys.get_mut(idx as usize).record = h;
+        self.keys.get_mut(idx as usize).set_record(h);
     }
 
     /// Replaces member `idx`'s tags, keeping the digest right.
@@ -246,7 +288,7 @@ impl Membership {
             return;
         }
         let k = *self.keys.get(idx as usize);
-        let (h, old) = (k.name, k.record);
+        let (h, old) = (k.name_hash(), k.record());
         self.digest.remove(h, old);
         let name = r.name.clone();
         let r = self.records.get_mut(idx as usize);
@@ -258,7 +300,7 @@ impl Membership {
             self.tags.insert(name, tags.into());
         }
         self.rehash(idx);
-        self.digest.add(h, self.keys.get(idx as usize).record);
+        self.digest.add(h, self.keys.get(idx as usize).record());
     }
 
     pub fn since(&self, name: &Name) -> Option<Time> {
@@ -292,10 +334,10 @@ impl Membership {
             self.since.insert(rec.name.clone(), now);
         }
         self.records.push(rec);
-        self.keys.push(Keys { name: h, record });
+        self.keys.push(Keys::new(h, record));
         let keys = &self.keys;
         self.index
-            .insert_unique(h, idx, |&i| keys.get(i as usize).name);
+            .insert_unique(index_hash(h), idx, |&i| keys.get(i as usize).index_hash());
         idx
     }
 
@@ -303,10 +345,11 @@ impl Membership {
     pub fn update<R>(&mut self, idx: u32, now: Time, f: impl FnOnce(&mut Record) -> R) -> R {
         let k = *self.keys.get(idx as usize);
         let before_state = self.records.get(idx as usize).state;
-        self.digest.remove(k.name, k.record);
+        self.digest.remove(k.name_hash(), k.record());
         let out = f(self.records.get_mut(idx as usize));
         self.rehash(idx);
-        self.digest.add(k.name, self.keys.get(idx as usize).record);
+        self.digest
+            .add(k.name_hash(), self.keys.get(idx as usize).record());
         let rec = self.records.get(idx as usize);
         if before_state.is_live() != rec.state.is_live() {
             if rec.state.is_live() {
@@ -327,8 +370,8 @@ impl Membership {
 
     pub fn remove(&mut self, idx: u32) -> Removal {
         let k = *self.keys.get(idx as usize);
-        let h = k.name;
-        self.digest.remove(h, k.record);
+        let h = k.index_hash();
+        self.digest.remove(k.name_hash(), k.record());
         let rec = self.records.get(idx as usize);
         self.tags.remove(&rec.name);
         let rec = self.records.get(idx as usize);
@@ -343,7 +386,7 @@ impl Membership {
         self.records.swap_remove(idx as usize);
         self.keys.swap_remove(idx as usize);
         let moved_from = if last != idx {
-            let mh = self.keys.get(idx as usize).name;
+            let mh = self.keys.get(idx as usize).index_hash();
             if let Some(slot) = self.index.find_mut(mh, |&i| i == last) {
                 *slot = idx;
             }
@@ -370,10 +413,10 @@ impl Membership {
         let all = mask.iter().all(|b| *b == 0xff);
         for (i, k) in self.keys.iter().enumerate() {
             let selected = all || {
-                let b = Digest::bucket(k.name);
+                let b = k.bucket();
                 mask[b / 8] & (1 << (b % 8)) != 0
             };
-            if selected && keep(self, i as u32, k.record) {
+            if selected && keep(self, i as u32, k.record()) {
                 wire::write_entry(w, &self.entry(self.records.get(i)));
                 n += 1;
             }

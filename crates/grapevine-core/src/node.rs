@@ -1192,7 +1192,7 @@ impl Node {
             let mut f = Filter::with_capacity(self.members.len());
             let seed = u64::from(m.id);
             for k in self.members.keys() {
-                f.insert(k.record, seed);
+                f.insert(k.record(), seed);
             }
             (Some(digest.buckets().to_vec()), Some(f))
         };
