@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         sealed[0] = wire::PROTOCOL_VERSION;
         sealed[1] = 0;
         let n = sealed.len();
-        let crc = crc32(&sealed[..n - 4]);
+        let crc = crc32fast::hash(&sealed[..n - 4]);
         sealed[n - 4..].copy_from_slice(&crc.to_le_bytes());
         if let Ok(msgs) = wire::decode_packet(&sealed, b"", usize::MAX) {
             // Whatever decodes must re-encode and decode to the same messages.
@@ -23,13 +23,3 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn crc32(b: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &byte in b {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}

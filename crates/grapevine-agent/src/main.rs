@@ -94,6 +94,16 @@ struct SwimArgs {
     no_wall_clock: bool,
 }
 
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -121,16 +131,18 @@ fn main() -> Result<()> {
                 no_wall_clock: a.no_wall_clock,
             };
             let report = swim::run(&params).map_err(|e| anyhow!(e))?;
+            let mut text = String::new();
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                text = serde_json::to_string_pretty(&report)? + "\n";
             } else {
                 let v = serde_json::to_value(&report)?;
                 if let Some(obj) = v.as_object() {
                     for (k, v) in obj {
-                        println!("{k:>36}  {v}");
+                        text += &format!("{k:>36}  {v}\n");
                     }
                 }
             }
+            print_out(&text)?;
         }
     }
     Ok(())

@@ -437,7 +437,7 @@ impl Node {
             Message::Alive(m) => self.on_alive(now, m, Origin::Gossip),
             Message::Suspect(m) => self.on_suspect(now, m, Origin::Gossip),
             Message::Dead(m) => self.on_dead(now, m, Origin::Gossip),
-            Message::Leave(m) => self.on_leave(now, m, Origin::Gossip),
+            Message::Leave(m) => self.on_leave(now, m),
             Message::SyncRequest(_)
             | Message::SyncBuckets(_)
             | Message::SyncPush(_)
@@ -988,26 +988,38 @@ impl Node {
         }
     }
 
-    fn on_dead(&mut self, now: Time, m: Dead, origin: Origin) {
-        if m.name == self.me.name {
-            if !self.leaving && incarnation::must_refute(self.incarnation, m.incarnation) {
-                self.refute(now, m.incarnation, State::Dead);
+    /// Applies a verdict that takes a member out of the cluster, `to` being `Dead` or `Left`:
+    /// refutes it if it is about this node, else records it if it takes precedence. Returns
+    /// the member's new view when it changed.
+    fn retire(&mut self, now: Time, name: &Name, incarnation: u32, to: State) -> Option<Member> {
+        if *name == self.me.name {
+            if !self.leaving && incarnation::must_refute(self.incarnation, incarnation) {
+                self.refute(now, incarnation, to);
             }
-            return;
+            return None;
         }
-        let Some(idx) = self.members.find(&m.name) else {
+        let idx = self.members.find(name)?;
+        let rec = self.members.get(idx);
+        let overrides = if to == State::Left {
+            incarnation::leave_overrides
+        } else {
+            incarnation::dead_overrides
+        };
+        if !overrides(rec.state, rec.incarnation, incarnation) {
+            return None;
+        }
+        self.suspicions.remove(name);
+        self.members.update(idx, now, |r| {
+            r.state = to;
+            r.incarnation = incarnation;
+        });
+        Some(self.members.member(idx))
+    }
+
+    fn on_dead(&mut self, now: Time, m: Dead, origin: Origin) {
+        let Some(member) = self.retire(now, &m.name, m.incarnation, State::Dead) else {
             return;
         };
-        let rec = self.members.get(idx);
-        if !incarnation::dead_overrides(rec.state, rec.incarnation, m.incarnation) {
-            return;
-        }
-        self.suspicions.remove(&m.name);
-        self.members.update(idx, now, |r| {
-            r.state = State::Dead;
-            r.incarnation = m.incarnation;
-        });
-        let member = self.members.member(idx);
         let local = origin == Origin::Local;
         if local {
             self.stats.declared_dead += 1;
@@ -1016,26 +1028,10 @@ impl Node {
         self.rebroadcast(&m.name.clone(), &Message::Dead(m));
     }
 
-    fn on_leave(&mut self, now: Time, m: Leave, _origin: Origin) {
-        if m.name == self.me.name {
-            if !self.leaving && incarnation::must_refute(self.incarnation, m.incarnation) {
-                self.refute(now, m.incarnation, State::Left);
-            }
-            return;
-        }
-        let Some(idx) = self.members.find(&m.name) else {
+    fn on_leave(&mut self, now: Time, m: Leave) {
+        let Some(member) = self.retire(now, &m.name, m.incarnation, State::Left) else {
             return;
         };
-        let rec = self.members.get(idx);
-        if !incarnation::leave_overrides(rec.state, rec.incarnation, m.incarnation) {
-            return;
-        }
-        self.suspicions.remove(&m.name);
-        self.members.update(idx, now, |r| {
-            r.state = State::Left;
-            r.incarnation = m.incarnation;
-        });
-        let member = self.members.member(idx);
         self.events.push_back(Event::Left { member });
         self.rebroadcast(&m.name.clone(), &Message::Leave(m));
     }
@@ -1419,7 +1415,6 @@ impl Node {
                         name: e.name,
                         incarnation: e.incarnation,
                     },
-                    origin,
                 ),
             }
         }

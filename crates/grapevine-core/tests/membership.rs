@@ -38,6 +38,14 @@ fn alive(name: &str, at: &str, incarnation: u32) -> Message {
     })
 }
 
+fn dead(name: &str, incarnation: u32) -> Message {
+    Message::Dead(Dead {
+        name: Name::new(name).unwrap(),
+        incarnation,
+        accuser: Name::new("b").unwrap(),
+    })
+}
+
 fn events(n: &mut Node) -> Vec<Event> {
     std::iter::from_fn(|| n.poll_event()).collect()
 }
@@ -60,15 +68,7 @@ fn a_name_is_reclaimed_at_a_new_address_only_after_the_reclaim_time() {
         addr("10.0.0.2:7946")
     );
 
-    gossip(
-        &mut n,
-        t0,
-        Message::Dead(Dead {
-            name: Name::new("x").unwrap(),
-            incarnation: 3,
-            accuser: Name::new("b").unwrap(),
-        }),
-    );
+    gossip(&mut n, t0, dead("x", 3));
     assert_eq!(n.state_of(&Name::new("x").unwrap()), Some(State::Dead));
     events(&mut n);
 
@@ -94,15 +94,7 @@ fn a_name_is_reclaimed_at_a_new_address_only_after_the_reclaim_time() {
 #[test]
 fn an_accusation_is_refuted_with_a_higher_incarnation() {
     let mut n = node();
-    gossip(
-        &mut n,
-        Time::ZERO,
-        Message::Dead(Dead {
-            name: Name::new("a").unwrap(),
-            incarnation: 0,
-            accuser: Name::new("b").unwrap(),
-        }),
-    );
+    gossip(&mut n, Time::ZERO, dead("a", 0));
     assert_eq!(n.incarnation(), 1);
     assert!(matches!(
         events(&mut n).as_slice(),
@@ -113,15 +105,7 @@ fn an_accusation_is_refuted_with_a_higher_incarnation() {
     ));
     assert_eq!(n.stats().refutations, 1);
     // An accusation of an older incarnation is already answered.
-    gossip(
-        &mut n,
-        Time::ZERO,
-        Message::Dead(Dead {
-            name: Name::new("a").unwrap(),
-            incarnation: 0,
-            accuser: Name::new("b").unwrap(),
-        }),
-    );
+    gossip(&mut n, Time::ZERO, dead("a", 0));
     assert_eq!(n.incarnation(), 1);
 }
 

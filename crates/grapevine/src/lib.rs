@@ -1,14 +1,10 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! grapevine: the library services embed.
+//!
+//! Today it re-exports the sans-IO protocol core; the tokio driver with UDP and TCP
+//! transport, encryption and the async API (`Node::builder()...start().await`) is the
+//! next piece of work (issue 3/6). Until then, drive [`Node`] yourself: feed it datagrams,
+//! frames and timeouts, and send what `poll_transmit` returns.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![forbid(unsafe_code)]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use grapevine_core::*;
