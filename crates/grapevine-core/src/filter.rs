@@ -8,7 +8,8 @@
 //! Seeded per exchange: a false positive (a record wrongly taken as already held) only
 //! delays that record to a later exchange with another seed, since the digests still differ.
 
-/// Bits per element: about 2 % false positives with 7 bits per key in 64-bit blocks.
+/// Bits per element: with 7 bits per key in 64-bit blocks, under 3 % false positives (the
+/// test below measures it on 100,000 absent keys).
 const BITS_PER_ELEMENT: usize = 10;
 /// Hash functions.
 const HASHES: u8 = 7;

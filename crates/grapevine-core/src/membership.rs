@@ -239,15 +239,6 @@ impl Membership {
         }
     }
 
-    /// Whether a received entry says exactly what this record says.
-    pub fn same_as(&self, r: &Record, e: &wire::Entry) -> bool {
-        r.incarnation == e.incarnation
-            && r.state == e.state
-            && r.protocol() == e.protocol
-            && r.addr() == e.addr
-            && self.tags_of(r) == e.tags.as_slice()
-    }
-
     /// The record's hash: its contribution to the digest and its filter key, equal on two
     /// nodes iff they agree on the record.
     fn record_hash(&self, r: &Record) -> u64 {
@@ -259,20 +250,6 @@ impl Membership {
             r.state,
             r.protocol(),
             self.tags_of(r),
-        )
-    }
-
-    /// The hash a received entry's record would have: equal to ours when they agree.
-    pub fn entry_key(e: &wire::Entry) -> u64 {
-        let (ip, port) = pack(e.addr);
-        hash_fields(
-            e.name.as_bytes(),
-            &ip,
-            port,
-            e.incarnation,
-            e.state,
-            e.protocol & !HAS_TAGS,
-            &e.tags,
         )
     }
 

@@ -502,7 +502,7 @@ impl Node {
         }
         let limit = self.retransmit_limit();
         let piggybacked = self.broadcasts.fill(&mut b, limit);
-        self.stats.messages_out[MessageTypeCode::BROADCAST] += piggybacked as u64;
+        self.stats.broadcasts_out += piggybacked as u64;
         self.emit(dst, false, b.finish());
     }
 
@@ -1060,7 +1060,7 @@ impl Node {
             if n == 0 {
                 break;
             }
-            self.stats.messages_out[MessageTypeCode::BROADCAST] += n as u64;
+            self.stats.broadcasts_out += n as u64;
             self.emit(dst, false, b.finish());
         }
     }
@@ -1174,10 +1174,7 @@ impl Node {
             // Divergence seen from this side counts too: a node that is only ever asked (a
             // seed, say) must reconcile actively rather than wait for its long timer.
             self.catch_up = CATCH_UP_ROUNDS;
-            let soon = now + self.config.push_pull_catchup_interval;
-            if soon < self.timers.push_pull {
-                self.timers.push_pull = soon;
-            }
+            self.sync_soon(now);
         }
         let digest = self.members.digest();
         let (buckets, filter) = if in_sync && !m.join {
@@ -1275,55 +1272,20 @@ impl Node {
     }
 
     fn on_sync_push(&mut self, now: Time, m: SyncEntries) {
+        // Reply with our records in the differing buckets that the requester's filter says it
+        // lacks. A requester that sent no filter is taken to hold none of them.
         let seed = u64::from(m.id);
-        if let Some(theirs) = &m.filter {
-            // The requester pushed what we probably lack and told us what it holds: reply
-            // with our records in the differing buckets that it probably lacks.
-            let pull = self.entries_frame(
-                wire::MessageType::SyncPull,
-                m.id,
-                &m.mask,
-                None,
-                |_, _, key| !theirs.contains(key, seed),
-            );
-            self.stats.sent(wire::MessageType::SyncPull);
-            self.emit(m.sender.addr, true, pull);
-            self.merge(now, &m.sender.name, m.entries);
-            return;
-        }
-        // A requester that does not filter pushed whole buckets: reply with the exact
-        // difference, and do not merge its entries identical to ours.
-        let pushed: HashMap<u64, usize> = m
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(j, e)| (Membership::entry_key(e), j))
-            .collect();
-        let mut identical = vec![false; m.entries.len()];
+        let theirs = &m.filter;
         let pull = self.entries_frame(
             wire::MessageType::SyncPull,
             m.id,
             &m.mask,
             None,
-            |members, i, key| match pushed.get(&key) {
-                Some(&j) if members.same_as(members.get(i), &m.entries[j]) => {
-                    identical[j] = true;
-                    false
-                }
-                _ => true,
-            },
+            |_, _, key| !theirs.as_ref().is_some_and(|f| f.contains(key, seed)),
         );
         self.stats.sent(wire::MessageType::SyncPull);
         self.emit(m.sender.addr, true, pull);
-        drop(pushed);
-        let mut entries = m.entries;
-        let mut j = 0;
-        entries.retain(|_| {
-            let keep = !identical[j];
-            j += 1;
-            keep
-        });
-        self.merge(now, &m.sender.name, entries);
+        self.merge(now, &m.sender.name, m.entries);
     }
 
     fn on_sync_pull(&mut self, now: Time, m: SyncEntries) {
@@ -1335,6 +1297,15 @@ impl Node {
         self.sync_done(now, pending.dst, true);
     }
 
+    /// Views differed lately: exchange again after the catch-up interval rather than the
+    /// long one.
+    fn sync_soon(&mut self, now: Time) {
+        let soon = now + self.config.push_pull_catchup_interval;
+        if soon < self.timers.push_pull {
+            self.timers.push_pull = soon;
+        }
+    }
+
     fn sync_done(&mut self, now: Time, peer: SocketAddr, divergent: bool) {
         self.stats.syncs += 1;
         if divergent {
@@ -1344,11 +1315,7 @@ impl Node {
             self.catch_up = self.catch_up.saturating_sub(1);
         }
         if self.catch_up > 0 {
-            // Views differed lately: come back soon rather than after the long interval.
-            let soon = now + self.config.push_pull_catchup_interval;
-            if soon < self.timers.push_pull {
-                self.timers.push_pull = soon;
-            }
+            self.sync_soon(now);
         }
         if !self.synced {
             self.synced = true;
@@ -1426,10 +1393,3 @@ const IDLE_QUEUE_CAPACITY: usize = 64;
 
 /// Agreeing exchanges in a row after which a node drops back to the long push-pull interval.
 const CATCH_UP_ROUNDS: u32 = 3;
-
-/// Indices into `Stats::messages_out` beyond the message type codes.
-struct MessageTypeCode;
-impl MessageTypeCode {
-    /// Broadcasts piggybacked or gossiped.
-    const BROADCAST: usize = 15;
-}

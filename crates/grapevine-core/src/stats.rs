@@ -87,6 +87,8 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Messages sent, by type code.
     pub messages_out: [u64; 16],
+    /// Rumours sent, piggybacked on packets or in gossip ticks.
+    pub broadcasts_out: u64,
     /// Messages received, by type code.
     pub messages_in: [u64; 16],
     /// Inputs dropped, by reason (indexed like [`DropReason::ALL`]).

@@ -284,8 +284,13 @@ impl Truth {
         } else {
             self.live_count -= 1;
         }
-        self.complete = (0..self.n).filter(|&o| self.is_complete(o)).count() as u32;
+        self.recount();
         self.after_change(now, t, self.is_complete(t));
+    }
+
+    /// Counts the observers whose view is complete, from scratch.
+    fn recount(&mut self) {
+        self.complete = (0..self.n).filter(|&o| self.is_complete(o)).count() as u32;
     }
 
     fn period_of(&self, now: Time) -> usize {
@@ -295,13 +300,12 @@ impl Truth {
 
 struct SwimObserver<'a> {
     truth: &'a mut Truth,
-    names: &'a hashbrown::HashMap<grapevine_core::Name, u32>,
 }
 
 impl Observer for SwimObserver<'_> {
     fn on_event(&mut self, now: Time, node: u32, event: &Event) {
         let Some(m) = event.member() else { return };
-        let Some(t) = node_index(&m.name).or_else(|| self.names.get(&m.name).copied()) else {
+        let Some(t) = node_index(&m.name) else {
             return;
         };
         let (o, t) = (node as usize, t as usize);
@@ -364,17 +368,16 @@ impl Observer for SwimObserver<'_> {
     }
 }
 
-/// The index of a simulated node from its name (`node-NNNNNN`), without a table lookup.
+/// The index of a simulated node from its name (`node-NNNNNN`, see [`crate::sim_name`]),
+/// without a table lookup.
 fn node_index(name: &grapevine_core::Name) -> Option<u32> {
     let digits = name.as_bytes().strip_prefix(b"node-")?;
-    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        digits
-            .iter()
-            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0')),
-    )
+    digits.iter().try_fold(0u32, |n, d| {
+        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
 }
 
 /// The peak resident set size of this process, in MiB (Linux), if known.
@@ -408,10 +411,8 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
     let mut sim = Sim::new(p.seed, net);
     let n = p.nodes as usize;
     let mut truth = Truth::new(n, p.periods, period);
-    let mut names = hashbrown::HashMap::new();
     for _ in 0..n {
-        let i = sim.add_node();
-        names.insert(sim.name(i).clone(), i);
+        sim.add_node();
     }
     // Slow nodes: every message they receive waits 0.5 to 2 probe intervals.
     let slow_count = (p.slow * n as f64).round() as usize;
@@ -435,10 +436,7 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
     }
     starts.sort();
     {
-        let mut obs = SwimObserver {
-            truth: &mut truth,
-            names: &names,
-        };
+        let mut obs = SwimObserver { truth: &mut truth };
         sim.start(0, config.clone(), &[], &mut obs);
         obs.truth.set_live(Time::ZERO, 0, true);
         for (at, i) in starts {
@@ -483,12 +481,7 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
             sim.topology.heal();
             heal_time = Some(sim.now());
             truth.converged_at = None;
-            truth.complete = 0;
-            for o in 0..n {
-                if truth.is_complete(o) {
-                    truth.complete += 1;
-                }
-            }
+            truth.recount();
         }
         let end = Time::ZERO + period * (period_no + 1);
         // Crash C random non-seed nodes once the join has converged, at random moments.
@@ -503,10 +496,7 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
             }
             pending_crashes.sort();
         }
-        let mut obs = SwimObserver {
-            truth: &mut truth,
-            names: &names,
-        };
+        let mut obs = SwimObserver { truth: &mut truth };
         while let Some(&(at, v)) = pending_crashes.first() {
             if at > end {
                 break;
@@ -663,4 +653,22 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_index_inverts_sim_name() {
+        for i in [0u32, 7, 999_999, 1_000_000, 4_000_000_000] {
+            assert_eq!(super::node_index(&crate::sim_name(i)), Some(i));
+        }
+        assert_eq!(
+            super::node_index(&grapevine_core::Name::new("node-x").unwrap()),
+            None
+        );
+        assert_eq!(
+            super::node_index(&grapevine_core::Name::new("web-1").unwrap()),
+            None
+        );
+    }
 }
