@@ -399,22 +399,14 @@ impl Node {
                 return;
             }
         };
-        let raws = match packet.messages() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(%from, error = %e, "dropped malformed packet");
-                self.stats.drop(DropReason::of(&e));
-                return;
-            }
-        };
         // Decode everything first: a packet with one bad message is dropped whole.
-        let mut msgs = Vec::with_capacity(raws.len());
-        for raw in &raws {
-            match raw.decode() {
+        let mut msgs = Vec::new();
+        for raw in packet.messages() {
+            match raw.and_then(|raw| raw.decode()) {
                 Ok(Some(m)) => msgs.push(m),
                 Ok(None) => self.stats.drop(DropReason::UnknownType),
                 Err(e) => {
-                    tracing::debug!(%from, error = %e, "dropped malformed message");
+                    tracing::debug!(%from, error = %e, "dropped malformed packet");
                     self.stats.drop(DropReason::of(&e));
                     return;
                 }

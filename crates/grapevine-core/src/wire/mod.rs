@@ -334,22 +334,32 @@ pub fn open_packet<'a>(
 }
 
 impl<'a> Packet<'a> {
-    /// Splits the body into framed messages; fails on the first malformed frame.
-    pub fn messages(&self) -> Result<Vec<RawMessage<'a>>, DecodeError> {
+    /// The framed messages of the body, in order; a malformed frame ends the sequence with
+    /// its error.
+    pub fn messages(&self) -> impl Iterator<Item = Result<RawMessage<'a>, DecodeError>> + 'a {
         let mut r = Reader::new(self.body);
-        let mut out = Vec::new();
-        while !r.is_empty() {
-            if out.len() >= MAX_MESSAGES_PER_PACKET {
-                return Err(DecodeError::TooManyMessages {
-                    max: MAX_MESSAGES_PER_PACKET,
-                });
+        let mut count = 0usize;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed || r.is_empty() {
+                return None;
             }
-            let code = r.u8("message type")?;
-            let len = r.len("message body", usize::MAX)?;
-            let body = r.bytes(len, "message body")?;
-            out.push(RawMessage { code, body });
-        }
-        Ok(out)
+            let next = if count >= MAX_MESSAGES_PER_PACKET {
+                Err(DecodeError::TooManyMessages {
+                    max: MAX_MESSAGES_PER_PACKET,
+                })
+            } else {
+                (|| {
+                    let code = r.u8("message type")?;
+                    let len = r.len("message body", usize::MAX)?;
+                    let body = r.bytes(len, "message body")?;
+                    Ok(RawMessage { code, body })
+                })()
+            };
+            count += 1;
+            failed = next.is_err();
+            Some(next)
+        })
     }
 }
 
@@ -361,8 +371,8 @@ pub fn decode_packet(
 ) -> Result<Vec<Message>, DecodeError> {
     let p = open_packet(buf, label, max_len)?;
     let mut out = Vec::new();
-    for raw in p.messages()? {
-        if let Some(m) = raw.decode()? {
+    for raw in p.messages() {
+        if let Some(m) = raw?.decode()? {
             out.push(m);
         }
     }
