@@ -47,20 +47,28 @@ impl Filter {
         }
     }
 
-    /// The word and the bit mask of `key` under `seed`: the word is chosen by one half of a
-    /// mixed hash, the bits within it by six-bit slices of the other.
+    /// The word and the bit mask of `key` under `seed`: one mixed hash gives both, the
+    /// word from its top 22 bits and up to seven bit positions from six-bit slices of its
+    /// low 42; a second mix gives any further positions.
     fn locate(&self, key: u64, seed: u64) -> (usize, u64) {
         let words = (self.bits.len() / 8) as u64;
         let h = mix(key ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let top = h >> 42;
         let word = if words.is_power_of_two() {
-            (h >> 32) & (words - 1)
+            top & (words - 1)
         } else {
-            (h >> 32) % words
+            top % words
         };
-        let g = mix(h);
+        let hashes = u32::from(self.hashes.min(MAX_HASHES));
         let mut mask = 0u64;
-        for i in 0..u32::from(self.hashes.min(MAX_HASHES)) {
-            mask |= 1 << ((g >> (6 * i)) & 63);
+        for i in 0..hashes.min(7) {
+            mask |= 1 << ((h >> (6 * i)) & 63);
+        }
+        if hashes > 7 {
+            let g = mix(h);
+            for i in 0..hashes - 7 {
+                mask |= 1 << ((g >> (6 * i)) & 63);
+            }
         }
         (word as usize, mask)
     }

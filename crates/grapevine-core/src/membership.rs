@@ -14,62 +14,57 @@ use crate::name::Name;
 use crate::time::Time;
 use crate::wire::{self, EntryRef};
 use hashbrown::{HashMap, HashTable};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// `meta` bit: the member has tags in the side table.
 const HAS_TAGS: u8 = 0x80;
+/// `meta` bit: the member's address is IPv6, kept in the side table.
+const IS_V6: u8 = 0x40;
+/// `meta` bits: the protocol version.
+const PROTOCOL_BITS: u8 = 0x3f;
 
-/// One member as stored.
+/// One member as stored (its address and tags through [`Membership`], which holds the
+/// side tables).
 #[derive(Clone, Debug)]
 pub(crate) struct Record {
     pub name: Name,
-    ip: [u8; 16],
+    /// The IPv4 address, or zero for an IPv6 member.
+    v4: [u8; 4],
     port: u16,
     pub incarnation: u32,
     pub state: State,
-    /// Protocol version (low 7 bits) and `HAS_TAGS`.
+    /// Protocol version (low 6 bits), `IS_V6` and `HAS_TAGS`.
     meta: u8,
 }
 
 impl Record {
-    pub fn new(name: Name, addr: SocketAddr, incarnation: u32, state: State, protocol: u8) -> Self {
-        let (ip, port) = pack(addr);
+    /// A record without its address, which [`Membership::insert`] sets.
+    pub fn new(name: Name, incarnation: u32, state: State, protocol: u8) -> Self {
         Record {
             name,
-            ip,
-            port,
+            v4: [0; 4],
+            port: 0,
             incarnation,
             state,
-            meta: protocol & !HAS_TAGS,
+            meta: protocol & PROTOCOL_BITS,
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        let ip = Ipv6Addr::from(self.ip);
-        let ip = match ip.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(ip),
-        };
-        SocketAddr::new(ip, self.port)
-    }
-
-    pub fn set_addr(&mut self, addr: SocketAddr) {
-        let (ip, port) = pack(addr);
-        self.ip = ip;
-        self.port = port;
-    }
-
-    /// The newest protocol version the member speaks (versions are below 128).
+    /// The newest protocol version the member speaks (versions are below 64).
     pub fn protocol(&self) -> u8 {
-        self.meta & !HAS_TAGS
+        self.meta & PROTOCOL_BITS
     }
 
     pub fn set_protocol(&mut self, protocol: u8) {
-        self.meta = (self.meta & HAS_TAGS) | (protocol & !HAS_TAGS);
+        self.meta = (self.meta & !PROTOCOL_BITS) | (protocol & PROTOCOL_BITS);
     }
 
     fn has_tags(&self) -> bool {
         self.meta & HAS_TAGS != 0
+    }
+
+    fn is_v6(&self) -> bool {
+        self.meta & IS_V6 != 0
     }
 }
 
@@ -123,12 +118,15 @@ fn index_hash(name_hash: u64) -> u64 {
     top.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ top
 }
 
-fn pack(addr: SocketAddr) -> ([u8; 16], u16) {
-    let ip = match addr.ip() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    };
-    (ip, addr.port())
+/// An address as IPv4 (mapped IPv6 addresses included), or as IPv6.
+fn split(addr: SocketAddr) -> Result<[u8; 4], [u8; 16]> {
+    match addr.ip() {
+        IpAddr::V4(v4) => Ok(v4.octets()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Ok(v4.octets()),
+            None => Err(v6.octets()),
+        },
+    }
 }
 
 /// What `remove` did to indices: `moved` now lives at `removed`.
@@ -146,6 +144,8 @@ pub(crate) struct Membership {
     since: HashMap<Name, Time>,
     /// Tags of the members that have any.
     tags: HashMap<Name, Box<[u8]>>,
+    /// Addresses of the IPv6 members.
+    v6: HashMap<Name, [u8; 16]>,
     digest: Digest,
     live: usize,
 }
@@ -158,6 +158,7 @@ impl Membership {
             index: HashTable::new(),
             since: HashMap::new(),
             tags: HashMap::new(),
+            v6: HashMap::new(),
             digest: Digest::default(),
             live: 0,
         }
@@ -203,6 +204,49 @@ impl Membership {
             .copied()
     }
 
+    /// The address of a record.
+    pub fn addr_of(&self, r: &Record) -> SocketAddr {
+        let ip = if r.is_v6() {
+            IpAddr::V6(Ipv6Addr::from(
+                self.v6.get(&r.name).copied().unwrap_or_default(),
+            ))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(r.v4))
+        };
+        SocketAddr::new(ip, r.port)
+    }
+
+    /// The address as 16 bytes (IPv4 mapped into IPv6), as the record hash takes it.
+    fn ip16(&self, r: &Record) -> [u8; 16] {
+        if r.is_v6() {
+            self.v6.get(&r.name).copied().unwrap_or_default()
+        } else {
+            Ipv4Addr::from(r.v4).to_ipv6_mapped().octets()
+        }
+    }
+
+    /// Sets a record's address, in place or in the side table.
+    fn store_addr(&mut self, idx: u32, addr: SocketAddr) {
+        let r = self.records.get_mut(idx as usize);
+        r.port = addr.port();
+        match split(addr) {
+            Ok(v4) => {
+                r.v4 = v4;
+                if r.is_v6() {
+                    r.meta &= !IS_V6;
+                    let name = r.name.clone();
+                    self.v6.remove(&name);
+                }
+            }
+            Err(v6) => {
+                r.v4 = [0; 4];
+                r.meta |= IS_V6;
+                let name = r.name.clone();
+                self.v6.insert(name, v6);
+            }
+        }
+    }
+
     /// The tags of a record.
     pub fn tags_of(&self, rec: &Record) -> &[u8] {
         if !rec.has_tags() {
@@ -220,7 +264,7 @@ impl Membership {
     pub fn to_member(&self, r: &Record) -> Member {
         Member {
             name: r.name.clone(),
-            addr: r.addr(),
+            addr: self.addr_of(r),
             incarnation: r.incarnation,
             state: r.state,
             tags: self.tags_of(r).to_vec(),
@@ -231,7 +275,7 @@ impl Membership {
     fn entry<'a>(&'a self, r: &'a Record) -> EntryRef<'a> {
         EntryRef {
             name: r.name.as_bytes(),
-            addr: r.addr(),
+            addr: self.addr_of(r),
             incarnation: r.incarnation,
             state: r.state,
             protocol: r.protocol(),
@@ -240,11 +284,11 @@ impl Membership {
     }
 
     /// The record's hash: its contribution to the digest and its filter key, equal on two
-    /// nodes iff they agree on the record.
-    fn record_hash(&self, r: &Record) -> u64 {
+    /// nodes iff they agree on the record. `name_hash` is `r.name.hash64()`.
+    fn record_hash(&self, r: &Record, name_hash: u64) -> u64 {
         hash_fields(
-            r.name.as_bytes(),
-            &r.ip,
+            name_hash,
+            &self.ip16(r),
             r.port,
             r.incarnation,
             r.state,
@@ -254,7 +298,8 @@ impl Membership {
     }
 
     fn rehash(&mut self, idx: u32) {
-        let h = self.record_hash(self.records.get(idx as usize));
+        let r = self.records.get(idx as usize);
+        let h = self.record_hash(r, r.name.hash64());
         self.keys.get_mut(idx as usize).set_record(h);
     }
 
@@ -288,22 +333,27 @@ impl Membership {
         self.since.iter().map(|(n, t)| (n, *t))
     }
 
-    pub fn insert(&mut self, rec: Record, tags: &[u8], now: Time) -> u32 {
+    pub fn insert(&mut self, rec: Record, addr: SocketAddr, tags: &[u8], now: Time) -> u32 {
         let h = rec.name.hash64();
-        self.insert_hashed(rec, h, tags, now)
+        self.insert_hashed(rec, h, addr, tags, now)
     }
 
     /// Like `insert`, with `rec.name.hash64()` already computed.
-    pub fn insert_hashed(&mut self, mut rec: Record, h: u64, tags: &[u8], now: Time) -> u32 {
-        const _: () = assert!(std::mem::size_of::<Record>() == 40);
+    pub fn insert_hashed(
+        &mut self,
+        mut rec: Record,
+        h: u64,
+        addr: SocketAddr,
+        tags: &[u8],
+        now: Time,
+    ) -> u32 {
+        const _: () = assert!(std::mem::size_of::<Record>() == 32);
         debug_assert_eq!(h, rec.name.hash64());
         let idx = self.records.len() as u32;
         if !tags.is_empty() {
             rec.meta |= HAS_TAGS;
             self.tags.insert(rec.name.clone(), tags.into());
         }
-        let record = self.record_hash(&rec);
-        self.digest.add(h, record);
         if rec.state.is_live() {
             self.live += 1;
         }
@@ -311,6 +361,9 @@ impl Membership {
             self.since.insert(rec.name.clone(), now);
         }
         self.records.push(rec);
+        self.store_addr(idx, addr);
+        let record = self.record_hash(self.records.get(idx as usize), h);
+        self.digest.add(h, record);
         self.keys.push(Keys::new(h, record));
         let keys = &self.keys;
         self.index
@@ -319,11 +372,21 @@ impl Membership {
     }
 
     /// Changes a record in place, keeping the digest, live count and state times right.
-    pub fn update<R>(&mut self, idx: u32, now: Time, f: impl FnOnce(&mut Record) -> R) -> R {
+    /// `addr`, when given, is the record's new address.
+    pub fn update<R>(
+        &mut self,
+        idx: u32,
+        now: Time,
+        addr: Option<SocketAddr>,
+        f: impl FnOnce(&mut Record) -> R,
+    ) -> R {
         let k = *self.keys.get(idx as usize);
         let before_state = self.records.get(idx as usize).state;
         self.digest.remove(k.name_hash(), k.record());
         let out = f(self.records.get_mut(idx as usize));
+        if let Some(addr) = addr {
+            self.store_addr(idx, addr);
+        }
         self.rehash(idx);
         self.digest
             .add(k.name_hash(), self.keys.get(idx as usize).record());
@@ -351,6 +414,7 @@ impl Membership {
         self.digest.remove(k.name_hash(), k.record());
         let rec = self.records.get(idx as usize);
         self.tags.remove(&rec.name);
+        self.v6.remove(&rec.name);
         let rec = self.records.get(idx as usize);
         if rec.state.is_live() {
             self.live -= 1;
@@ -403,8 +467,10 @@ impl Membership {
 }
 
 /// The record hash over a record's fields (see docs/wire-format.md): the digest contribution.
+/// A chain of splitmix64 finalisers over the fields packed in words, starting from the name's
+/// hash, which every insert has already computed: this runs on every change and every insert.
 fn hash_fields(
-    name: &[u8],
+    name_hash: u64,
     ip: &[u8; 16],
     port: u16,
     inc: u32,
@@ -412,22 +478,77 @@ fn hash_fields(
     protocol: u8,
     tags: &[u8],
 ) -> u64 {
-    // One shot over a stack buffer: this runs on every change and every insert.
-    let mut buf = [0u8; 1 + crate::name::MAX_NAME_LEN + 16 + 2 + 4 + 2 + 8];
-    let name = &name[..name.len().min(crate::name::MAX_NAME_LEN)];
-    buf[0] = name.len() as u8;
-    let mut n = 1 + name.len();
-    buf[1..n].copy_from_slice(name);
-    buf[n..n + 16].copy_from_slice(ip);
-    n += 16;
-    buf[n..n + 2].copy_from_slice(&port.to_le_bytes());
-    buf[n + 2..n + 6].copy_from_slice(&inc.to_le_bytes());
-    buf[n + 6] = state.code();
-    buf[n + 7] = protocol;
-    n += 8;
+    use crate::filter::mix;
+    let ip = u128::from_le_bytes(*ip);
+    let rest = u64::from(port)
+        | u64::from(inc) << 16
+        | u64::from(state.code()) << 48
+        | u64::from(protocol) << 56;
+    let mut r = mix(name_hash);
+    r = mix(r ^ ip as u64);
+    r = mix(r ^ (ip >> 64) as u64);
+    r = mix(r ^ rest);
     if !tags.is_empty() {
-        buf[n..n + 8].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(tags).to_le_bytes());
-        n += 8;
+        r = mix(r ^ xxhash_rust::xxh3::xxh3_64(tags));
     }
-    xxhash_rust::xxh3::xxh3_64(&buf[..n])
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, &str)]) -> Membership {
+        let mut m = Membership::new();
+        for (name, addr) in entries {
+            let rec = Record::new(Name::new(name).unwrap(), 1, State::Alive, 1);
+            m.insert(rec, addr.parse().unwrap(), &[], Time::ZERO);
+        }
+        m
+    }
+
+    #[test]
+    fn addresses_of_both_families_round_trip_and_hash_alike() {
+        let mut m = table(&[
+            ("a", "10.0.0.1:7946"),
+            ("b", "[2001:db8::1]:7946"),
+            ("c", "[::ffff:10.0.0.3]:7946"),
+        ]);
+        let addr = |m: &Membership, n: &str| {
+            let i = m.find(&Name::new(n).unwrap()).unwrap();
+            m.addr_of(m.get(i))
+        };
+        assert_eq!(addr(&m, "a"), "10.0.0.1:7946".parse().unwrap());
+        assert_eq!(addr(&m, "b"), "[2001:db8::1]:7946".parse().unwrap());
+        // A mapped address is stored, and hashed, as the IPv4 address it maps.
+        assert_eq!(addr(&m, "c"), "10.0.0.3:7946".parse().unwrap());
+        assert_eq!(m.v6.len(), 1);
+
+        // Moving between families keeps the side table and the digest right.
+        let b = m.find(&Name::new("b").unwrap()).unwrap();
+        m.update(
+            b,
+            Time::ZERO,
+            Some("10.0.0.2:7946".parse().unwrap()),
+            |_| (),
+        );
+        assert!(m.v6.is_empty());
+        let a = m.find(&Name::new("a").unwrap()).unwrap();
+        m.update(
+            a,
+            Time::ZERO,
+            Some("[2001:db8::a]:1".parse().unwrap()),
+            |_| (),
+        );
+        let same = table(&[
+            ("a", "[2001:db8::a]:1"),
+            ("b", "10.0.0.2:7946"),
+            ("c", "10.0.0.3:7946"),
+        ]);
+        assert_eq!(m.digest().root(), same.digest().root());
+        assert_eq!(m.digest().buckets(), same.digest().buckets());
+        let r = m.remove(m.find(&Name::new("a").unwrap()).unwrap());
+        assert!(m.v6.is_empty());
+        assert_eq!(r.removed, a);
+    }
 }

@@ -125,12 +125,13 @@ impl Node {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut members = Membership::new();
         let me_idx = members.insert(
-            Record::new(name.clone(), addr, 0, State::Alive, PROTOCOL_VERSION),
+            Record::new(name.clone(), 0, State::Alive, PROTOCOL_VERSION),
+            addr,
             &[],
             now,
         );
         let mut order = ProbeOrder::new();
-        order.insert(me_idx, &mut rng);
+        order.insert(me_idx);
         let jitter = |rng: &mut Xoshiro256PlusPlus, d: std::time::Duration| {
             now + d.mul_f64(rng.gen::<f64>())
         };
@@ -249,7 +250,7 @@ impl Node {
     pub fn set_incarnation(&mut self, now: Time, incarnation: u32) {
         self.incarnation = incarnation;
         self.members
-            .update(self.me_idx, now, |r| r.incarnation = incarnation);
+            .update(self.me_idx, now, None, |r| r.incarnation = incarnation);
     }
 
     /// Joins the cluster through `seeds`: an anti-entropy exchange with each, retried on
@@ -277,7 +278,7 @@ impl Node {
         self.probe = None;
         let inc = self.incarnation;
         self.members
-            .update(self.me_idx, now, |r| r.state = State::Left);
+            .update(self.me_idx, now, None, |r| r.state = State::Left);
         let msg = Message::Leave(Leave {
             name: self.me.name.clone(),
             incarnation: inc,
@@ -308,7 +309,7 @@ impl Node {
     fn announce(&mut self, now: Time) {
         let (inc, tags) = (self.incarnation, self.tags.clone());
         self.members
-            .update(self.me_idx, now, |r| r.incarnation = inc);
+            .update(self.me_idx, now, None, |r| r.incarnation = inc);
         self.members.set_tags(self.me_idx, &tags);
         let alive = self.alive_msg();
         self.broadcasts.push(self.me.name.clone(), alive.encode());
@@ -576,8 +577,12 @@ impl Node {
             return;
         };
         let rec = self.members.get(idx);
-        let (target, addr, incarnation, state) =
-            (rec.name.clone(), rec.addr(), rec.incarnation, rec.state);
+        let (target, addr, incarnation, state) = (
+            rec.name.clone(),
+            self.members.addr_of(rec),
+            rec.incarnation,
+            rec.state,
+        );
         let version = Self::version_for(rec.protocol());
         let seq = self.next_seq();
         self.probe = Some(Probe {
@@ -639,7 +644,7 @@ impl Node {
         });
         for &r in &relays {
             let rec = self.members.get(r);
-            let (dst, version) = (rec.addr(), Self::version_for(rec.protocol()));
+            let (dst, version) = (self.members.addr_of(rec), Self::version_for(rec.protocol()));
             self.send_packet(dst, version, std::slice::from_ref(&req));
         }
         if self.config.fallback_probe {
@@ -801,7 +806,7 @@ impl Node {
         self.stats.refutations += 1;
         self.awareness.apply(1);
         let inc = self.incarnation;
-        self.members.update(self.me_idx, now, |r| {
+        self.members.update(self.me_idx, now, None, |r| {
             r.incarnation = inc;
             r.state = State::Alive;
         });
@@ -830,16 +835,12 @@ impl Node {
                 self.stats.drop(DropReason::TableFull);
                 return;
             }
-            let rec = Record::new(
-                m.name.clone(),
-                m.addr,
-                m.incarnation,
-                State::Alive,
-                m.protocol,
-            );
-            let idx = self.members.insert_hashed(rec, name_hash, &m.tags, now);
+            let rec = Record::new(m.name.clone(), m.incarnation, State::Alive, m.protocol);
+            let idx = self
+                .members
+                .insert_hashed(rec, name_hash, m.addr, &m.tags, now);
             let member = self.members.member(idx);
-            self.order.insert(idx, &mut self.rng);
+            self.order.insert(idx);
             self.events.push_back(Event::Joined { member });
             // New members are relayed as rumours only by nodes in steady state. Those learned
             // by anti-entropy are not: the exchanges spread them. Nor are those heard while this
@@ -859,7 +860,7 @@ impl Node {
         };
         let rec = self.members.get(idx);
         let held = rec.state;
-        if rec.addr() != m.addr {
+        if self.members.addr_of(rec) != m.addr {
             let reclaimable = !held.is_live()
                 && match (self.config.dead_reclaim_time, self.members.since(&m.name)) {
                     (Some(t), Some(since)) => now.saturating_since(since) >= t,
@@ -868,7 +869,7 @@ impl Node {
             if !reclaimable {
                 self.events.push_back(Event::Conflict {
                     name: m.name,
-                    known: rec.addr(),
+                    known: self.members.addr_of(rec),
                     claimed: m.addr,
                 });
                 return;
@@ -877,14 +878,14 @@ impl Node {
             return;
         }
         let tags_changed = self.members.tags_of(rec) != m.tags.as_slice();
-        let addr_changed = rec.addr() != m.addr;
+        let addr_changed = self.members.addr_of(rec) != m.addr;
         self.suspicions.remove(&m.name);
-        self.members.update(idx, now, |r| {
-            r.incarnation = m.incarnation;
-            r.state = State::Alive;
-            r.set_addr(m.addr);
-            r.set_protocol(m.protocol);
-        });
+        self.members
+            .update(idx, now, addr_changed.then_some(m.addr), |r| {
+                r.incarnation = m.incarnation;
+                r.state = State::Alive;
+                r.set_protocol(m.protocol);
+            });
         if tags_changed {
             self.members.set_tags(idx, &m.tags);
         }
@@ -940,7 +941,7 @@ impl Node {
             m.name.clone(),
             Suspicion::new(m.incarnation, m.accuser.clone(), now, min, max, k),
         );
-        self.members.update(idx, now, |r| {
+        self.members.update(idx, now, None, |r| {
             r.state = State::Suspect;
             r.incarnation = m.incarnation;
         });
@@ -1001,7 +1002,7 @@ impl Node {
             return None;
         }
         self.suspicions.remove(name);
-        self.members.update(idx, now, |r| {
+        self.members.update(idx, now, None, |r| {
             r.state = to;
             r.incarnation = incarnation;
         });
@@ -1045,7 +1046,7 @@ impl Node {
         });
         for t in targets {
             let rec = self.members.get(t);
-            let (dst, version) = (rec.addr(), Self::version_for(rec.protocol()));
+            let (dst, version) = (self.members.addr_of(rec), Self::version_for(rec.protocol()));
             let mut b = PacketBuilder::new(version, &self.config.label, self.config.packet_budget);
             let limit = self.retransmit_limit();
             let n = self.broadcasts.fill(&mut b, limit);
@@ -1066,7 +1067,7 @@ impl Node {
         }
         let peers = self.random_members(1, None, |_, r| r.state == State::Alive);
         if let Some(&p) = peers.first() {
-            let dst = self.members.get(p).addr();
+            let dst = self.members.addr_of(self.members.get(p));
             self.start_sync(now, dst, false);
         }
     }
@@ -1097,7 +1098,7 @@ impl Node {
         if !dead.is_empty() {
             let pick = &dead[self.rng.gen_range(0..dead.len())];
             if let Some(i) = self.members.find(pick) {
-                let dst = self.members.get(i).addr();
+                let dst = self.members.addr_of(self.members.get(i));
                 self.start_sync(now, dst, false);
             }
         }
@@ -1171,6 +1172,10 @@ impl Node {
         let digest = self.members.digest();
         let (buckets, filter) = if in_sync && !m.join {
             (None, None)
+        } else if (m.members as usize).saturating_mul(FILTER_WORTH) < self.members.len() {
+            // A requester holding a small fraction of our table (a joiner, say) pushes its
+            // few records whole more cheaply than we could build and send a filter of ours.
+            (Some(digest.buckets().to_vec()), None)
         } else {
             // With the buckets, a filter of every record we hold: the requester then pushes
             // only what we probably lack, not whole buckets.
@@ -1317,6 +1322,8 @@ impl Node {
 
     fn merge(&mut self, now: Time, peer: &Name, entries: Vec<Entry>) {
         self.stats.sync_entries_in += entries.len() as u64;
+        // A join's first exchange adds a whole table: grow the queue once, not by doubling.
+        self.events.reserve(entries.len() + 1);
         for e in entries {
             let origin = Origin::Sync(peer.clone());
             // The state test first: most entries are alive and need no look-up here.
@@ -1335,9 +1342,9 @@ impl Node {
                 } else {
                     e.state
                 };
-                let rec = Record::new(e.name.clone(), e.addr, e.incarnation, state, e.protocol);
-                let idx = self.members.insert(rec, &e.tags, now);
-                self.order.insert(idx, &mut self.rng);
+                let rec = Record::new(e.name.clone(), e.incarnation, state, e.protocol);
+                let idx = self.members.insert(rec, e.addr, &e.tags, now);
+                self.order.insert(idx);
                 if state == State::Alive {
                     let member = self.members.member(idx);
                     self.events.push_back(Event::Joined { member });
@@ -1382,6 +1389,11 @@ impl Node {
 
 /// Capacity kept by the output queues once drained.
 const IDLE_QUEUE_CAPACITY: usize = 64;
+
+/// A responder sends its filter only to a requester holding more than 1/`FILTER_WORTH` of
+/// its member count: a filter costs 10 bits for each record of ours, an entry pushed needlessly
+/// about 24 bytes, so below that share the filter costs more than it saves.
+const FILTER_WORTH: usize = 24;
 
 /// Agreeing exchanges in a row after which a node drops back to the long push-pull interval.
 const CATCH_UP_ROUNDS: u32 = 3;

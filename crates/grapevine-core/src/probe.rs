@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 pub(crate) struct ProbeOrder {
     order: ChunkedVec<u32>,
     pos: usize,
+    /// Newcomers not yet placed in `order`. Each is placed when drawn, at the cursor, so it
+    /// lands at a uniformly random point of the rest of the pass; placing them lazily keeps
+    /// a join (thousands of newcomers at once) from touching the whole order at random.
+    fresh: ChunkedVec<u32>,
 }
 
 impl ProbeOrder {
@@ -24,33 +28,53 @@ impl ProbeOrder {
         ProbeOrder {
             order: ChunkedVec::new(),
             pos: 0,
+            fresh: ChunkedVec::new(),
         }
     }
 
-    /// Adds a newcomer at a random position.
-    pub fn insert<R: Rng>(&mut self, idx: u32, rng: &mut R) {
-        self.order.push(idx);
-        let n = self.order.len();
-        let j = rng.gen_range(0..n);
-        self.order.swap(j, n - 1);
+    /// Adds a newcomer, to be probed at a random point of the current pass.
+    pub fn insert(&mut self, idx: u32) {
+        self.fresh.push(idx);
+    }
+
+    /// Members held, placed or not.
+    fn len(&self) -> usize {
+        self.order.len() + self.fresh.len()
     }
 
     /// Keeps indices right after the member table removed a record.
     pub fn on_removed(&mut self, r: &Removal) {
-        let found = self.order.iter().position(|&i| i == r.removed);
-        if let Some(p) = found {
+        let placed = self.order.iter().position(|&i| i == r.removed);
+        let fresh = self.fresh.iter().position(|&i| i == r.removed);
+        if let Some(p) = fresh {
+            self.fresh.swap_remove(p);
+        } else if let Some(p) = placed {
             self.order.swap_remove(p);
             if self.pos > self.order.len() {
                 self.pos = self.order.len();
             }
         }
         if let Some(from) = r.moved_from {
-            for i in self.order.iter_mut() {
+            for i in self.order.iter_mut().chain(self.fresh.iter_mut()) {
                 if *i == from {
                     *i = r.removed;
                 }
             }
         }
+    }
+
+    /// The member at position `pos` of the pass: the next placed one, or, with a chance in
+    /// proportion to their number, a newcomer placed there now.
+    fn draw<R: Rng>(&mut self, rng: &mut R) -> u32 {
+        let remaining = self.order.len() - self.pos;
+        if !self.fresh.is_empty() && rng.gen_range(0..remaining + self.fresh.len()) >= remaining {
+            let idx = self.fresh.swap_remove(rng.gen_range(0..self.fresh.len()));
+            // Placed at the cursor; the placed member there moves to the end, still unprobed.
+            self.order.push(idx);
+            let last = self.order.len() - 1;
+            self.order.swap(self.pos, last);
+        }
+        *self.order.get(self.pos)
     }
 
     /// The next member worth probing: alive or suspect, not `me`.
@@ -61,19 +85,23 @@ impl ProbeOrder {
         mode: ProbeSelection,
         rng: &mut R,
     ) -> Option<u32> {
-        if members.live() <= 1 || self.order.is_empty() {
+        if members.live() <= 1 || self.len() == 0 {
             return None;
         }
         if mode == ProbeSelection::Random {
             for _ in 0..64 {
-                let idx = *self.order.get(rng.gen_range(0..self.order.len()));
+                let j = rng.gen_range(0..self.len());
+                let idx = match j.checked_sub(self.order.len()) {
+                    Some(f) => *self.fresh.get(f),
+                    None => *self.order.get(j),
+                };
                 if idx != me && members.get(idx).state.is_live() {
                     return Some(idx);
                 }
             }
         }
-        for _ in 0..=self.order.len() {
-            if self.pos >= self.order.len() {
+        for _ in 0..=self.len() {
+            if self.pos >= self.order.len() && self.fresh.is_empty() {
                 self.pos = 0;
                 // Fisher–Yates, as `SliceRandom::shuffle` does.
                 for i in (1..self.order.len()).rev() {
@@ -81,7 +109,7 @@ impl ProbeOrder {
                     self.order.swap(i, j);
                 }
             }
-            let idx = *self.order.get(self.pos);
+            let idx = self.draw(rng);
             self.pos += 1;
             if idx != me && members.get(idx).state.is_live() {
                 return Some(idx);
