@@ -22,9 +22,9 @@ pub const MAX_FILTER_BYTES: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
     /// Number of hash functions.
-    pub hashes: u8,
-    /// The bit array.
-    pub bits: Vec<u8>,
+    hashes: u8,
+    /// The bit array, in 64-bit words (little endian on the wire).
+    words: Vec<u64>,
 }
 
 /// splitmix64's finaliser: a fast, well-mixing 64-bit permutation.
@@ -32,6 +32,16 @@ pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The bits of the first `n` (at most 7) six-bit slices of `h`.
+#[inline]
+fn slices(h: u64, n: u32) -> u64 {
+    let mut mask = 0u64;
+    for i in 0..n {
+        mask |= 1 << ((h >> (6 * i)) & 63);
+    }
+    mask
 }
 
 impl Filter {
@@ -43,15 +53,48 @@ impl Filter {
             .min(MAX_FILTER_BYTES);
         Filter {
             hashes: HASHES,
-            bits: vec![0; bytes],
+            words: vec![0; bytes / 8],
         }
+    }
+
+    /// A filter as received: `hashes` in `1..=MAX_HASHES` (clamped) and the bit array,
+    /// whose length must be a multiple of 8 (a trailing partial word is ignored).
+    pub fn from_parts(hashes: u8, bytes: &[u8]) -> Self {
+        let words = bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                u64::from_le_bytes(a)
+            })
+            .collect();
+        Filter {
+            hashes: hashes.clamp(1, MAX_HASHES),
+            words,
+        }
+    }
+
+    /// Number of hash functions.
+    pub fn hashes(&self) -> u8 {
+        self.hashes
+    }
+
+    /// Size of the bit array in bytes.
+    pub fn len_bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    /// The bit array as sent: words little endian.
+    pub fn to_bytes(&self) -> impl Iterator<Item = [u8; 8]> + '_ {
+        self.words.iter().map(|w| w.to_le_bytes())
     }
 
     /// The word and the bit mask of `key` under `seed`: one mixed hash gives both, the
     /// word from its top 22 bits and up to seven bit positions from six-bit slices of its
     /// low 42; a second mix gives any further positions.
+    #[inline]
     fn locate(&self, key: u64, seed: u64) -> (usize, u64) {
-        let words = (self.bits.len() / 8) as u64;
+        let words = self.words.len() as u64;
         let h = mix(key ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let top = h >> 42;
         let word = if words.is_power_of_two() {
@@ -59,43 +102,40 @@ impl Filter {
         } else {
             top % words
         };
-        let hashes = u32::from(self.hashes.min(MAX_HASHES));
-        let mut mask = 0u64;
-        for i in 0..hashes.min(7) {
-            mask |= 1 << ((h >> (6 * i)) & 63);
-        }
-        if hashes > 7 {
-            let g = mix(h);
-            for i in 0..hashes - 7 {
-                mask |= 1 << ((g >> (6 * i)) & 63);
+        let mask = if self.hashes == HASHES {
+            // The common case, with a constant count the loop unrolls.
+            slices(h, HASHES as u32)
+        } else {
+            let n = u32::from(self.hashes);
+            let mut mask = slices(h, n.min(7));
+            if n > 7 {
+                mask |= slices(mix(h), n - 7);
             }
-        }
+            mask
+        };
         (word as usize, mask)
     }
 
-    fn word(&self, w: usize) -> u64 {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&self.bits[w * 8..w * 8 + 8]);
-        u64::from_le_bytes(a)
-    }
-
     /// Adds `key` under `seed`.
+    #[inline]
     pub fn insert(&mut self, key: u64, seed: u64) {
-        if self.bits.len() < 8 {
+        if self.words.is_empty() {
             return;
         }
         let (w, mask) = self.locate(key, seed);
-        let v = self.word(w) | mask;
-        self.bits[w * 8..w * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        if let Some(word) = self.words.get_mut(w) {
+            *word |= mask;
+        }
     }
 
     /// Whether `key` was probably added under `seed` (never false for an added key).
+    #[inline]
     pub fn contains(&self, key: u64, seed: u64) -> bool {
-        if self.bits.len() < 8 {
+        if self.words.is_empty() {
             return false;
         }
         let (w, mask) = self.locate(key, seed);
-        self.word(w) & mask == mask
+        self.words.get(w).is_some_and(|word| word & mask == mask)
     }
 }
 

@@ -168,6 +168,14 @@ impl Membership {
         self.records.len()
     }
 
+    /// Makes room in the name index for `additional` more members, so a large exchange
+    /// grows it once rather than by repeated doubling and rehashing.
+    pub fn reserve(&mut self, additional: usize) {
+        let keys = &self.keys;
+        self.index
+            .reserve(additional, |&i| keys.get(i as usize).index_hash());
+    }
+
     /// Members alive or suspect, self included.
     pub fn live(&self) -> usize {
         self.live

@@ -1322,8 +1322,13 @@ impl Node {
 
     fn merge(&mut self, now: Time, peer: &Name, entries: Vec<Entry>) {
         self.stats.sync_entries_in += entries.len() as u64;
-        // A join's first exchange adds a whole table: grow the queue once, not by doubling.
-        self.events.reserve(entries.len() + 1);
+        // A join's first exchange adds a whole table: grow the index and the event queue
+        // once, not by doubling. (Entries already known only over-reserve by their count.)
+        let room = entries
+            .len()
+            .min(self.config.max_members.saturating_sub(self.members.len()));
+        self.members.reserve(room);
+        self.events.reserve(room + 1);
         for e in entries {
             let origin = Origin::Sync(peer.clone());
             // The state test first: most entries are alive and need no look-up here.

@@ -36,8 +36,10 @@ fn tags() -> impl Strategy<Value = Vec<u8>> {
 
 fn filter() -> impl Strategy<Value = Option<Filter>> {
     proptest::option::of(
-        (1u8..=10, proptest::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(hashes, bits)| Filter { hashes, bits }),
+        (1u8..=10, proptest::collection::vec(any::<u64>(), 0..8)).prop_map(|(hashes, words)| {
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            Filter::from_parts(hashes, &bytes)
+        }),
     )
 }
 

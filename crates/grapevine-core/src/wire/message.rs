@@ -314,15 +314,22 @@ fn read_filter(r: &mut Reader<'_>) -> Result<Option<Filter>, DecodeError> {
         });
     }
     let len = r.len("filter", MAX_FILTER_BYTES)?;
-    Ok(Some(Filter {
-        hashes,
-        bits: r.bytes(len, "filter")?.to_vec(),
-    }))
+    if len % 8 != 0 {
+        return Err(DecodeError::Misaligned {
+            what: "filter",
+            len,
+            multiple: 8,
+        });
+    }
+    Ok(Some(Filter::from_parts(hashes, r.bytes(len, "filter")?)))
 }
 
 pub(crate) fn write_filter(w: &mut Writer, f: &Filter) {
-    w.u8(f.hashes);
-    w.lp(&f.bits);
+    w.u8(f.hashes());
+    w.varint(f.len_bytes() as u32);
+    for word in f.to_bytes() {
+        w.bytes(&word);
+    }
 }
 
 fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
@@ -593,5 +600,48 @@ impl Message {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_that_is_not_whole_words_is_refused() {
+        let body = |filter: Option<Filter>| {
+            let m = Message::SyncBuckets(SyncBuckets {
+                id: 7,
+                sender: NodeAddr {
+                    name: Name::new("b").unwrap(),
+                    addr: "10.0.0.2:7946".parse().unwrap(),
+                },
+                buckets: Some(vec![0; DIGEST_BUCKETS]),
+                filter,
+            });
+            let mut w = Writer::with_capacity(64);
+            m.encode_body(&mut w);
+            w.buf
+        };
+        let whole = body(Some(Filter::from_parts(7, &[0xff; 64])));
+        assert!(matches!(
+            Message::decode(MessageType::SyncBuckets, &whole),
+            Ok(Message::SyncBuckets(SyncBuckets {
+                filter: Some(_),
+                ..
+            }))
+        ));
+        // The same message with a filter of 63 bytes: hash count, length, bits.
+        let mut cut = body(None);
+        cut.extend_from_slice(&[7, 63]);
+        cut.extend_from_slice(&[0xff; 63]);
+        assert_eq!(
+            Message::decode(MessageType::SyncBuckets, &cut),
+            Err(DecodeError::Misaligned {
+                what: "filter",
+                len: 63,
+                multiple: 8,
+            })
+        );
     }
 }

@@ -75,6 +75,16 @@ pub enum DecodeError {
         /// The limit.
         max: usize,
     },
+    /// A length that is not a multiple of its unit.
+    #[error("{what} is {len} bytes, not a multiple of {multiple}")]
+    Misaligned {
+        /// The field.
+        what: &'static str,
+        /// The length given.
+        len: usize,
+        /// The unit.
+        multiple: usize,
+    },
     /// A count over its limit.
     #[error("{what}: {count} items, the limit is {max}")]
     TooMany {
