@@ -10,7 +10,7 @@ use std::time::Duration;
 /// How the next probe target is chosen.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ProbeSelection {
-    /// Round-robin over a shuffled list, newcomers inserted at random positions
+    /// Round-robin over a shuffled list, newcomers placed at random points of the pass
     /// (SWIM §4.3): every member is probed within one pass, so detection time is bounded.
     RoundRobin,
     /// A uniformly random member each period (the original SWIM analysis).

@@ -1,11 +1,11 @@
 //! The member table: compact records, a name index and the incremental digest.
 //!
 //! A node of a 10,000-member cluster holds 10,000 records, and the simulator holds
-//! 10,000 such nodes, so a record is kept to 40 bytes (the name inline, the address
-//! packed, tags, which most members of a large simulation lack, in a side table) plus a
-//! 16-byte entry in a parallel array of hashes: the name's (index, digest bucket) and the
-//! record's (digest, anti-entropy filters). An exchange scans only the hashes, 16 bytes a
-//! member, and reads the full record of the members it sends.
+//! 10,000 such nodes, so a record is kept to 32 bytes (the name inline, an IPv4 address
+//! inline; IPv6 addresses and tags, which most members of a large simulation lack, in side
+//! tables) plus a 12-byte entry in a parallel array of hashes: the name's (index, digest
+//! bucket) and the record's (digest, anti-entropy filters). An exchange scans only the
+//! hashes, 12 bytes a member, and reads the full record of the members it sends.
 
 use crate::chunked::ChunkedVec;
 use crate::digest::Digest;

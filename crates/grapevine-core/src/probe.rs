@@ -1,9 +1,10 @@
 //! Probe target selection and the state of the probe in flight.
 //!
 //! Round-robin over a shuffled list (SWIM §4.3): each pass probes every member once,
-//! in an order reshuffled per pass, with newcomers inserted at random positions so
-//! they are neither probed at once nor last. A member that crashes is thus probed by
-//! every other member within one pass: detection time is bounded, not just expected.
+//! in an order reshuffled per pass, with newcomers placed at random points of the rest of
+//! the pass so they are neither probed at once nor last. A member that crashes is thus
+//! probed by every other member within one pass: detection time is bounded, not just
+//! expected.
 
 use crate::chunked::ChunkedVec;
 use crate::config::ProbeSelection;
@@ -152,4 +153,53 @@ pub(crate) struct Relay {
     pub deadline: Time,
     /// The version the request came in, used for the answer.
     pub version: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::State;
+    use crate::membership::Record;
+    use rand::SeedableRng;
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn add(m: &mut Membership, o: &mut ProbeOrder, i: u32) -> u32 {
+        let name = Name::new(&format!("n{i}")).unwrap();
+        let addr = format!("10.0.0.{}:7946", i + 1).parse().unwrap();
+        let idx = m.insert(Record::new(name, 1, State::Alive, 1), addr, &[], Time::ZERO);
+        o.insert(idx);
+        idx
+    }
+
+    #[test]
+    fn each_pass_probes_every_member_once_and_newcomers_within_the_pass() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let (mut m, mut o) = (Membership::new(), ProbeOrder::new());
+        let me = add(&mut m, &mut o, 0);
+        for i in 1..20 {
+            add(&mut m, &mut o, i);
+        }
+        let mut next = |m: &Membership, o: &mut ProbeOrder, rng: &mut Xoshiro256PlusPlus| {
+            o.next(m, me, ProbeSelection::RoundRobin, rng).unwrap()
+        };
+        // The first pass holds everyone: 19 probes reach 19 distinct members, never me.
+        let mut seen: Vec<u32> = (0..19).map(|_| next(&m, &mut o, &mut rng)).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 19);
+        assert!(!seen.contains(&me));
+        // Half-way through the next pass, five newcomers: they join its remainder, so the
+        // pass still ends after every member, old and new, was probed once.
+        let mut pass: Vec<u32> = (0..10).map(|_| next(&m, &mut o, &mut rng)).collect();
+        let newcomers: Vec<u32> = (20..25).map(|i| add(&mut m, &mut o, i)).collect();
+        pass.extend((0..14).map(|_| next(&m, &mut o, &mut rng)));
+        let mut sorted = pass.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 24, "each of the 24 others once: {pass:?}");
+        assert!(newcomers.iter().all(|n| pass[10..].contains(n)));
+        // Neither all at once nor all last: they are spread over the rest of the pass.
+        assert!(!newcomers.iter().all(|n| pass[10..15].contains(n)));
+        assert!(!newcomers.iter().all(|n| pass[19..].contains(n)));
+    }
 }
