@@ -179,7 +179,7 @@ mod tests {
         for i in 1..20 {
             add(&mut m, &mut o, i);
         }
-        let mut next = |m: &Membership, o: &mut ProbeOrder, rng: &mut Xoshiro256PlusPlus| {
+        let next = |m: &Membership, o: &mut ProbeOrder, rng: &mut Xoshiro256PlusPlus| {
             o.next(m, me, ProbeSelection::RoundRobin, rng).unwrap()
         };
         // The first pass holds everyone: 19 probes reach 19 distinct members, never me.
