@@ -5,6 +5,8 @@
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use grapevine_core::ProbeSelection;
+use grapevine_sim::scenario::rumor::{self, RumorParams, Variant};
+use grapevine_sim::scenario::spread::{self, SpreadParams};
 use grapevine_sim::scenario::swim::{self, SwimParams};
 
 // The simulator grows tens of millions of records and churns large, growing buffers (sync
@@ -34,6 +36,63 @@ enum Command {
 enum SimScenario {
     /// SWIM membership: join through one seed, crashes, partitions, loss, slow nodes.
     Swim(SwimArgs),
+    /// The random phone-call model of dissemination (push, pull, push-pull), up to 10^6 nodes.
+    Spread(SpreadArgs),
+    /// Rumour mongering in the model of Demers et al. (1987): residue, traffic, delays.
+    Rumor(RumorArgs),
+}
+
+#[derive(clap::Args)]
+struct SpreadArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: u32,
+    /// Who sends: push, pull or push-pull.
+    #[arg(long, default_value = "push-pull")]
+    mode: String,
+    /// Partners each node calls per round.
+    #[arg(long, default_value_t = 1)]
+    fanout: u32,
+    /// Probability that a message is lost, 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Independent runs to average.
+    #[arg(long, default_value_t = 20)]
+    runs: u32,
+    /// RNG seed; the same seed gives the same report.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Omit wall-clock time from the report, so two runs print identical output.
+    #[arg(long)]
+    no_wall_clock: bool,
+}
+
+#[derive(clap::Args)]
+struct RumorArgs {
+    /// Number of sites.
+    #[arg(long, default_value_t = 1000)]
+    nodes: u32,
+    /// DIRECTION-FEEDBACK-STOP: push|pull|push-pull, feedback|blind, counter|coin.
+    #[arg(long, default_value = "push-feedback-counter")]
+    variant: String,
+    /// The stop rule's parameter: k unnecessary (or any) transmissions, or a 1/k coin.
+    #[arg(long, default_value_t = 1)]
+    k: u32,
+    /// Independent runs to average.
+    #[arg(long, default_value_t = 100)]
+    runs: u32,
+    /// RNG seed; the same seed gives the same report.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Omit wall-clock time from the report, so two runs print identical output.
+    #[arg(long)]
+    no_wall_clock: bool,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -104,46 +163,75 @@ fn print_out(text: &str) -> Result<()> {
     }
 }
 
+/// Prints a report as pretty JSON or as aligned `key  value` lines.
+fn print_report(report: &impl serde::Serialize, json: bool) -> Result<()> {
+    let mut text = String::new();
+    if json {
+        text = serde_json::to_string_pretty(report)? + "\n";
+    } else {
+        let v = serde_json::to_value(report)?;
+        if let Some(obj) = v.as_object() {
+            for (k, v) in obj {
+                text += &format!("{k:>36}  {v}\n");
+            }
+        }
+    }
+    print_out(&text)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Sim {
-            scenario: SimScenario::Swim(a),
-        } => {
-            let params = SwimParams {
-                nodes: a.nodes,
-                seed: a.seed,
-                loss: a.loss,
-                periods: a.periods,
-                crash: a.crash,
-                partition_at: a.partition_at,
-                heal_at: a.heal_at,
-                slow: a.slow,
-                indirect: a.indirect,
-                no_suspicion: a.no_suspicion,
-                no_lifeguard: a.no_lifeguard,
-                no_fallback: a.no_fallback,
-                probe_selection: match a.probe_selection {
-                    Selection::RoundRobin => ProbeSelection::RoundRobin,
-                    Selection::Random => ProbeSelection::Random,
-                },
-                profile: a.profile,
-                no_wall_clock: a.no_wall_clock,
-            };
-            let report = swim::run(&params).map_err(|e| anyhow!(e))?;
-            let mut text = String::new();
-            if a.json {
-                text = serde_json::to_string_pretty(&report)? + "\n";
-            } else {
-                let v = serde_json::to_value(&report)?;
-                if let Some(obj) = v.as_object() {
-                    for (k, v) in obj {
-                        text += &format!("{k:>36}  {v}\n");
-                    }
-                }
+        Command::Sim { scenario } => match scenario {
+            SimScenario::Swim(a) => {
+                let params = SwimParams {
+                    nodes: a.nodes,
+                    seed: a.seed,
+                    loss: a.loss,
+                    periods: a.periods,
+                    crash: a.crash,
+                    partition_at: a.partition_at,
+                    heal_at: a.heal_at,
+                    slow: a.slow,
+                    indirect: a.indirect,
+                    no_suspicion: a.no_suspicion,
+                    no_lifeguard: a.no_lifeguard,
+                    no_fallback: a.no_fallback,
+                    probe_selection: match a.probe_selection {
+                        Selection::RoundRobin => ProbeSelection::RoundRobin,
+                        Selection::Random => ProbeSelection::Random,
+                    },
+                    profile: a.profile,
+                    no_wall_clock: a.no_wall_clock,
+                };
+                let report = swim::run(&params).map_err(|e| anyhow!(e))?;
+                print_report(&report, a.json)
             }
-            print_out(&text)?;
-        }
+            SimScenario::Spread(a) => {
+                let params = SpreadParams {
+                    nodes: a.nodes,
+                    mode: spread::Mode::parse(&a.mode).map_err(|e| anyhow!(e))?,
+                    fanout: a.fanout,
+                    loss: a.loss,
+                    runs: a.runs,
+                    seed: a.seed,
+                    no_wall_clock: a.no_wall_clock,
+                };
+                let report = spread::run(&params).map_err(|e| anyhow!(e))?;
+                print_report(&report, a.json)
+            }
+            SimScenario::Rumor(a) => {
+                let params = RumorParams {
+                    nodes: a.nodes,
+                    variant: Variant::parse(&a.variant).map_err(|e| anyhow!(e))?,
+                    k: a.k,
+                    runs: a.runs,
+                    seed: a.seed,
+                    no_wall_clock: a.no_wall_clock,
+                };
+                let report = rumor::run(&params).map_err(|e| anyhow!(e))?;
+                print_report(&report, a.json)
+            }
+        },
     }
-    Ok(())
 }

@@ -24,6 +24,7 @@ mod membership;
 pub mod name;
 pub mod node;
 mod probe;
+pub mod state;
 pub mod stats;
 mod suspicion;
 pub mod time;

@@ -1,3 +1,5 @@
 //! Scenarios: each sets up a cluster, applies faults and measures against the truth.
 
+pub mod rumor;
+pub mod spread;
 pub mod swim;
