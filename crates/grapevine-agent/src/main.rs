@@ -4,7 +4,9 @@
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use grapevine_core::state::reconcile::Mode as FlowMode;
 use grapevine_core::ProbeSelection;
+use grapevine_sim::scenario::merkle::{self, MerkleParams};
 use grapevine_sim::scenario::rumor::{self, RumorParams, Variant};
 use grapevine_sim::scenario::spread::{self, SpreadParams};
 use grapevine_sim::scenario::swim::{self, SwimParams};
@@ -40,6 +42,33 @@ enum SimScenario {
     Spread(SpreadArgs),
     /// Rumour mongering in the model of Demers et al. (1987): residue, traffic, delays.
     Rumor(RumorArgs),
+    /// Merkle-tree anti-entropy between two replicas of a shared keyspace: bytes and round trips.
+    Merkle(MerkleArgs),
+}
+
+#[derive(clap::Args)]
+struct MerkleArgs {
+    /// Keys in each replica.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u32,
+    /// Keys that differ between the replicas.
+    #[arg(long, default_value_t = 10)]
+    diff: u32,
+    /// Which way entries flow: push, pull or push-pull.
+    #[arg(long, default_value = "push-pull")]
+    mode: String,
+    /// Bytes of each value.
+    #[arg(long, default_value_t = 16)]
+    value_len: usize,
+    /// RNG seed; the same seed gives the same report.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Omit wall-clock time from the report, so two runs print identical output.
+    #[arg(long)]
+    no_wall_clock: bool,
 }
 
 #[derive(clap::Args)]
@@ -230,6 +259,25 @@ fn main() -> Result<()> {
                     no_wall_clock: a.no_wall_clock,
                 };
                 let report = rumor::run(&params).map_err(|e| anyhow!(e))?;
+                print_report(&report, a.json)
+            }
+            SimScenario::Merkle(a) => {
+                let params = MerkleParams {
+                    keys: a.keys,
+                    diff: a.diff,
+                    mode: match a.mode.as_str() {
+                        "push" => FlowMode::Push,
+                        "pull" => FlowMode::Pull,
+                        "push-pull" => FlowMode::PushPull,
+                        other => {
+                            return Err(anyhow!("unknown mode {other:?}: push, pull or push-pull"))
+                        }
+                    },
+                    value_len: a.value_len,
+                    seed: a.seed,
+                    no_wall_clock: a.no_wall_clock,
+                };
+                let report = merkle::run(&params).map_err(|e| anyhow!(e))?;
                 print_report(&report, a.json)
             }
         },

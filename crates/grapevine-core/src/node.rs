@@ -443,6 +443,10 @@ impl Node {
             Message::SyncBuckets(m) => self.on_sync_buckets(now, m),
             Message::SyncPush(m) => self.on_sync_push(now, m),
             Message::SyncPull(m) => self.on_sync_pull(now, m),
+            // The node does not replicate a keyspace yet: tree exchanges are not for it.
+            Message::TreeHashes(_) | Message::TreeItems(_) | Message::TreeEntries(_) => {
+                self.stats.drop(DropReason::Unexpected)
+            }
         }
     }
 

@@ -1,6 +1,11 @@
 //! Property test: every message survives encode → decode unchanged, alone or compounded.
 
 use grapevine_core::filter::Filter;
+use grapevine_core::state::crdt::{
+    AwSet, EpochRegister, Lww, MaxRegister, MvRegister, PnCounter, VersionVector,
+};
+use grapevine_core::state::keyspace::Value;
+use grapevine_core::state::Timestamp;
 use grapevine_core::wire::*;
 use grapevine_core::{Name, State};
 use proptest::prelude::*;
@@ -156,6 +161,111 @@ fn message() -> impl Strategy<Value = Message> {
                     Message::SyncPull(m)
                 }
             }),
+        (
+            any::<u32>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+            proptest::collection::vec((any::<u32>(), any::<u64>()), 0..20)
+        )
+            .prop_map(
+                |(id, tree, depth, level, ranges)| Message::TreeHashes(TreeHashes {
+                    id,
+                    tree,
+                    depth,
+                    level,
+                    ranges
+                })
+            ),
+        (
+            any::<u32>(),
+            any::<u8>(),
+            any::<u8>(),
+            proptest::collection::vec(any::<u32>(), 0..20),
+            proptest::collection::vec((any::<u64>(), any::<u64>()), 0..20)
+        )
+            .prop_map(
+                |(id, tree, level, ranges, items)| Message::TreeItems(TreeItems {
+                    id,
+                    tree,
+                    level,
+                    ranges,
+                    items
+                })
+            ),
+        (
+            any::<u32>(),
+            any::<u8>(),
+            proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..20), value()),
+                0..6
+            ),
+            proptest::collection::vec(any::<u64>(), 0..10)
+        )
+            .prop_map(
+                |(id, tree, entries, want)| Message::TreeEntries(TreeEntries {
+                    id,
+                    tree,
+                    entries,
+                    want
+                })
+            ),
+    ]
+}
+
+/// Shared-keyspace values in the canonical form merges leave them in.
+fn value() -> impl Strategy<Value = Value> {
+    let bytes = || proptest::collection::vec(any::<u8>(), 0..12);
+    prop_oneof![
+        (
+            any::<u64>(),
+            any::<u32>(),
+            name(),
+            proptest::option::of(bytes()),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(p, l, writer, value, expires_at)| Value::Lww(Lww {
+                at: Timestamp::new(p, l),
+                writer,
+                value,
+                expires_at,
+            })),
+        proptest::collection::vec((name(), proptest::option::of(bytes())), 0..4).prop_map(
+            |writes| {
+                let mut r = MvRegister::default();
+                for (w, v) in writes {
+                    r.write(&w, &VersionVector::default(), v);
+                }
+                Value::Mv(r)
+            }
+        ),
+        bytes().prop_map(Value::Custom),
+        proptest::collection::vec((name(), any::<i32>()), 0..5).prop_map(|adds| {
+            let mut c = PnCounter::default();
+            for (w, d) in adds {
+                c.add(&w, i64::from(d));
+            }
+            Value::Counter(c)
+        }),
+        any::<i64>().prop_map(|v| Value::Max(MaxRegister(v))),
+        (any::<u64>(), name(), bytes()).prop_map(|(epoch, owner, value)| Value::Epoch(
+            EpochRegister {
+                epoch,
+                owner,
+                value
+            }
+        )),
+        proptest::collection::vec((name(), bytes(), any::<bool>()), 0..6).prop_map(|ops| {
+            let mut s = AwSet::default();
+            for (w, e, remove) in ops {
+                if remove {
+                    s.remove(&e);
+                } else {
+                    s.add(&w, e);
+                }
+            }
+            Value::Set(s)
+        }),
     ]
 }
 

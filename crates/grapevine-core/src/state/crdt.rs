@@ -55,13 +55,16 @@ pub struct Lww {
     pub writer: Name,
     /// The value, or `None` once deleted.
     pub value: Option<Vec<u8>>,
+    /// The hybrid-clock physical time (µs) after which the write counts as deleted: a TTL
+    /// fixed by the writer, so every node expires it at the same moment of its own clock.
+    pub expires_at: Option<u64>,
 }
 
 impl Lww {
     /// Keeps the later of the two writes (by timestamp, then writer, then value, so the
     /// outcome never depends on the order of arrival).
     pub fn merge(&mut self, other: &Lww) {
-        let key = |l: &Lww| (l.at, l.writer.clone(), l.value.clone());
+        let key = |l: &Lww| (l.at, l.writer.clone(), l.value.clone(), l.expires_at);
         if key(other) > key(self) {
             *self = other.clone();
         }
@@ -289,11 +292,13 @@ mod tests {
             at: Timestamp::new(10, 0),
             writer: n("a"),
             value: Some(b"1".to_vec()),
+            expires_at: None,
         };
         let b = Lww {
             at: Timestamp::new(10, 0),
             writer: n("b"),
             value: Some(b"2".to_vec()),
+            expires_at: None,
         };
         a.merge(&b);
         assert_eq!(a.value.as_deref(), Some(&b"2"[..]));
@@ -301,6 +306,7 @@ mod tests {
             at: Timestamp::new(11, 0),
             writer: n("a"),
             value: None,
+            expires_at: None,
         };
         a.merge(&del);
         assert_eq!(a.value, None);

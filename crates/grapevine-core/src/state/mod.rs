@@ -2,8 +2,14 @@
 //!
 //! * [`hlc`]: hybrid logical clocks, which order last-write-wins writes.
 //! * [`crdt`]: the merges of the shared keyspace.
+//! * [`keyspace`]: the shared keyspace, its policies, tombstones and expiry.
+//! * [`merkle`]: the hash tree its anti-entropy compares.
+//! * [`reconcile`]: the exchange that compares two trees and moves what differs.
 
 pub mod crdt;
 pub mod hlc;
+pub mod keyspace;
+pub mod merkle;
+pub mod reconcile;
 
 pub use hlc::{ClockError, Hlc, Timestamp};

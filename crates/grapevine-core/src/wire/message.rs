@@ -45,6 +45,12 @@ pub enum MessageType {
     SyncPush = 11,
     /// The responder's entries in differing buckets.
     SyncPull = 12,
+    /// Tree anti-entropy: the sender's hashes of some ranges of one tree level.
+    TreeHashes = 13,
+    /// Tree anti-entropy: the sender's item digests of some leaf ranges.
+    TreeItems = 14,
+    /// Tree anti-entropy: entries sent, and the keys of entries wanted.
+    TreeEntries = 15,
 }
 
 impl MessageType {
@@ -64,6 +70,9 @@ impl MessageType {
             10 => SyncBuckets,
             11 => SyncPush,
             12 => SyncPull,
+            13 => TreeHashes,
+            14 => TreeItems,
+            15 => TreeEntries,
             _ => return None,
         })
     }
@@ -84,6 +93,9 @@ impl MessageType {
             SyncBuckets => "sync_buckets",
             SyncPush => "sync_push",
             SyncPull => "sync_pull",
+            TreeHashes => "tree_hashes",
+            TreeItems => "tree_items",
+            TreeEntries => "tree_entries",
         }
     }
 }
@@ -270,9 +282,71 @@ pub enum Message {
     SyncPush(SyncEntries),
     /// The responder's half of the exchange.
     SyncPull(SyncEntries),
+    /// See [`TreeHashes`].
+    TreeHashes(TreeHashes),
+    /// See [`TreeItems`].
+    TreeItems(TreeItems),
+    /// See [`TreeEntries`].
+    TreeEntries(TreeEntries),
 }
 
-fn read_name(r: &mut Reader<'_>, what: &'static str) -> Result<Name, DecodeError> {
+/// Which replicated store a tree exchange is about.
+pub const TREE_KEYSPACE: u8 = 0;
+
+/// The most ranges one tree message may name (every child of 4,096 differing ranges).
+pub const MAX_TREE_RANGES: usize = 65_536;
+/// The most item digests or wanted keys one tree message may carry.
+pub const MAX_TREE_ITEMS: usize = 1 << 20;
+/// The most entries one tree message may carry.
+pub const MAX_TREE_ENTRIES: usize = 1 << 20;
+
+/// Tree anti-entropy, one level down: the sender's hashes of `ranges` at `level` (each the
+/// child of a range found differing one level up). No ranges: nothing differs, done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeHashes {
+    /// The exchange.
+    pub id: u32,
+    /// The store ([`TREE_KEYSPACE`]).
+    pub tree: u8,
+    /// The sender's leaf level: the exchange descends to the shallower of the two.
+    pub depth: u8,
+    /// The level of the ranges.
+    pub level: u8,
+    /// (range index, hash).
+    pub ranges: Vec<(u32, u64)>,
+}
+
+/// Tree anti-entropy at the leaves: the sender's (key hash, item hash) for every entry in
+/// the leaf `ranges` at `level` that were found differing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeItems {
+    /// The exchange.
+    pub id: u32,
+    /// The store.
+    pub tree: u8,
+    /// The level of the ranges.
+    pub level: u8,
+    /// The range indices.
+    pub ranges: Vec<u32>,
+    /// (key hash, item hash), sorted by key hash.
+    pub items: Vec<(u64, u64)>,
+}
+
+/// Tree anti-entropy, the data: entries for the receiver to merge, and the key hashes of
+/// the receiver's entries the sender wants back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntries {
+    /// The exchange.
+    pub id: u32,
+    /// The store.
+    pub tree: u8,
+    /// (key, value).
+    pub entries: Vec<(Vec<u8>, crate::state::keyspace::Value)>,
+    /// Key hashes wanted.
+    pub want: Vec<u64>,
+}
+
+pub(crate) fn read_name(r: &mut Reader<'_>, what: &'static str) -> Result<Name, DecodeError> {
     let s = r.str(what, MAX_NAME_LEN)?;
     Name::new(s).map_err(|_| DecodeError::InvalidName { what })
 }
@@ -385,6 +459,9 @@ impl Message {
             Message::SyncBuckets(_) => MessageType::SyncBuckets,
             Message::SyncPush(_) => MessageType::SyncPush,
             Message::SyncPull(_) => MessageType::SyncPull,
+            Message::TreeHashes(_) => MessageType::TreeHashes,
+            Message::TreeItems(_) => MessageType::TreeItems,
+            Message::TreeEntries(_) => MessageType::TreeEntries,
         }
     }
 
@@ -490,6 +567,43 @@ impl Message {
                 }
                 if let Some(f) = &m.filter {
                     write_filter(w, f);
+                }
+            }
+            Message::TreeHashes(m) => {
+                w.varint(m.id);
+                w.u8(m.tree);
+                w.u8(m.depth);
+                w.u8(m.level);
+                w.varint(m.ranges.len() as u32);
+                for (i, h) in &m.ranges {
+                    w.varint(*i);
+                    w.u64(*h);
+                }
+            }
+            Message::TreeItems(m) => {
+                w.varint(m.id);
+                w.u8(m.tree);
+                w.u8(m.level);
+                w.varint(m.ranges.len() as u32);
+                for i in &m.ranges {
+                    w.varint(*i);
+                }
+                w.varint(m.items.len() as u32);
+                for (k, h) in &m.items {
+                    w.u64(*k);
+                    w.u64(*h);
+                }
+            }
+            Message::TreeEntries(m) => {
+                w.varint(m.id);
+                w.u8(m.tree);
+                w.varint(m.entries.len() as u32);
+                for (k, v) in &m.entries {
+                    super::value::write_entry(w, k, v);
+                }
+                w.varint(m.want.len() as u32);
+                for k in &m.want {
+                    w.u64(*k);
                 }
             }
         }
@@ -598,6 +712,66 @@ impl Message {
                 } else {
                     Message::SyncPull(m)
                 }
+            }
+            MessageType::TreeHashes => {
+                let id = r.varint("tree id")?;
+                let tree = r.u8("tree")?;
+                let depth = r.u8("tree depth")?;
+                let level = r.u8("tree level")?;
+                let n = r.count("tree ranges", MAX_TREE_RANGES, 9)?;
+                let mut ranges = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ranges.push((r.varint("tree range")?, r.u64("tree hash")?));
+                }
+                Message::TreeHashes(TreeHashes {
+                    id,
+                    tree,
+                    depth,
+                    level,
+                    ranges,
+                })
+            }
+            MessageType::TreeItems => {
+                let id = r.varint("tree id")?;
+                let tree = r.u8("tree")?;
+                let level = r.u8("tree level")?;
+                let n = r.count("tree ranges", MAX_TREE_RANGES, 1)?;
+                let mut ranges = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ranges.push(r.varint("tree range")?);
+                }
+                let n = r.count("tree items", MAX_TREE_ITEMS, 16)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push((r.u64("item key hash")?, r.u64("item hash")?));
+                }
+                Message::TreeItems(TreeItems {
+                    id,
+                    tree,
+                    level,
+                    ranges,
+                    items,
+                })
+            }
+            MessageType::TreeEntries => {
+                let id = r.varint("tree id")?;
+                let tree = r.u8("tree")?;
+                let n = r.count("tree entries", MAX_TREE_ENTRIES, 3)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(super::value::read_entry(r)?);
+                }
+                let n = r.count("wanted keys", MAX_TREE_ITEMS, 8)?;
+                let mut want = Vec::with_capacity(n);
+                for _ in 0..n {
+                    want.push(r.u64("wanted key")?);
+                }
+                Message::TreeEntries(TreeEntries {
+                    id,
+                    tree,
+                    entries,
+                    want,
+                })
             }
         })
     }

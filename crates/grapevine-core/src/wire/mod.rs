@@ -1,8 +1,9 @@
 //! The wire format: packets of framed messages behind a version byte and a cluster
 //! label, sealed by a CRC-32. See `docs/wire-format.md` for the byte layout.
 
-mod codec;
+pub(crate) mod codec;
 mod message;
+pub(crate) mod value;
 
 pub(crate) use codec::Writer;
 pub use message::*;
@@ -121,6 +122,9 @@ pub enum DecodeError {
         /// The family byte.
         family: u8,
     },
+    /// A shared-keyspace value type this build does not know.
+    #[error("unknown value type {0}")]
+    UnknownValueType(u8),
     /// A member state code this build does not know.
     #[error("unknown member state code {0}")]
     InvalidState(u8),

@@ -1,0 +1,201 @@
+//! Encoding of shared-keyspace entries: a key and its merge state. The
+//! encoding is canonical (maps in key order), so equal states encode to equal bytes and
+//! hash alike on every node.
+
+use super::codec::{Reader, Writer};
+use super::message::read_name;
+use super::DecodeError;
+use crate::name::Name;
+use crate::state::crdt::{
+    AwSet, Dot, EpochRegister, Lww, MaxRegister, MvRegister, PnCounter, Sibling, VersionVector,
+};
+use crate::state::hlc::Timestamp;
+use crate::state::keyspace::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+/// The longest value (a register's bytes, a set element), in bytes.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+/// The most siblings a multi-value register may carry.
+pub const MAX_SIBLINGS: usize = 64;
+/// The most writers a version vector or counter may name.
+pub const MAX_WRITERS: usize = 4096;
+/// The most elements an add-wins set may hold.
+pub const MAX_SET_ELEMENTS: usize = 65_536;
+
+/// Appends an entry.
+pub(crate) fn write_entry(w: &mut Writer, key: &[u8], v: &Value) {
+    w.lp(key);
+    write_value(w, v);
+}
+
+/// Reads an entry: its key and value.
+pub(crate) fn read_entry(r: &mut Reader<'_>) -> Result<(Vec<u8>, Value), DecodeError> {
+    let len = r.len("key", MAX_KEY_LEN)?;
+    let key = r.bytes(len, "key")?.to_vec();
+    Ok((key, read_value(r)?))
+}
+
+fn write_opt_bytes(w: &mut Writer, v: &Option<Vec<u8>>) {
+    match v {
+        Some(b) => {
+            w.u8(1);
+            w.lp(b);
+        }
+        None => w.u8(0),
+    }
+}
+
+fn read_opt_bytes(r: &mut Reader<'_>, what: &'static str) -> Result<Option<Vec<u8>>, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(None),
+        _ => Ok(Some(read_bytes(r, what)?)),
+    }
+}
+
+fn read_bytes(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u8>, DecodeError> {
+    let len = r.len(what, MAX_VALUE_LEN)?;
+    Ok(r.bytes(len, what)?.to_vec())
+}
+
+fn write_counts(w: &mut Writer, m: &BTreeMap<Name, u64>) {
+    w.varint(m.len() as u32);
+    for (n, c) in m {
+        w.lp(n.as_bytes());
+        w.u64(*c);
+    }
+}
+
+fn read_counts(r: &mut Reader<'_>, what: &'static str) -> Result<BTreeMap<Name, u64>, DecodeError> {
+    let n = r.count(what, MAX_WRITERS, 10)?;
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let name = read_name(r, what)?;
+        let c = r.u64(what)?;
+        m.insert(name, c);
+    }
+    Ok(m)
+}
+
+fn write_value(w: &mut Writer, v: &Value) {
+    match v {
+        Value::Lww(l) => {
+            w.u8(1);
+            w.u64(l.at.physical);
+            w.varint(l.at.logical);
+            w.lp(l.writer.as_bytes());
+            write_opt_bytes(w, &l.value);
+            match l.expires_at {
+                Some(t) => {
+                    w.u8(1);
+                    w.u64(t);
+                }
+                None => w.u8(0),
+            }
+        }
+        Value::Mv(m) => {
+            w.u8(2);
+            w.varint(m.siblings.len() as u32);
+            for s in &m.siblings {
+                write_counts(w, &s.version.0);
+                write_opt_bytes(w, &s.value);
+            }
+        }
+        Value::Custom(b) => {
+            w.u8(3);
+            w.lp(b);
+        }
+        Value::Counter(c) => {
+            w.u8(4);
+            write_counts(w, &c.p);
+            write_counts(w, &c.n);
+        }
+        Value::Max(m) => {
+            w.u8(5);
+            w.u64(m.0 as u64);
+        }
+        Value::Epoch(e) => {
+            w.u8(6);
+            w.u64(e.epoch);
+            w.lp(e.owner.as_bytes());
+            w.lp(&e.value);
+        }
+        Value::Set(s) => {
+            w.u8(7);
+            w.varint(s.elements.len() as u32);
+            for (elem, dots) in &s.elements {
+                w.lp(elem);
+                w.varint(dots.len() as u32);
+                for d in dots {
+                    w.lp(d.node.as_bytes());
+                    w.u64(d.counter);
+                }
+            }
+            write_counts(w, &s.seen.0);
+        }
+    }
+}
+
+fn read_value(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
+    let tag = r.u8("value type")?;
+    Ok(match tag {
+        1 => {
+            let physical = r.u64("timestamp")?;
+            let logical = r.varint("timestamp")?;
+            Value::Lww(Lww {
+                at: Timestamp::new(physical, logical),
+                writer: read_name(r, "writer")?,
+                value: read_opt_bytes(r, "value")?,
+                expires_at: match r.u8("expiry flag")? {
+                    0 => None,
+                    _ => Some(r.u64("expiry")?),
+                },
+            })
+        }
+        2 => {
+            let n = r.count("siblings", MAX_SIBLINGS, 2)?;
+            let mut siblings = Vec::with_capacity(n);
+            for _ in 0..n {
+                let version = VersionVector(read_counts(r, "version vector")?);
+                let value = read_opt_bytes(r, "sibling")?;
+                siblings.push(Sibling { version, value });
+            }
+            // Canonical: sorted and free of duplicates, as merges leave them.
+            let mut reg = MvRegister::default();
+            reg.merge(&MvRegister { siblings });
+            Value::Mv(reg)
+        }
+        3 => Value::Custom(read_bytes(r, "value")?),
+        4 => Value::Counter(PnCounter {
+            p: read_counts(r, "increments")?,
+            n: read_counts(r, "decrements")?,
+        }),
+        5 => Value::Max(MaxRegister(r.u64("max register")? as i64)),
+        6 => Value::Epoch(EpochRegister {
+            epoch: r.u64("epoch")?,
+            owner: read_name(r, "owner")?,
+            value: read_bytes(r, "value")?,
+        }),
+        7 => {
+            let n = r.count("set elements", MAX_SET_ELEMENTS, 2)?;
+            let mut elements = BTreeMap::new();
+            for _ in 0..n {
+                let elem = read_bytes(r, "set element")?;
+                let d = r.count("dots", MAX_WRITERS, 10)?;
+                let mut dots = BTreeSet::new();
+                for _ in 0..d {
+                    let node = read_name(r, "dot")?;
+                    let counter = r.u64("dot")?;
+                    dots.insert(Dot { node, counter });
+                }
+                if !dots.is_empty() {
+                    elements.insert(elem, dots);
+                }
+            }
+            let seen = VersionVector(read_counts(r, "seen")?);
+            Value::Set(AwSet { elements, seen })
+        }
+        other => return Err(DecodeError::UnknownValueType(other)),
+    })
+}
