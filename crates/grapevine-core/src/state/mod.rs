@@ -1,5 +1,6 @@
 //! Replicated state: what the members know, beside who they are.
 //!
+//! * [`endpoint`]: per-node state, versioned, reconciled by Scuttlebutt deltas.
 //! * [`hlc`]: hybrid logical clocks, which order last-write-wins writes.
 //! * [`crdt`]: the merges of the shared keyspace.
 //! * [`keyspace`]: the shared keyspace, its policies, tombstones and expiry.
@@ -7,6 +8,7 @@
 //! * [`reconcile`]: the exchange that compares two trees and moves what differs.
 
 pub mod crdt;
+pub mod endpoint;
 pub mod hlc;
 pub mod keyspace;
 pub mod merkle;
