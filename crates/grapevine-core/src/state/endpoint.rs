@@ -343,7 +343,7 @@ mod tests {
         sync(&own, &mut cut_off, 100);
         own.delete("doomed", 10);
         assert_eq!(own.collect(11), 1);
-        assert!(own.entries.get("doomed").is_none());
+        assert!(!own.entries.contains_key("doomed"));
         let d = own.delta_for(&me(), cut_off.held(), 100).unwrap();
         assert!(d.reset, "the peer missed a collected delete");
         cut_off.apply(&d);
