@@ -444,9 +444,10 @@ impl Node {
             Message::SyncPush(m) => self.on_sync_push(now, m),
             Message::SyncPull(m) => self.on_sync_pull(now, m),
             // The node does not replicate a keyspace yet: tree exchanges are not for it.
-            Message::TreeHashes(_) | Message::TreeItems(_) | Message::TreeEntries(_) => {
-                self.stats.drop(DropReason::Unexpected)
-            }
+            Message::TreeHashes(_)
+            | Message::TreeItems(_)
+            | Message::TreeEntries(_)
+            | Message::StateDeltas(_) => self.stats.drop(DropReason::Unexpected),
         }
     }
 

@@ -4,6 +4,7 @@ use grapevine_core::filter::Filter;
 use grapevine_core::state::crdt::{
     AwSet, EpochRegister, Lww, MaxRegister, MvRegister, PnCounter, VersionVector,
 };
+use grapevine_core::state::endpoint::{Delta, Held, Versioned};
 use grapevine_core::state::keyspace::Value;
 use grapevine_core::state::Timestamp;
 use grapevine_core::wire::*;
@@ -182,17 +183,29 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u8>(),
             any::<u8>(),
             proptest::collection::vec(any::<u32>(), 0..20),
-            proptest::collection::vec((any::<u64>(), any::<u64>()), 0..20)
+            proptest::collection::vec((any::<u64>(), any::<u64>()), 0..20),
+            proptest::collection::vec(held(), 0..5)
         )
-            .prop_map(
-                |(id, tree, level, ranges, items)| Message::TreeItems(TreeItems {
+            .prop_map(|(id, tree, level, ranges, items, held)| {
+                Message::TreeItems(TreeItems {
                     id,
                     tree,
                     level,
                     ranges,
-                    items
+                    items,
+                    held,
                 })
-            ),
+            }),
+        (
+            any::<u32>(),
+            proptest::collection::vec(delta(), 0..4),
+            proptest::collection::vec((any::<u64>(), held()), 0..5)
+        )
+            .prop_map(|(id, deltas, want)| Message::StateDeltas(StateDeltas {
+                id,
+                deltas,
+                want
+            })),
         (
             any::<u32>(),
             any::<u8>(),
@@ -211,6 +224,63 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             ),
     ]
+}
+
+fn held() -> impl Strategy<Value = Held> {
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(generation, max_version, heartbeat)| {
+        Held {
+            generation,
+            max_version,
+            heartbeat,
+        }
+    })
+}
+
+fn delta() -> impl Strategy<Value = Delta> {
+    (
+        name(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<bool>(),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::collection::vec(
+            (
+                "[a-z/]{0,12}",
+                proptest::collection::vec(any::<u8>(), 0..12),
+                any::<u64>(),
+                any::<bool>(),
+                proptest::option::of(any::<u64>()),
+                any::<u64>(),
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(
+            |(node, generation, heartbeat, reset, gc_version, max_version, entries)| Delta {
+                node,
+                generation,
+                heartbeat,
+                reset,
+                gc_version,
+                max_version,
+                entries: entries
+                    .into_iter()
+                    .map(|(k, value, version, tombstone, expires_at, since)| {
+                        (
+                            k,
+                            Versioned {
+                                value,
+                                version,
+                                tombstone,
+                                expires_at,
+                                since,
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+        )
 }
 
 /// Shared-keyspace values in the canonical form merges leave them in.

@@ -5,6 +5,7 @@
 //! * [`crdt`]: the merges of the shared keyspace.
 //! * [`keyspace`]: the shared keyspace, its policies, tombstones and expiry.
 //! * [`merkle`]: the hash tree its anti-entropy compares.
+//! * [`nodes`]: everyone's per-node state as held here, in a tree by node name.
 //! * [`reconcile`]: the exchange that compares two trees and moves what differs.
 
 pub mod crdt;
@@ -12,6 +13,7 @@ pub mod endpoint;
 pub mod hlc;
 pub mod keyspace;
 pub mod merkle;
+pub mod nodes;
 pub mod reconcile;
 
 pub use hlc::{ClockError, Hlc, Timestamp};

@@ -17,9 +17,14 @@
 //! Messages descend one level each, so an exchange over a tree of depth d takes about
 //! d/2 + 2 round trips, and its bytes grow with the number of differing keys times d.
 
+use super::endpoint::{Delta, Held};
 use super::keyspace::{Applied, Keyspace, Value};
-use super::merkle::FANOUT;
-use crate::wire::{Message, TreeEntries, TreeHashes, TreeItems, TREE_KEYSPACE};
+use super::merkle::{MerkleTree, FANOUT};
+use super::nodes::NodeStates;
+use crate::name::Name;
+use crate::wire::{
+    Message, StateDeltas, TreeEntries, TreeHashes, TreeItems, TREE_KEYSPACE, TREE_NODES,
+};
 use std::collections::BTreeMap;
 
 /// Which way entries flow, as seen from the initiator.
@@ -43,15 +48,60 @@ impl Mode {
     }
 }
 
-/// The message that opens exchange `id`: the initiator's root.
+/// The message that opens exchange `id` of the shared keyspace: the initiator's root.
 pub fn open(ks: &Keyspace, id: u32) -> Message {
+    open_tree(ks.tree(), TREE_KEYSPACE, id)
+}
+
+/// The message that opens exchange `id` of the per-node states.
+pub fn open_nodes(nodes: &NodeStates, id: u32) -> Message {
+    open_tree(nodes.tree(), TREE_NODES, id)
+}
+
+fn open_tree(t: &MerkleTree, tree: u8, id: u32) -> Message {
     Message::TreeHashes(TreeHashes {
         id,
-        tree: TREE_KEYSPACE,
-        depth: ks.tree().depth(),
+        tree,
+        depth: t.depth(),
         level: 0,
-        ranges: vec![(0, ks.tree().root())],
+        ranges: vec![(0, t.root())],
     })
+}
+
+/// The replicated stores an exchange may be about.
+pub struct Stores<'a> {
+    /// The shared keyspace.
+    pub keyspace: &'a mut Keyspace,
+    /// The per-node states.
+    pub nodes: &'a mut NodeStates,
+}
+
+impl Stores<'_> {
+    fn tree(&self, tree: u8) -> Option<&MerkleTree> {
+        match tree {
+            TREE_KEYSPACE => Some(self.keyspace.tree()),
+            TREE_NODES => Some(self.nodes.tree()),
+            _ => None,
+        }
+    }
+
+    /// (key hash, item hash) of range `idx` of `level`, and for per-node state what is held.
+    fn items(&self, tree: u8, level: u8, idx: u32) -> (Vec<(u64, u64)>, Vec<Held>) {
+        match tree {
+            TREE_NODES => self
+                .nodes
+                .items_in(level, idx)
+                .into_iter()
+                .map(|(k, h, held, _)| ((k, h), held))
+                .unzip(),
+            _ => (self.keyspace.items_in(level, idx), Vec::new()),
+        }
+    }
+}
+
+/// Bytes a delta entry takes on the wire, about: for filling a budget.
+fn entry_cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + 32
 }
 
 /// What a side knows of an exchange in progress.
@@ -63,6 +113,8 @@ pub struct Exchange {
     pub initiator: bool,
     /// The flow.
     pub mode: Mode,
+    /// The most bytes of per-node deltas to put in one message (about).
+    pub budget: usize,
 }
 
 impl Exchange {
@@ -72,25 +124,42 @@ impl Exchange {
             id,
             initiator,
             mode,
+            budget: 1 << 20,
         }
     }
 
-    /// Handles one message of the exchange at hybrid physical time `now`; returns the
-    /// answer, if one is due.
+    /// Handles one message of a keyspace exchange at hybrid physical time `now`; returns
+    /// the answer, if one is due.
     pub fn step(&mut self, ks: &mut Keyspace, msg: &Message, now: u64) -> Option<Message> {
+        let mut nodes = NodeStates::new();
+        self.step_stores(
+            &mut Stores {
+                keyspace: ks,
+                nodes: &mut nodes,
+            },
+            msg,
+            now,
+        )
+    }
+
+    /// Handles one message of an exchange of either store; returns the answer, if due.
+    pub fn step_stores(&mut self, s: &mut Stores<'_>, msg: &Message, now: u64) -> Option<Message> {
         match msg {
-            Message::TreeHashes(m) => self.on_hashes(ks, m),
-            Message::TreeItems(m) => self.on_items(ks, m),
-            Message::TreeEntries(m) => self.on_entries(ks, m, now),
+            Message::TreeHashes(m) => self.on_hashes(s, m),
+            Message::TreeItems(m) if m.tree == TREE_NODES => self.on_node_items(s, m),
+            Message::TreeItems(m) => self.on_items(s.keyspace, m),
+            Message::TreeEntries(m) => self.on_entries(s.keyspace, m, now),
+            Message::StateDeltas(m) => self.on_deltas(s.nodes, m),
             _ => None,
         }
     }
 
-    fn on_hashes(&mut self, ks: &Keyspace, m: &TreeHashes) -> Option<Message> {
+    fn on_hashes(&mut self, s: &Stores<'_>, m: &TreeHashes) -> Option<Message> {
         if m.ranges.is_empty() {
             return None;
         }
-        let leaf = m.depth.min(ks.tree().depth());
+        let t = s.tree(m.tree)?;
+        let leaf = m.depth.min(t.depth());
         if m.level > leaf {
             // A peer that descended past our tree: nothing sensible to compare.
             return None;
@@ -98,14 +167,14 @@ impl Exchange {
         let differing: Vec<u32> = m
             .ranges
             .iter()
-            .filter(|(i, h)| ks.tree().hash(m.level, *i) != Some(*h))
+            .filter(|(i, h)| t.hash(m.level, *i) != Some(*h))
             .map(|(i, _)| *i)
             .collect();
         if differing.is_empty() {
             return Some(Message::TreeHashes(TreeHashes {
                 id: self.id,
                 tree: m.tree,
-                depth: ks.tree().depth(),
+                depth: t.depth(),
                 level: m.level,
                 ranges: Vec::new(),
             }));
@@ -115,27 +184,146 @@ impl Exchange {
             let ranges = differing
                 .iter()
                 .flat_map(|&p| (0..FANOUT as u32).map(move |c| p * FANOUT as u32 + c))
-                .map(|i| (i, ks.tree().hash(level, i).unwrap_or(0)))
+                .map(|i| (i, t.hash(level, i).unwrap_or(0)))
                 .collect();
             return Some(Message::TreeHashes(TreeHashes {
                 id: self.id,
                 tree: m.tree,
-                depth: ks.tree().depth(),
+                depth: t.depth(),
                 level,
                 ranges,
             }));
         }
-        let items = differing
-            .iter()
-            .flat_map(|&r| ks.items_in(m.level, r))
-            .collect();
+        let (mut items, mut held) = (Vec::new(), Vec::new());
+        for &r in &differing {
+            let (i, h) = s.items(m.tree, m.level, r);
+            items.extend(i);
+            held.extend(h);
+        }
         Some(Message::TreeItems(TreeItems {
             id: self.id,
             tree: m.tree,
             level: m.level,
             ranges: differing,
             items,
+            held,
         }))
+    }
+
+    fn on_node_items(&mut self, s: &Stores<'_>, m: &TreeItems) -> Option<Message> {
+        let theirs: BTreeMap<u64, (u64, Held)> = m
+            .items
+            .iter()
+            .zip(m.held.iter())
+            .map(|(&(k, h), &held)| (k, (h, held)))
+            .collect();
+        let mut mine: BTreeMap<u64, (u64, Held, Name)> = BTreeMap::new();
+        for &r in &m.ranges {
+            for (k, h, held, name) in s.nodes.items_in(m.level, r) {
+                mine.insert(k, (h, held, name));
+            }
+        }
+        let mut deltas = Vec::new();
+        if self.mode.sends(self.initiator) {
+            for (k, (h, _, name)) in &mine {
+                let their = theirs.get(k);
+                if their.map(|t| t.0) != Some(*h) {
+                    let held = their.map(|t| t.1).unwrap_or_default();
+                    deltas.push((name.clone(), held));
+                }
+            }
+        }
+        let deltas = self.fill(s.nodes, deltas);
+        let want: Vec<(u64, Held)> = if self.mode.sends(!self.initiator) {
+            theirs
+                .iter()
+                .filter(|(k, (h, _))| mine.get(k).map(|m| m.0) != Some(*h))
+                .map(|(k, _)| (*k, mine.get(k).map(|m| m.1).unwrap_or_default()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if deltas.is_empty() && want.is_empty() {
+            return None;
+        }
+        Some(Message::StateDeltas(StateDeltas {
+            id: self.id,
+            deltas,
+            want,
+        }))
+    }
+
+    fn on_deltas(&mut self, nodes: &mut NodeStates, m: &StateDeltas) -> Option<Message> {
+        for d in &m.deltas {
+            nodes.apply(d);
+        }
+        let asked: Vec<_> = m
+            .want
+            .iter()
+            .flat_map(|(k, held)| nodes.names_by_hash(*k).into_iter().map(move |n| (n, *held)))
+            .collect();
+        let deltas = self.fill(nodes, asked);
+        if deltas.is_empty() {
+            return None;
+        }
+        Some(Message::StateDeltas(StateDeltas {
+            id: self.id,
+            deltas,
+            want: Vec::new(),
+        }))
+    }
+
+    /// The deltas for peers holding what `wanted` says, most-behind first, within the
+    /// byte budget (a node's delta cut short keeps its versions gap-free).
+    fn fill(&self, nodes: &NodeStates, wanted: Vec<(Name, Held)>) -> Vec<Delta> {
+        let mut candidates: Vec<(u64, Delta)> = wanted
+            .into_iter()
+            .filter_map(|(name, held)| {
+                let state = nodes.get(&name)?;
+                let lag = if held.generation < state.generation {
+                    u64::MAX
+                } else {
+                    state.max_version.saturating_sub(held.max_version)
+                };
+                let d = state.delta_for(&name, held, usize::MAX)?;
+                Some((lag, d))
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.node.cmp(&b.1.node)));
+        let mut left = self.budget;
+        let mut out = Vec::new();
+        for (_, mut d) in candidates {
+            let header = d.node.as_bytes().len() + 48;
+            if left < header {
+                break;
+            }
+            left -= header;
+            if !d.reset {
+                let mut keep = 0;
+                for (k, v) in &d.entries {
+                    let c = entry_cost(k, &v.value);
+                    if c > left {
+                        break;
+                    }
+                    left -= c;
+                    keep += 1;
+                }
+                if keep < d.entries.len() {
+                    d.entries.truncate(keep);
+                    // Versions advance only as far as the entries sent (none fit: not at all;
+                    // the heartbeat still does).
+                    d.max_version = d.entries.last().map_or(0, |(_, v)| v.version);
+                }
+            } else {
+                let all: usize = d.entries.iter().map(|(k, v)| entry_cost(k, &v.value)).sum();
+                left = left.saturating_sub(all);
+            }
+            out.push(d);
+            if left == 0 {
+                break;
+            }
+        }
+        out
     }
 
     fn on_items(&mut self, ks: &Keyspace, m: &TreeItems) -> Option<Message> {
@@ -240,6 +428,87 @@ mod tests {
                 }
                 None => return sent,
             }
+        }
+    }
+
+    /// Runs a per-node state exchange from `a` to `b` with a byte budget; returns messages.
+    fn run_nodes(a: &mut NodeStates, b: &mut NodeStates, mode: Mode, budget: usize) -> usize {
+        let (mut ea, mut eb) = (Exchange::new(1, true, mode), Exchange::new(1, false, mode));
+        ea.budget = budget;
+        eb.budget = budget;
+        let (mut ka, mut kb) = (Keyspace::new(u64::MAX), Keyspace::new(u64::MAX));
+        let mut msg = open_nodes(a, 1);
+        let mut sent = 1;
+        let mut at_b = true;
+        loop {
+            let reply = if at_b {
+                let mut st = Stores {
+                    keyspace: &mut kb,
+                    nodes: b,
+                };
+                eb.step_stores(&mut st, &msg, 0)
+            } else {
+                let mut st = Stores {
+                    keyspace: &mut ka,
+                    nodes: a,
+                };
+                ea.step_stores(&mut st, &msg, 0)
+            };
+            match reply {
+                Some(m) => {
+                    msg = m;
+                    sent += 1;
+                    at_b = !at_b;
+                }
+                None => return sent,
+            }
+        }
+    }
+
+    fn cluster_states(n: u32) -> NodeStates {
+        let mut s = NodeStates::new();
+        for i in 0..n {
+            let name = Name::new(&format!("node-{i}")).unwrap();
+            s.update(&name, |st| {
+                st.set(
+                    "addr",
+                    format!("10.0.{}.{}", i / 256, i % 256).into_bytes(),
+                    None,
+                    0,
+                )
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn node_states_reconcile_both_ways_and_only_what_differs() {
+        let (mut a, mut b) = (cluster_states(2000), cluster_states(2000));
+        assert_eq!(run_nodes(&mut a, &mut b, Mode::PushPull, 1 << 20), 2);
+        let x = Name::new("node-5").unwrap();
+        let y = Name::new("node-6").unwrap();
+        a.update(&x, |s| s.set("load", b"0.5".to_vec(), None, 0));
+        b.update(&y, |s| s.beat());
+        b.update(&y, |s| s.set("load", b"0.9".to_vec(), None, 0));
+        run_nodes(&mut a, &mut b, Mode::PushPull, 1 << 20);
+        assert_eq!(a.tree().root(), b.tree().root());
+        assert_eq!(b.get(&x).unwrap().get("load", 0), Some(&b"0.5"[..]));
+        assert_eq!(a.get(&y).unwrap().heartbeat, 1);
+    }
+
+    #[test]
+    fn a_small_budget_only_slows_convergence() {
+        let mut a = cluster_states(300);
+        let mut b = NodeStates::new();
+        let mut rounds = 0;
+        while a.tree().root() != b.tree().root() {
+            run_nodes(&mut a, &mut b, Mode::Push, 2_000);
+            rounds += 1;
+            assert!(rounds < 100, "no progress");
+        }
+        assert!(rounds > 3, "the budget limited each exchange: {rounds}");
+        for (name, s) in a.iter() {
+            assert_eq!(b.get(name), Some(s));
         }
     }
 

@@ -51,6 +51,8 @@ pub enum MessageType {
     TreeItems = 14,
     /// Tree anti-entropy: entries sent, and the keys of entries wanted.
     TreeEntries = 15,
+    /// Tree anti-entropy of per-node state: deltas sent, and the nodes wanted.
+    StateDeltas = 16,
 }
 
 impl MessageType {
@@ -73,6 +75,7 @@ impl MessageType {
             13 => TreeHashes,
             14 => TreeItems,
             15 => TreeEntries,
+            16 => StateDeltas,
             _ => return None,
         })
     }
@@ -96,6 +99,7 @@ impl MessageType {
             TreeHashes => "tree_hashes",
             TreeItems => "tree_items",
             TreeEntries => "tree_entries",
+            StateDeltas => "state_deltas",
         }
     }
 }
@@ -288,10 +292,18 @@ pub enum Message {
     TreeItems(TreeItems),
     /// See [`TreeEntries`].
     TreeEntries(TreeEntries),
+    /// See [`StateDeltas`].
+    StateDeltas(StateDeltas),
 }
 
-/// Which replicated store a tree exchange is about.
+/// Which replicated store a tree exchange is about: the shared keyspace.
 pub const TREE_KEYSPACE: u8 = 0;
+/// Which replicated store a tree exchange is about: the per-node states.
+pub const TREE_NODES: u8 = 1;
+/// The most keys one delta may carry.
+pub const MAX_DELTA_ENTRIES: usize = 1 << 16;
+/// The longest per-node key, in bytes.
+pub const MAX_STATE_KEY_LEN: usize = 256;
 
 /// The most ranges one tree message may name (every child of 4,096 differing ranges).
 pub const MAX_TREE_RANGES: usize = 65_536;
@@ -330,6 +342,21 @@ pub struct TreeItems {
     pub ranges: Vec<u32>,
     /// (key hash, item hash), sorted by key hash.
     pub items: Vec<(u64, u64)>,
+    /// For per-node state, what the sender holds of each item's node, parallel to `items`
+    /// (empty for the keyspace).
+    pub held: Vec<crate::state::endpoint::Held>,
+}
+
+/// Tree anti-entropy of per-node state: deltas for the receiver, and the nodes the sender
+/// wants, each with what it holds of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDeltas {
+    /// The exchange.
+    pub id: u32,
+    /// Deltas, most-behind first.
+    pub deltas: Vec<crate::state::endpoint::Delta>,
+    /// (node hash, what the sender holds of it).
+    pub want: Vec<(u64, crate::state::endpoint::Held)>,
 }
 
 /// Tree anti-entropy, the data: entries for the receiver to merge, and the key hashes of
@@ -344,6 +371,86 @@ pub struct TreeEntries {
     pub entries: Vec<(Vec<u8>, crate::state::keyspace::Value)>,
     /// Key hashes wanted.
     pub want: Vec<u64>,
+}
+
+fn write_held(w: &mut Writer, h: &crate::state::endpoint::Held) {
+    w.u64(h.generation);
+    w.u64(h.max_version);
+    w.u64(h.heartbeat);
+}
+
+fn read_held(r: &mut Reader<'_>) -> Result<crate::state::endpoint::Held, DecodeError> {
+    Ok(crate::state::endpoint::Held {
+        generation: r.u64("held generation")?,
+        max_version: r.u64("held version")?,
+        heartbeat: r.u64("held heartbeat")?,
+    })
+}
+
+fn write_delta(w: &mut Writer, d: &crate::state::endpoint::Delta) {
+    w.lp(d.node.as_bytes());
+    w.u64(d.generation);
+    w.u64(d.heartbeat);
+    w.u8(u8::from(d.reset));
+    w.u64(d.gc_version);
+    w.u64(d.max_version);
+    w.varint(d.entries.len() as u32);
+    for (k, v) in &d.entries {
+        w.lp(k.as_bytes());
+        w.lp(&v.value);
+        w.u64(v.version);
+        w.u8(u8::from(v.tombstone));
+        match v.expires_at {
+            Some(t) => {
+                w.u8(1);
+                w.u64(t);
+            }
+            None => w.u8(0),
+        }
+        w.u64(v.since);
+    }
+}
+
+fn read_delta(r: &mut Reader<'_>) -> Result<crate::state::endpoint::Delta, DecodeError> {
+    let node = read_name(r, "delta node")?;
+    let generation = r.u64("delta generation")?;
+    let heartbeat = r.u64("delta heartbeat")?;
+    let reset = r.u8("delta reset flag")? != 0;
+    let gc_version = r.u64("delta gc version")?;
+    let max_version = r.u64("delta version")?;
+    let n = r.count("delta entries", MAX_DELTA_ENTRIES, 20)?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = r.str("state key", MAX_STATE_KEY_LEN)?.to_string();
+        let len = r.len("state value", super::value::MAX_VALUE_LEN)?;
+        let value = r.bytes(len, "state value")?.to_vec();
+        let version = r.u64("state version")?;
+        let tombstone = r.u8("tombstone flag")? != 0;
+        let expires_at = match r.u8("expiry flag")? {
+            0 => None,
+            _ => Some(r.u64("expiry")?),
+        };
+        let since = r.u64("tombstone time")?;
+        entries.push((
+            key,
+            crate::state::endpoint::Versioned {
+                value,
+                version,
+                tombstone,
+                expires_at,
+                since,
+            },
+        ));
+    }
+    Ok(crate::state::endpoint::Delta {
+        node,
+        generation,
+        heartbeat,
+        reset,
+        gc_version,
+        max_version,
+        entries,
+    })
 }
 
 pub(crate) fn read_name(r: &mut Reader<'_>, what: &'static str) -> Result<Name, DecodeError> {
@@ -462,6 +569,7 @@ impl Message {
             Message::TreeHashes(_) => MessageType::TreeHashes,
             Message::TreeItems(_) => MessageType::TreeItems,
             Message::TreeEntries(_) => MessageType::TreeEntries,
+            Message::StateDeltas(_) => MessageType::StateDeltas,
         }
     }
 
@@ -592,6 +700,22 @@ impl Message {
                 for (k, h) in &m.items {
                     w.u64(*k);
                     w.u64(*h);
+                }
+                w.varint(m.held.len() as u32);
+                for h in &m.held {
+                    write_held(w, h);
+                }
+            }
+            Message::StateDeltas(m) => {
+                w.varint(m.id);
+                w.varint(m.deltas.len() as u32);
+                for d in &m.deltas {
+                    write_delta(w, d);
+                }
+                w.varint(m.want.len() as u32);
+                for (k, h) in &m.want {
+                    w.u64(*k);
+                    write_held(w, h);
                 }
             }
             Message::TreeEntries(m) => {
@@ -745,12 +869,23 @@ impl Message {
                 for _ in 0..n {
                     items.push((r.u64("item key hash")?, r.u64("item hash")?));
                 }
+                let held = if r.is_empty() {
+                    Vec::new()
+                } else {
+                    let n = r.count("held versions", MAX_TREE_ITEMS, 24)?;
+                    let mut held = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        held.push(read_held(r)?);
+                    }
+                    held
+                };
                 Message::TreeItems(TreeItems {
                     id,
                     tree,
                     level,
                     ranges,
                     items,
+                    held,
                 })
             }
             MessageType::TreeEntries => {
@@ -772,6 +907,20 @@ impl Message {
                     entries,
                     want,
                 })
+            }
+            MessageType::StateDeltas => {
+                let id = r.varint("state id")?;
+                let n = r.count("deltas", MAX_TREE_ENTRIES, 30)?;
+                let mut deltas = Vec::with_capacity(n);
+                for _ in 0..n {
+                    deltas.push(read_delta(r)?);
+                }
+                let n = r.count("wanted nodes", MAX_TREE_ITEMS, 32)?;
+                let mut want = Vec::with_capacity(n);
+                for _ in 0..n {
+                    want.push((r.u64("wanted node")?, read_held(r)?));
+                }
+                Message::StateDeltas(StateDeltas { id, deltas, want })
             }
         })
     }
