@@ -9,6 +9,7 @@ use grapevine_core::ProbeSelection;
 use grapevine_sim::scenario::merkle::{self, MerkleParams};
 use grapevine_sim::scenario::rumor::{self, RumorParams, Variant};
 use grapevine_sim::scenario::spread::{self, SpreadParams};
+use grapevine_sim::scenario::state::{self, StateParams};
 use grapevine_sim::scenario::swim::{self, SwimParams};
 
 // The simulator grows tens of millions of records and churns large, growing buffers (sync
@@ -44,6 +45,57 @@ enum SimScenario {
     Rumor(RumorArgs),
     /// Merkle-tree anti-entropy between two replicas of a shared keyspace: bytes and round trips.
     Merkle(MerkleArgs),
+    /// The real protocol spreading per-node state and shared keys: rounds, bytes, lost writes.
+    State(StateArgs),
+}
+
+#[derive(clap::Args)]
+struct StateArgs {
+    /// Cluster size.
+    #[arg(long, default_value_t = 1000)]
+    nodes: u32,
+    /// Members each node exchanges state with per round.
+    #[arg(long, default_value_t = 3)]
+    fanout: usize,
+    /// Which way state flows: push, pull or push-pull.
+    #[arg(long, default_value = "push-pull")]
+    mode: String,
+    /// Writes made, each to the writer's own state and to a shared key.
+    #[arg(long, default_value_t = 1)]
+    writes: u32,
+    /// Distinct shared keys the writes contend for.
+    #[arg(long, default_value_t = 4)]
+    shared_keys: u32,
+    /// Datagram loss probability, 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Round (from the writes) at which the cluster splits into halves.
+    #[arg(long)]
+    partition_at: Option<u32>,
+    /// Round at which the halves can talk again.
+    #[arg(long, requires = "partition_at")]
+    heal_at: Option<u32>,
+    /// Rounds to run at most.
+    #[arg(long, default_value_t = 60)]
+    rounds: u32,
+    /// RNG seed; the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Omit wall-clock time from the report, so two runs print identical output.
+    #[arg(long)]
+    no_wall_clock: bool,
+}
+
+fn flow_mode(s: &str) -> Result<FlowMode> {
+    match s {
+        "push" => Ok(FlowMode::Push),
+        "pull" => Ok(FlowMode::Pull),
+        "push-pull" => Ok(FlowMode::PushPull),
+        other => Err(anyhow!("unknown mode {other:?}: push, pull or push-pull")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -278,6 +330,23 @@ fn main() -> Result<()> {
                     no_wall_clock: a.no_wall_clock,
                 };
                 let report = merkle::run(&params).map_err(|e| anyhow!(e))?;
+                print_report(&report, a.json)
+            }
+            SimScenario::State(a) => {
+                let params = StateParams {
+                    nodes: a.nodes,
+                    fanout: a.fanout,
+                    mode: flow_mode(&a.mode)?,
+                    writes: a.writes,
+                    shared_keys: a.shared_keys,
+                    loss: a.loss,
+                    partition_at: a.partition_at,
+                    heal_at: a.heal_at,
+                    rounds: a.rounds,
+                    seed: a.seed,
+                    no_wall_clock: a.no_wall_clock,
+                };
+                let report = state::run(&params).map_err(|e| anyhow!(e))?;
                 print_report(&report, a.json)
             }
         },

@@ -16,6 +16,9 @@ use crate::member::{Member, State};
 use crate::membership::{Membership, Record};
 use crate::name::Name;
 use crate::probe::{Phase, Probe, ProbeOrder, Relay};
+use crate::replication::{Replication, ReplicationStats};
+use crate::state::endpoint::NodeState;
+use crate::state::keyspace::{Applied, Keyspace, Policy, Value};
 use crate::stats::{DropReason, Stats};
 use crate::suspicion::Suspicion;
 use crate::time::Time;
@@ -54,6 +57,12 @@ pub enum CommandError {
     /// The node has left.
     #[error("the node has left the cluster")]
     Left,
+    /// A key over the wire limit.
+    #[error("key is {0} bytes, over the limit")]
+    KeyTooLong(usize),
+    /// A value over the wire limit.
+    #[error("value is {0} bytes, over the limit")]
+    ValueTooLong(usize),
 }
 
 /// Where a claim about a member came from.
@@ -110,6 +119,8 @@ pub struct Node {
     /// Exchanges still to run at the catch-up interval: reset by a divergent exchange, so a
     /// node keeps checking until several random peers in a row agree with it.
     catch_up: u32,
+    /// Per-node state, the shared keyspace and their exchanges.
+    replication: Replication,
 }
 
 impl Node {
@@ -147,6 +158,7 @@ impl Node {
             1
         });
         let broadcasts = BroadcastQueue::new(config.max_broadcasts);
+        let name_for_state = name.clone();
         Ok(Node {
             me: NodeAddr { name, addr },
             me_idx,
@@ -173,6 +185,7 @@ impl Node {
             synced: false,
             rx_version: PROTOCOL_VERSION,
             catch_up: 0,
+            replication: Replication::new(&config, name_for_state, seed, now),
             config,
         })
     }
@@ -349,7 +362,11 @@ impl Node {
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Time {
         let t = &self.timers;
-        let mut next = t.probe.min(t.push_pull).min(t.reconnect);
+        let mut next = t
+            .probe
+            .min(t.push_pull)
+            .min(t.reconnect)
+            .min(self.replication.deadline(&self.config));
         // The gossip tick only matters when there is something to gossip; an idle node is not
         // woken five times a second for nothing. A rumour queued after a quiet spell goes out
         // at once, then at the gossip interval.
@@ -443,11 +460,18 @@ impl Node {
             Message::SyncBuckets(m) => self.on_sync_buckets(now, m),
             Message::SyncPush(m) => self.on_sync_push(now, m),
             Message::SyncPull(m) => self.on_sync_pull(now, m),
-            // The node does not replicate a keyspace yet: tree exchanges are not for it.
             Message::TreeHashes(_)
             | Message::TreeItems(_)
             | Message::TreeEntries(_)
-            | Message::StateDeltas(_) => self.stats.drop(DropReason::Unexpected),
+            | Message::StateDeltas(_)
+                if !reliable =>
+            {
+                self.stats.drop(DropReason::WrongChannel)
+            }
+            m @ (Message::TreeHashes(_)
+            | Message::TreeItems(_)
+            | Message::TreeEntries(_)
+            | Message::StateDeltas(_)) => self.on_state_message(now, from, &m),
         }
     }
 
@@ -469,6 +493,7 @@ impl Node {
         if now >= self.timers.reconnect {
             self.reconnect_tick(now);
         }
+        self.state_round(now);
     }
 
     // ----- sending ----------------------------------------------------------------------
@@ -1394,6 +1419,147 @@ impl Node {
                 ),
             }
         }
+    }
+}
+
+impl Node {
+    // ----- replicated state -------------------------------------------------------------
+
+    /// Sets the hybrid clock's offset: protocol time plus `offset_micros` is wall-clock time
+    /// in microseconds since the UNIX epoch (the simulator leaves it at zero).
+    pub fn set_wall_clock(&mut self, offset_micros: u64) {
+        self.replication.set_wall_offset(offset_micros);
+    }
+
+    /// Sets this node's state generation: bump it at every start (a higher one replaces the
+    /// state others hold for this node).
+    pub fn set_generation(&mut self, generation: u64) {
+        self.replication.set_generation(generation);
+    }
+
+    /// Sets a key of this node's own state, expiring after `ttl` if given; returns its
+    /// version.
+    pub fn set_state(
+        &mut self,
+        now: Time,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<u64, CommandError> {
+        if key.len() > wire::MAX_STATE_KEY_LEN {
+            return Err(CommandError::KeyTooLong(key.len()));
+        }
+        if value.len() > wire::MAX_VALUE_LEN {
+            return Err(CommandError::ValueTooLong(value.len()));
+        }
+        let ttl = ttl.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Ok(self.replication.set_own(key, value, ttl, now))
+    }
+
+    /// Deletes a key of this node's own state; returns the tombstone's version.
+    pub fn delete_state(&mut self, now: Time, key: &str) -> Option<u64> {
+        self.replication.delete_own(key, now)
+    }
+
+    /// The state held for member `name` (this node's own included).
+    pub fn node_state(&self, name: &Name) -> Option<&NodeState> {
+        self.replication.nodes.get(name)
+    }
+
+    /// The value of `key` in `name`'s state, unless deleted or expired.
+    pub fn state_value(&self, now: Time, name: &Name, key: &str) -> Option<&[u8]> {
+        let phys = self.replication.physical(now);
+        self.replication.nodes.get(name)?.get(key, phys)
+    }
+
+    /// Writes a shared key last-write-wins (`None` deletes it), expiring after `ttl`.
+    pub fn put_shared(
+        &mut self,
+        now: Time,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), CommandError> {
+        if key.len() > wire::MAX_KEY_LEN {
+            return Err(CommandError::KeyTooLong(key.len()));
+        }
+        if value
+            .as_ref()
+            .is_some_and(|v| v.len() > wire::MAX_VALUE_LEN)
+        {
+            return Err(CommandError::ValueTooLong(value.map_or(0, |v| v.len())));
+        }
+        let ttl = ttl.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.replication.put_shared(key, value, ttl, now);
+        Ok(())
+    }
+
+    /// Merges `value` into a shared key: how CRDT operations are written (build the new
+    /// state from [`Node::shared`] and merge it in).
+    pub fn merge_shared(&mut self, now: Time, key: &[u8], value: &Value) -> Applied {
+        self.replication.merge_shared(key, value, now)
+    }
+
+    /// Resolves shared keys starting with `prefix` by `policy`.
+    pub fn set_policy(&mut self, prefix: &[u8], policy: Policy) {
+        self.replication.set_policy(prefix, policy);
+    }
+
+    /// The root hash of the per-node states held here: equal on two nodes iff (barring
+    /// collisions) they hold the same copies.
+    pub fn node_states_root(&self) -> u64 {
+        self.replication.nodes.tree().root()
+    }
+
+    /// The shared keyspace as held here.
+    pub fn shared(&self) -> &Keyspace {
+        &self.replication.keyspace
+    }
+
+    /// The hybrid-clock physical time at `now`, as keyspace reads take it.
+    pub fn physical_time(&self, now: Time) -> u64 {
+        self.replication.physical(now)
+    }
+
+    /// Replication counters.
+    pub fn replication_stats(&self) -> &ReplicationStats {
+        &self.replication.stats
+    }
+
+    /// A round of state exchanges, if due and this node holds any state.
+    fn state_round(&mut self, now: Time) {
+        if !self.replication.round_due(&self.config, now) {
+            self.replication.skip_round(&self.config, now);
+            return;
+        }
+        let want = self.config.state_fanout + 8;
+        let candidates: Vec<SocketAddr> = self
+            .random_members(want, None, |_, r| r.state.is_live())
+            .into_iter()
+            .map(|i| self.members.addr_of(self.members.get(i)))
+            .collect();
+        let opening = self.replication.tick(&self.config, now, &candidates);
+        for (dst, msg) in opening {
+            self.send_state(now, dst, &msg);
+        }
+    }
+
+    fn on_state_message(&mut self, now: Time, from: SocketAddr, msg: &Message) {
+        if let Some(reply) = self.replication.on_message(&self.config, now, from, msg) {
+            self.send_state(now, from, &reply);
+        }
+    }
+
+    fn send_state(&mut self, now: Time, dst: SocketAddr, msg: &Message) {
+        self.stats.sent(msg.kind());
+        let payload = wire::encode_packet(
+            self.rx_version,
+            &self.config.label,
+            std::slice::from_ref(msg),
+        );
+        self.stats.state_bytes_out += payload.len() as u64;
+        self.replication.spent(&self.config, payload.len(), now);
+        self.emit(dst, true, payload);
     }
 }
 

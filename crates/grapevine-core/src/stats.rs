@@ -113,6 +113,8 @@ pub struct Stats {
     pub syncs_divergent: u64,
     /// Member entries received in anti-entropy exchanges.
     pub sync_entries_in: u64,
+    /// Bytes of replicated-state exchanges sent (per-node state and shared keyspace).
+    pub state_bytes_out: u64,
     /// Sum of probe round-trip times in microseconds (direct acks), and their count.
     pub rtt_micros_sum: u64,
     /// Number of round trips summed in `rtt_micros_sum`.

@@ -7,6 +7,7 @@ pub(crate) mod value;
 
 pub(crate) use codec::Writer;
 pub use message::*;
+pub use value::{MAX_KEY_LEN, MAX_VALUE_LEN};
 
 use bytes::Bytes;
 use codec::Reader;

@@ -3,4 +3,5 @@
 pub mod merkle;
 pub mod rumor;
 pub mod spread;
+pub mod state;
 pub mod swim;

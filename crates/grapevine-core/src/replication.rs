@@ -1,0 +1,318 @@
+//! State replication for one node: its own per-node state, its copies of everyone else's,
+//! the shared keyspace, and the rounds of tree exchanges that keep them in step.
+//!
+//! Every `state_interval` the node opens two exchanges (per-node states, shared keyspace)
+//! with each of `state_fanout` members; each starts with a root comparison, so in steady
+//! state a round costs a few dozen bytes per partner whatever the cluster or keyspace
+//! size. Exchange ids opened here are below 2^31; answers from the responder carry the id
+//! with the top bit set, so each side tells its own exchanges from the peer's.
+
+use crate::config::Config;
+use crate::name::Name;
+use crate::state::hlc::Hlc;
+use crate::state::keyspace::{Applied, Keyspace, Policy, Value};
+use crate::state::nodes::NodeStates;
+use crate::state::reconcile::{self, Exchange, Stores};
+use crate::time::Time;
+use crate::wire::Message;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Marks an exchange id as the responder's.
+const RESPONDER: u32 = 1 << 31;
+
+/// Counters of the replication.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicationStats {
+    /// Exchanges opened by this node.
+    pub exchanges: u64,
+    /// Exchanges that found something to move.
+    pub exchanges_divergent: u64,
+    /// Rounds skipped because the bandwidth budget was spent.
+    pub rounds_throttled: u64,
+    /// Remote timestamps refused as too far ahead.
+    pub clock_refusals: u64,
+    /// Tombstones collected.
+    pub collected: u64,
+}
+
+/// One node's replicated state and its exchanges.
+pub(crate) struct Replication {
+    me: Name,
+    generation: u64,
+    /// Added to protocol time to get hybrid physical time.
+    wall_offset: u64,
+    pub hlc: Hlc,
+    pub nodes: NodeStates,
+    pub keyspace: Keyspace,
+    next_id: u32,
+    open: HashMap<(SocketAddr, u32), (Exchange, Time, bool)>,
+    last_exchange: HashMap<SocketAddr, Time>,
+    next_round: Time,
+    rng: Xoshiro256PlusPlus,
+    tokens: f64,
+    tokens_at: Time,
+    pub stats: ReplicationStats,
+}
+
+impl Replication {
+    /// Replication for `me`, its own RNG seeded from `seed` (so membership's random draws
+    /// are the same with or without state). Rounds start at a point of the first interval
+    /// fixed by the name, so nodes started together do not exchange in lockstep.
+    pub fn new(config: &Config, me: Name, seed: u64, now: Time) -> Self {
+        let phase = (me.hash64() >> 11) as f64 / (1u64 << 53) as f64;
+        let first_round = now + config.state_interval.mul_f64(phase);
+        Replication {
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x57a7_e5ee_d000_0001),
+            me,
+            generation: 1,
+            wall_offset: 0,
+            hlc: Hlc::new(config.max_clock_drift),
+            nodes: NodeStates::new(),
+            keyspace: Keyspace::new(
+                u64::try_from(config.tombstone_grace.as_micros()).unwrap_or(u64::MAX),
+            ),
+            next_id: 0,
+            open: HashMap::new(),
+            last_exchange: HashMap::new(),
+            next_round: first_round,
+            tokens: 0.0,
+            tokens_at: now,
+            stats: ReplicationStats::default(),
+        }
+    }
+
+    /// Hybrid physical time at protocol time `now`.
+    pub fn physical(&self, now: Time) -> u64 {
+        now.as_micros().saturating_add(self.wall_offset)
+    }
+
+    pub fn set_wall_offset(&mut self, offset: u64) {
+        self.wall_offset = offset;
+    }
+
+    pub fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
+        let me = self.me.clone();
+        if self.nodes.get(&me).is_some() {
+            self.nodes.update(&me, |s| {
+                if s.generation < generation {
+                    *s = crate::state::endpoint::NodeState {
+                        generation,
+                        ..Default::default()
+                    };
+                }
+            });
+        }
+    }
+
+    /// Sets a key of this node's own state; `ttl` in microseconds.
+    pub fn set_own(&mut self, key: &str, value: Vec<u8>, ttl: Option<u64>, now: Time) -> u64 {
+        let at = self.physical(now);
+        let generation = self.generation;
+        let me = self.me.clone();
+        self.nodes.update(&me, |s| {
+            s.generation = s.generation.max(generation);
+            s.set(key, value, ttl.map(|t| at.saturating_add(t)), at)
+        })
+    }
+
+    /// Deletes a key of this node's own state.
+    pub fn delete_own(&mut self, key: &str, now: Time) -> Option<u64> {
+        let at = self.physical(now);
+        let me = self.me.clone();
+        self.nodes.get(&me)?;
+        self.nodes.update(&me, |s| s.delete(key, at))
+    }
+
+    /// A last-write-wins write (or delete, with `None`) of a shared key by this node.
+    pub fn put_shared(&mut self, key: &[u8], value: Option<Vec<u8>>, ttl: Option<u64>, now: Time) {
+        let phys = self.physical(now);
+        let at = self.hlc.now(phys);
+        let v =
+            crate::state::keyspace::lww(at, &self.me, value, ttl.map(|t| phys.saturating_add(t)));
+        self.keyspace.apply(key, &v, phys);
+    }
+
+    /// Merges a value into a shared key (a CRDT operation's result, say).
+    pub fn merge_shared(&mut self, key: &[u8], value: &Value, now: Time) -> Applied {
+        let phys = self.physical(now);
+        self.keyspace.apply(key, value, phys)
+    }
+
+    pub fn set_policy(&mut self, prefix: &[u8], policy: Policy) {
+        self.keyspace.set_policy(prefix, policy);
+    }
+
+    /// Whether this node opens exchanges: when it holds anything, or always in pull mode
+    /// (where a node holding nothing is the one that must ask). Otherwise nodes holding
+    /// state reach it, so a cluster that does not use replicated state pays nothing for it.
+    fn active(&self, config: &Config) -> bool {
+        !self.nodes.is_empty()
+            || !self.keyspace.is_empty()
+            || config.state_mode == crate::state::reconcile::Mode::Pull
+    }
+
+    /// When `tick` must next run: never while the node is not active.
+    pub fn deadline(&self, config: &Config) -> Time {
+        if self.active(config) {
+            self.next_round
+        } else {
+            Time::MAX
+        }
+    }
+
+    /// Whether a round is due at `now`.
+    pub fn round_due(&self, config: &Config, now: Time) -> bool {
+        now >= self.next_round && self.active(config)
+    }
+
+    /// Skips a round that is due with nothing to do.
+    pub fn skip_round(&mut self, config: &Config, now: Time) {
+        if now >= self.next_round {
+            self.next_round = now + config.state_interval;
+        }
+    }
+
+    /// Accounts for `bytes` of state sent at `now` against the bandwidth budget.
+    pub fn spent(&mut self, config: &Config, bytes: usize, now: Time) {
+        if let Some(rate) = config.state_bandwidth {
+            self.refill(rate, now);
+            self.tokens -= bytes as f64;
+        }
+    }
+
+    fn refill(&mut self, rate: u64, now: Time) {
+        let dt = now.saturating_since(self.tokens_at).as_secs_f64();
+        self.tokens_at = now;
+        // A burst of at most one second's worth.
+        self.tokens = (self.tokens + dt * rate as f64).min(rate as f64);
+    }
+
+    /// A round, if due: the exchanges to open with partners chosen from `candidates`
+    /// (random live members, more than the fanout so the bias has a choice).
+    pub fn tick(
+        &mut self,
+        config: &Config,
+        now: Time,
+        candidates: &[SocketAddr],
+    ) -> Vec<(SocketAddr, Message)> {
+        if now < self.next_round {
+            return Vec::new();
+        }
+        self.next_round = now + config.state_interval;
+        let timeout = config.sync_timeout;
+        self.open
+            .retain(|_, (_, started, _)| now.saturating_since(*started) < timeout);
+        self.housekeeping(now);
+        if let Some(rate) = config.state_bandwidth {
+            self.refill(rate, now);
+            if self.tokens < 0.0 {
+                self.stats.rounds_throttled += 1;
+                return Vec::new();
+            }
+        }
+        let mut pool: Vec<SocketAddr> = candidates.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..config.state_fanout {
+            if pool.is_empty() {
+                break;
+            }
+            let j = if self.rng.gen::<f64>() < config.state_divergence_bias {
+                // The partner least recently exchanged with (never: first).
+                (0..pool.len())
+                    .min_by_key(|&i| (self.last_exchange.get(&pool[i]).copied(), i))
+                    .unwrap_or(0)
+            } else {
+                self.rng.gen_range(0..pool.len())
+            };
+            let peer = pool.swap_remove(j);
+            self.last_exchange.insert(peer, now);
+            for nodes_tree in [true, false] {
+                self.next_id = (self.next_id + 1) % RESPONDER;
+                let id = self.next_id;
+                let msg = if nodes_tree {
+                    reconcile::open_nodes(&self.nodes, id)
+                } else {
+                    reconcile::open(&self.keyspace, id)
+                };
+                let mut ex = Exchange::new(id, true, config.state_mode);
+                ex.budget = config.state_budget;
+                self.open.insert((peer, id), (ex, now, false));
+                self.stats.exchanges += 1;
+                out.push((peer, msg));
+            }
+        }
+        // Forget partners not seen for long: the map stays bounded by recent partners.
+        let horizon = config.state_interval * 600;
+        self.last_exchange
+            .retain(|_, t| now.saturating_since(*t) < horizon);
+        out
+    }
+
+    /// Expires own keys and collects old tombstones.
+    fn housekeeping(&mut self, now: Time) {
+        let phys = self.physical(now);
+        let me = self.me.clone();
+        if self.nodes.get(&me).is_some() {
+            self.nodes.update(&me, |s| s.expire(phys));
+        }
+        self.stats.collected += self.keyspace.collect(phys) as u64;
+    }
+
+    /// Handles a tree message from `from`; returns the answer, if due.
+    pub fn on_message(
+        &mut self,
+        config: &Config,
+        now: Time,
+        from: SocketAddr,
+        msg: &Message,
+    ) -> Option<Message> {
+        let phys = self.physical(now);
+        if let Message::TreeEntries(m) = msg {
+            for (_, v) in &m.entries {
+                if let Value::Lww(l) = v {
+                    if self.hlc.observe(l.at, phys).is_err() {
+                        self.stats.clock_refusals += 1;
+                    }
+                }
+            }
+        }
+        let id = match msg {
+            Message::TreeHashes(m) => m.id,
+            Message::TreeItems(m) => m.id,
+            Message::TreeEntries(m) => m.id,
+            Message::StateDeltas(m) => m.id,
+            _ => return None,
+        };
+        let mut stores = Stores {
+            keyspace: &mut self.keyspace,
+            nodes: &mut self.nodes,
+        };
+        if id & RESPONDER != 0 {
+            let key = (from, id & !RESPONDER);
+            let (ex, _, moved) = self.open.get_mut(&key)?;
+            if matches!(
+                msg,
+                Message::TreeItems(_) | Message::TreeEntries(_) | Message::StateDeltas(_)
+            ) {
+                *moved = true;
+            }
+            let reply = ex.step_stores(&mut stores, msg, phys);
+            if reply.is_none() {
+                if let Some((_, _, moved)) = self.open.remove(&key) {
+                    if moved {
+                        self.stats.exchanges_divergent += 1;
+                    }
+                }
+            }
+            reply
+        } else {
+            let mut ex = Exchange::new(id | RESPONDER, false, config.state_mode);
+            ex.budget = config.state_budget;
+            ex.step_stores(&mut stores, msg, phys)
+        }
+    }
+}
