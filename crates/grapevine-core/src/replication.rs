@@ -51,6 +51,8 @@ pub(crate) struct Replication {
     open: HashMap<(SocketAddr, u32), (Exchange, Time, bool)>,
     last_exchange: HashMap<SocketAddr, Time>,
     next_round: Time,
+    /// When tombstones in the copies of per-node state are next collected.
+    next_collect: Time,
     rng: Xoshiro256PlusPlus,
     tokens: f64,
     tokens_at: Time,
@@ -78,6 +80,7 @@ impl Replication {
             open: HashMap::new(),
             last_exchange: HashMap::new(),
             next_round: first_round,
+            next_collect: first_round,
             tokens: 0.0,
             tokens_at: now,
             stats: ReplicationStats::default(),
@@ -206,7 +209,7 @@ impl Replication {
         let timeout = config.sync_timeout;
         self.open
             .retain(|_, (_, started, _)| now.saturating_since(*started) < timeout);
-        self.housekeeping(now);
+        self.housekeeping(config, now);
         if let Some(rate) = config.state_bandwidth {
             self.refill(rate, now);
             if self.tokens < 0.0 {
@@ -252,14 +255,21 @@ impl Replication {
         out
     }
 
-    /// Expires own keys and collects old tombstones.
-    fn housekeeping(&mut self, now: Time) {
+    /// Expires own keys (every round) and collects old tombstones and expired values (every
+    /// quarter of the grace period, at most every minute: a scan of everything held).
+    fn housekeeping(&mut self, config: &Config, now: Time) {
         let phys = self.physical(now);
         let me = self.me.clone();
         if self.nodes.get(&me).is_some() {
             self.nodes.update(&me, |s| s.expire(phys));
         }
-        self.stats.collected += self.keyspace.collect(phys) as u64;
+        if now >= self.next_collect {
+            self.stats.collected += self.keyspace.collect(phys) as u64;
+            let every = (config.tombstone_grace / 4).min(std::time::Duration::from_secs(60));
+            self.next_collect = now + every.max(config.state_interval);
+            let grace = u64::try_from(config.tombstone_grace.as_micros()).unwrap_or(u64::MAX);
+            self.stats.collected += self.nodes.collect(phys.saturating_sub(grace)) as u64;
+        }
     }
 
     /// Handles a tree message from `from`; returns the answer, if due.

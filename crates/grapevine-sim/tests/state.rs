@@ -58,3 +58,101 @@ fn push_alone_and_pull_alone_also_converge() {
         assert!(r.rounds_to_converge.is_some(), "{mode:?}: {r:?}");
     }
 }
+
+/// Expired and deleted keys disappear everywhere and stay gone once their tombstones are
+/// collected, even on a node that was cut off during the delete and comes back after the
+/// collection.
+#[test]
+fn expired_and_deleted_keys_never_come_back() {
+    use grapevine_core::{Config, Time};
+    use grapevine_sim::{sim_name, NetConfig, NoObserver, Sim};
+    use std::time::Duration;
+
+    let mut config = Config::lan();
+    config.tombstone_grace = Duration::from_secs(20);
+    let n = 12u32;
+    let mut sim = Sim::new(5, NetConfig::lan());
+    let obs = &mut NoObserver;
+    for _ in 0..n {
+        sim.add_node();
+    }
+    sim.start(0, config.clone(), &[], obs);
+    for i in 1..n {
+        sim.start(i, config.clone(), &[0], obs);
+    }
+    let mut t = Time::ZERO;
+    let mut advance = |sim: &mut Sim, secs: u64| {
+        t = t + Duration::from_secs(secs);
+        sim.run_until(t, &mut NoObserver);
+    };
+    advance(&mut sim, 10);
+    let (owner, cut_off) = (1u32, 7u32);
+    let now = sim.now();
+    let node = sim.node_mut(owner).unwrap();
+    node.set_state(now, "tmp", b"ttl".to_vec(), Some(Duration::from_secs(5)))
+        .unwrap();
+    node.set_state(now, "del", b"doomed".to_vec(), None)
+        .unwrap();
+    node.put_shared(
+        now,
+        b"s/tmp",
+        Some(b"ttl".to_vec()),
+        Some(Duration::from_secs(5)),
+    )
+    .unwrap();
+    node.put_shared(now, b"s/del", Some(b"doomed".to_vec()), None)
+        .unwrap();
+    sim.poke(owner, obs);
+    advance(&mut sim, 8);
+    let owner_name = sim_name(owner);
+    let holds = |sim: &Sim, i: u32, key: &str, shared: &[u8]| {
+        let now = sim.now();
+        let x = sim.node(i).unwrap();
+        (
+            x.state_value(now, &owner_name, key).is_some(),
+            x.shared().get(shared, x.physical_time(now)).is_some(),
+        )
+    };
+    for i in 0..n {
+        assert_eq!(holds(&sim, i, "del", b"s/del"), (true, true), "node {i}");
+        assert_eq!(
+            holds(&sim, i, "tmp", b"s/tmp"),
+            (false, false),
+            "expired on node {i}"
+        );
+    }
+    // Cut a node off, delete, and wait past the grace period: tombstones are collected.
+    sim.topology.isolate(cut_off, true);
+    let now = sim.now();
+    let node = sim.node_mut(owner).unwrap();
+    node.delete_state(now, "del").unwrap();
+    node.put_shared(now, b"s/del", None, None).unwrap();
+    sim.poke(owner, obs);
+    advance(&mut sim, 40);
+    for i in (0..n).filter(|&i| i != cut_off) {
+        let x = sim.node(i).unwrap();
+        assert!(
+            x.shared().raw(b"s/del").is_none(),
+            "tombstone collected on {i}"
+        );
+        assert!(
+            !x.node_state(&owner_name)
+                .unwrap()
+                .entries
+                .contains_key("del"),
+            "per-node tombstone collected on {i}"
+        );
+    }
+    assert_eq!(
+        holds(&sim, cut_off, "del", b"s/del"),
+        (true, true),
+        "the cut-off node still holds them"
+    );
+    // Heal: the cut-off node's old values must not come back; it loses them instead.
+    sim.topology.isolate(cut_off, false);
+    advance(&mut sim, 30);
+    for i in 0..n {
+        assert_eq!(holds(&sim, i, "del", b"s/del"), (false, false), "node {i}");
+        assert_eq!(holds(&sim, i, "tmp", b"s/tmp"), (false, false), "node {i}");
+    }
+}

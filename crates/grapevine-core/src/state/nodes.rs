@@ -95,6 +95,12 @@ impl NodeStates {
         Some(s)
     }
 
+    /// Collects, in every copy, tombstones made before `horizon`; returns how many. What a
+    /// copy holds (generation, version, heartbeat) is unchanged, so the tree is too.
+    pub fn collect(&mut self, horizon: u64) -> usize {
+        self.states.values_mut().map(|s| s.collect(horizon)).sum()
+    }
+
     /// Applies a delta received for `d.node`; returns whether the copy changed.
     pub fn apply(&mut self, d: &Delta) -> bool {
         self.update(&d.node, |s| s.apply(d))
