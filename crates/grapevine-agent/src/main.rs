@@ -5,7 +5,7 @@
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use grapevine_core::state::reconcile::Mode as FlowMode;
-use grapevine_core::ProbeSelection;
+use grapevine_core::{Detector, ProbeSelection};
 use grapevine_sim::scenario::merkle::{self, MerkleParams};
 use grapevine_sim::scenario::rumor::{self, RumorParams, Variant};
 use grapevine_sim::scenario::spread::{self, SpreadParams};
@@ -177,6 +177,13 @@ struct RumorArgs {
 }
 
 #[derive(Copy, Clone, ValueEnum)]
+enum DetectorArg {
+    Swim,
+    Phi,
+    Both,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
 enum Selection {
     RoundRobin,
     Random,
@@ -223,6 +230,9 @@ struct SwimArgs {
     /// How probe targets are chosen.
     #[arg(long, value_enum, default_value = "round-robin")]
     probe_selection: Selection,
+    /// The failure detector: SWIM probing, phi-accrual on heartbeats, or both.
+    #[arg(long, value_enum, default_value = "swim")]
+    detector: DetectorArg,
     /// Protocol profile: lan, wan or local.
     #[arg(long, default_value = "lan")]
     profile: String,
@@ -281,6 +291,11 @@ fn main() -> Result<()> {
                     probe_selection: match a.probe_selection {
                         Selection::RoundRobin => ProbeSelection::RoundRobin,
                         Selection::Random => ProbeSelection::Random,
+                    },
+                    detector: match a.detector {
+                        DetectorArg::Swim => Detector::Swim,
+                        DetectorArg::Phi => Detector::Phi,
+                        DetectorArg::Both => Detector::Both,
                     },
                     profile: a.profile,
                     no_wall_clock: a.no_wall_clock,

@@ -7,6 +7,17 @@
 
 use std::time::Duration;
 
+/// Which failure detector convicts members.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Detector {
+    /// SWIM probing with suspicion (the default).
+    Swim,
+    /// Phi-accrual on heartbeats spread with per-node state (Cassandra's way); no probing.
+    Phi,
+    /// Both: either may raise a suspicion.
+    Both,
+}
+
 /// How the next probe target is chosen.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ProbeSelection {
@@ -110,6 +121,12 @@ pub struct Config {
     pub tombstone_grace: Duration,
     /// Remote hybrid timestamps further ahead of local time than this are refused.
     pub max_clock_drift: Duration,
+    /// Which failure detector convicts members.
+    pub detector: Detector,
+    /// φ above which the phi-accrual detector suspects a member.
+    pub phi_threshold: f64,
+    /// How often a node bumps its heartbeat when the phi-accrual detector is on.
+    pub heartbeat_interval: Duration,
 }
 
 impl Config {
@@ -135,6 +152,10 @@ impl Config {
     /// found sooner without losing the randomness gossip's guarantees rest on. Tombstones are
     /// kept 24 h, as dead members are: a node cut off for longer is forgotten anyway. Clock
     /// drift up to 60 s is tolerated: NTP keeps real clocks far closer.
+    ///
+    /// Failure detection by SWIM probing. With phi-accrual, the threshold is Cassandra's 8
+    /// (a silence of about 18 heartbeat intervals) and the heartbeat beats every second, as
+    /// Cassandra's gossiper does.
     pub fn lan() -> Self {
         Config {
             profile: "lan",
@@ -174,6 +195,9 @@ impl Config {
             state_divergence_bias: 0.5,
             tombstone_grace: Duration::from_secs(24 * 3600),
             max_clock_drift: Duration::from_secs(60),
+            detector: Detector::Swim,
+            phi_threshold: 8.0,
+            heartbeat_interval: Duration::from_secs(1),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod member;
 mod membership;
 pub mod name;
 pub mod node;
+mod phi;
 mod probe;
 mod replication;
 pub mod state;
@@ -31,7 +32,7 @@ mod suspicion;
 pub mod time;
 pub mod wire;
 
-pub use config::{Config, ConfigError, ProbeSelection};
+pub use config::{Config, ConfigError, Detector, ProbeSelection};
 pub use event::Event;
 pub use member::{Member, State};
 pub use name::{Name, NameError};

@@ -8,13 +8,14 @@
 
 use crate::awareness::Awareness;
 use crate::broadcast::BroadcastQueue;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Detector};
 use crate::event::Event;
 use crate::filter::Filter;
 use crate::incarnation;
 use crate::member::{Member, State};
 use crate::membership::{Membership, Record};
 use crate::name::Name;
+use crate::phi::PhiDetector;
 use crate::probe::{Phase, Probe, ProbeOrder, Relay};
 use crate::replication::{Replication, ReplicationStats};
 use crate::state::endpoint::NodeState;
@@ -86,6 +87,8 @@ struct Timers {
     gossip: Time,
     push_pull: Time,
     reconnect: Time,
+    /// The next heartbeat and phi check (phi-accrual detection only).
+    heartbeat: Time,
 }
 
 /// One member's protocol state machine.
@@ -121,6 +124,8 @@ pub struct Node {
     catch_up: u32,
     /// Per-node state, the shared keyspace and their exchanges.
     replication: Replication,
+    /// Heartbeat arrivals, for phi-accrual detection.
+    phi: PhiDetector,
 }
 
 impl Node {
@@ -151,6 +156,11 @@ impl Node {
             gossip: jitter(&mut rng, config.gossip_interval),
             push_pull: now + config.push_pull_interval.mul_f64(0.5 + rng.gen::<f64>()),
             reconnect: jitter(&mut rng, config.reconnect_interval) + config.reconnect_interval,
+            heartbeat: if config.detector == Detector::Swim {
+                Time::MAX
+            } else {
+                now + config.heartbeat_interval
+            },
         };
         let awareness = Awareness::new(if config.lifeguard {
             config.awareness_max_multiplier
@@ -186,6 +196,7 @@ impl Node {
             rx_version: PROTOCOL_VERSION,
             catch_up: 0,
             replication: Replication::new(&config, name_for_state, seed, now),
+            phi: PhiDetector::default(),
             config,
         })
     }
@@ -366,7 +377,8 @@ impl Node {
             .probe
             .min(t.push_pull)
             .min(t.reconnect)
-            .min(self.replication.deadline(&self.config));
+            .min(self.replication.deadline(&self.config))
+            .min(t.heartbeat);
         // The gossip tick only matters when there is something to gossip; an idle node is not
         // woken five times a second for nothing. A rumour queued after a quiet spell goes out
         // at once, then at the gossip interval.
@@ -493,6 +505,11 @@ impl Node {
         if now >= self.timers.reconnect {
             self.reconnect_tick(now);
         }
+        if now >= self.timers.heartbeat {
+            self.timers.heartbeat = now + self.config.heartbeat_interval;
+            self.replication.beat();
+            self.convict(now);
+        }
         self.state_round(now);
     }
 
@@ -595,7 +612,7 @@ impl Node {
 
     fn start_probe(&mut self, now: Time) {
         self.timers.probe = now + self.awareness.scale(self.config.probe_interval);
-        if self.leaving || self.probe.is_some() {
+        if self.leaving || self.probe.is_some() || self.config.detector == Detector::Phi {
             return;
         }
         let Some(idx) = self.order.next(
@@ -1545,8 +1562,53 @@ impl Node {
     }
 
     fn on_state_message(&mut self, now: Time, from: SocketAddr, msg: &Message) {
-        if let Some(reply) = self.replication.on_message(&self.config, now, from, msg) {
+        let (reply, beats) = self.replication.on_message(&self.config, now, from, msg);
+        if self.config.detector != Detector::Swim {
+            for name in beats {
+                self.phi.report(&name, now);
+            }
+        }
+        if let Some(reply) = reply {
             self.send_state(now, from, &reply);
+        }
+    }
+
+    /// Phi-accrual: suspects (or, without suspicion, declares dead) the live members whose
+    /// heartbeats have been silent past the threshold, as a failed probe would.
+    fn convict(&mut self, now: Time) {
+        for name in self.phi.over(self.config.phi_threshold, now) {
+            self.phi.forget(&name);
+            let Some(idx) = self.members.find(&name) else {
+                continue;
+            };
+            let rec = self.members.get(idx);
+            if !rec.state.is_live() || idx == self.me_idx {
+                continue;
+            }
+            let incarnation = rec.incarnation;
+            let accuser = self.me.name.clone();
+            if self.config.suspicion {
+                self.stats.suspicions_raised += 1;
+                self.on_suspect(
+                    now,
+                    Suspect {
+                        name,
+                        incarnation,
+                        accuser,
+                    },
+                    Origin::Local,
+                );
+            } else {
+                self.on_dead(
+                    now,
+                    Dead {
+                        name,
+                        incarnation,
+                        accuser,
+                    },
+                    Origin::Local,
+                );
+            }
         }
     }
 

@@ -272,8 +272,46 @@ impl Replication {
         }
     }
 
-    /// Handles a tree message from `from`; returns the answer, if due.
+    /// Bumps this node's heartbeat.
+    pub fn beat(&mut self) {
+        let generation = self.generation;
+        let me = self.me.clone();
+        self.nodes.update(&me, |s| {
+            s.generation = s.generation.max(generation);
+            s.beat();
+        });
+    }
+
+    /// Handles a tree message from `from`; returns the answer, if due, and the members
+    /// whose heartbeat it raised.
     pub fn on_message(
+        &mut self,
+        config: &Config,
+        now: Time,
+        from: SocketAddr,
+        msg: &Message,
+    ) -> (Option<Message>, Vec<Name>) {
+        let before: Vec<(Name, u64)> = match msg {
+            Message::StateDeltas(m) => m
+                .deltas
+                .iter()
+                .map(|d| {
+                    let hb = self.nodes.get(&d.node).map_or(0, |s| s.heartbeat);
+                    (d.node.clone(), hb)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let reply = self.handle(config, now, from, msg);
+        let beats = before
+            .into_iter()
+            .filter(|(n, hb)| self.nodes.get(n).is_some_and(|s| s.heartbeat > *hb))
+            .map(|(n, _)| n)
+            .collect();
+        (reply, beats)
+    }
+
+    fn handle(
         &mut self,
         config: &Config,
         now: Time,

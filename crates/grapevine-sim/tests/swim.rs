@@ -275,3 +275,21 @@ fn one_way_cut_is_saved_by_indirect_probes() {
     assert_eq!(w.failed, 0);
     assert!(sim.node(0).unwrap().stats().indirect_acks > 0);
 }
+
+/// Phi-accrual on heartbeats, instead of probing, detects every crash: first suspicion after
+/// about threshold · ln 10 mean heartbeat intervals of silence.
+#[test]
+fn phi_accrual_detects_every_crash_without_probing() {
+    let r = run(SwimParams {
+        nodes: 100,
+        periods: 90,
+        crash: 3,
+        detector: grapevine_core::Detector::Phi,
+        ..Default::default()
+    });
+    assert_eq!(r.probes, 0, "no probing in phi mode");
+    let first = r.detect_first_mean_periods.expect("detected");
+    assert!((8.0..30.0).contains(&first), "{r:?}");
+    assert!(r.detect_all_max_periods.is_some(), "dead everywhere: {r:?}");
+    assert_eq!(r.false_positives, 0, "{r:?}");
+}

@@ -3,7 +3,7 @@
 
 use crate::net::NetConfig;
 use crate::sim::{Observer, Sim, Slowness};
-use grapevine_core::{Config, Event, ProbeSelection, State, Time};
+use grapevine_core::{Config, Detector, Event, ProbeSelection, State, Time};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::Serialize;
@@ -38,6 +38,8 @@ pub struct SwimParams {
     pub no_fallback: bool,
     /// Probe-target selection.
     pub probe_selection: ProbeSelection,
+    /// The failure detector: SWIM probing, phi-accrual on heartbeats, or both.
+    pub detector: Detector,
     /// Profile name (`lan`, `wan`, `local`).
     pub profile: String,
     /// Leave `wall_seconds` and `peak_rss_mib` out, so the output is byte-identical across runs.
@@ -60,6 +62,7 @@ impl Default for SwimParams {
             no_lifeguard: false,
             no_fallback: false,
             probe_selection: ProbeSelection::RoundRobin,
+            detector: Detector::Swim,
             profile: "lan".into(),
             no_wall_clock: false,
         }
@@ -147,6 +150,7 @@ pub fn config_for(p: &SwimParams) -> Result<Config, String> {
     c.lifeguard = !p.no_lifeguard;
     c.fallback_probe = !p.no_fallback;
     c.probe_selection = p.probe_selection;
+    c.detector = p.detector;
     Ok(c)
 }
 
