@@ -127,6 +127,20 @@ pub struct Config {
     pub phi_threshold: f64,
     /// How often a node bumps its heartbeat when the phi-accrual detector is on.
     pub heartbeat_interval: Duration,
+    /// User events: whether a recipient's "I knew it" is what counts towards losing
+    /// interest (feedback), or every push does (blind).
+    pub rumor_feedback: bool,
+    /// User events: lose interest after `rumor_k` counted contacts in a row, or with a
+    /// 1/`rumor_k` coin at each.
+    pub rumor_stop: crate::rumor::RumorStop,
+    /// User events: the stop rule's k.
+    pub rumor_k: u32,
+    /// User events: members pushed to per rumour tick (the gossip interval).
+    pub rumor_fanout: usize,
+    /// User events: deduplicated, and spread, for this long.
+    pub rumor_ttl: Duration,
+    /// User events: forwarded at most this many times.
+    pub rumor_max_hops: u8,
 }
 
 impl Config {
@@ -156,6 +170,13 @@ impl Config {
     /// Failure detection by SWIM probing. With phi-accrual, the threshold is Cassandra's 8
     /// (a silence of about 18 heartbeat intervals) and the heartbeat beats every second, as
     /// Cassandra's gossiper does.
+    ///
+    /// User events: feedback with a counter, the variant Demers et al. found best, with
+    /// k = 8: the residue (members never reached) is about e^(−traffic per member), 0.4 % at
+    /// k = 4 (their Table 1) and about 0.005 % at k = 8, for some ten pushes per member.
+    /// Events are best effort, as Serf's are: no anti-entropy backs them. Pushed to 2 members
+    /// per gossip tick, so they spread in half the ticks; deduplicated for 60 s, at most 32
+    /// hops (far above the log N rounds a rumour needs).
     pub fn lan() -> Self {
         Config {
             profile: "lan",
@@ -198,6 +219,12 @@ impl Config {
             detector: Detector::Swim,
             phi_threshold: 8.0,
             heartbeat_interval: Duration::from_secs(1),
+            rumor_feedback: true,
+            rumor_stop: crate::rumor::RumorStop::Counter,
+            rumor_k: 8,
+            rumor_fanout: 2,
+            rumor_ttl: Duration::from_secs(60),
+            rumor_max_hops: 32,
         }
     }
 

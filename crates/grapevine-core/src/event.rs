@@ -75,6 +75,17 @@ pub enum Event {
         /// When.
         at: Time,
     },
+    /// A user event arrived (or was raised here), once per event id.
+    User {
+        /// The event's id.
+        id: u64,
+        /// The member that raised it.
+        origin: Name,
+        /// Its name.
+        name: String,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
 }
 
 impl Event {

@@ -26,6 +26,7 @@ pub mod node;
 mod phi;
 mod probe;
 mod replication;
+pub mod rumor;
 pub mod state;
 pub mod stats;
 mod suspicion;

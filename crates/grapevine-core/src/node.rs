@@ -18,6 +18,7 @@ use crate::name::Name;
 use crate::phi::PhiDetector;
 use crate::probe::{Phase, Probe, ProbeOrder, Relay};
 use crate::replication::{Replication, ReplicationStats};
+use crate::rumor::{Rules, Rumors};
 use crate::state::endpoint::NodeState;
 use crate::state::keyspace::{Applied, Keyspace, Policy, Value};
 use crate::stats::{DropReason, Stats};
@@ -89,6 +90,8 @@ struct Timers {
     reconnect: Time,
     /// The next heartbeat and phi check (phi-accrual detection only).
     heartbeat: Time,
+    /// The next push of user events (while any is spreading).
+    rumor: Time,
 }
 
 /// One member's protocol state machine.
@@ -126,6 +129,8 @@ pub struct Node {
     replication: Replication,
     /// Heartbeat arrivals, for phi-accrual detection.
     phi: PhiDetector,
+    /// User events being spread, and those seen.
+    rumors: Rumors,
 }
 
 impl Node {
@@ -161,6 +166,7 @@ impl Node {
             } else {
                 now + config.heartbeat_interval
             },
+            rumor: now,
         };
         let awareness = Awareness::new(if config.lifeguard {
             config.awareness_max_multiplier
@@ -197,6 +203,7 @@ impl Node {
             catch_up: 0,
             replication: Replication::new(&config, name_for_state, seed, now),
             phi: PhiDetector::default(),
+            rumors: Rumors::default(),
             config,
         })
     }
@@ -379,6 +386,9 @@ impl Node {
             .min(t.reconnect)
             .min(self.replication.deadline(&self.config))
             .min(t.heartbeat);
+        if self.rumors.spreading() > 0 {
+            next = next.min(t.rumor);
+        }
         // The gossip tick only matters when there is something to gossip; an idle node is not
         // woken five times a second for nothing. A rumour queued after a quiet spell goes out
         // at once, then at the gossip interval.
@@ -444,7 +454,7 @@ impl Node {
         }
         self.rx_version = packet.version;
         for m in msgs {
-            self.stats.messages_in[m.kind() as usize & 15] += 1;
+            self.stats.messages_in[m.kind() as usize & 31] += 1;
             self.dispatch(now, from, m, reliable);
         }
         self.rx_version = PROTOCOL_VERSION;
@@ -484,6 +494,11 @@ impl Node {
             | Message::TreeItems(_)
             | Message::TreeEntries(_)
             | Message::StateDeltas(_)) => self.on_state_message(now, from, &m),
+            Message::UserEvent(m) => self.on_user_event(now, from, m),
+            Message::RumorAck(m) => {
+                let rules = self.rumor_rules();
+                self.rumors.feedback(m.id, m.knew, &rules, &mut self.rng);
+            }
         }
     }
 
@@ -504,6 +519,10 @@ impl Node {
         }
         if now >= self.timers.reconnect {
             self.reconnect_tick(now);
+        }
+        if now >= self.timers.rumor && self.rumors.spreading() > 0 {
+            self.timers.rumor = now + self.config.gossip_interval;
+            self.push_rumors(now);
         }
         if now >= self.timers.heartbeat {
             self.timers.heartbeat = now + self.config.heartbeat_interval;
@@ -1541,6 +1560,112 @@ impl Node {
     /// Replication counters.
     pub fn replication_stats(&self) -> &ReplicationStats {
         &self.replication.stats
+    }
+
+    /// Raises a user event: delivered here, then spread to every member by rumour mongering.
+    pub fn broadcast(
+        &mut self,
+        now: Time,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> Result<u64, CommandError> {
+        if name.len() > wire::MAX_EVENT_NAME_LEN {
+            return Err(CommandError::KeyTooLong(name.len()));
+        }
+        if payload.len() > wire::MAX_EVENT_PAYLOAD {
+            return Err(CommandError::ValueTooLong(payload.len()));
+        }
+        let id = self.rumors.next_id(&self.me.name);
+        let event = wire::UserEvent {
+            id,
+            origin: self.me.name.clone(),
+            name: name.to_string(),
+            payload,
+            hops: 0,
+            feedback: self.config.rumor_feedback,
+        };
+        self.take_event(now, &event);
+        Ok(id)
+    }
+
+    /// User events this node is still spreading.
+    pub fn spreading_events(&self) -> usize {
+        self.rumors.spreading()
+    }
+
+    fn rumor_rules(&self) -> Rules {
+        Rules {
+            feedback: self.config.rumor_feedback,
+            stop: self.config.rumor_stop,
+            k: self.config.rumor_k,
+            ttl: self.config.rumor_ttl,
+            max_hops: self.config.rumor_max_hops,
+        }
+    }
+
+    /// Takes in an event (ours or received); returns whether it was new.
+    fn take_event(&mut self, now: Time, event: &wire::UserEvent) -> bool {
+        let rules = self.rumor_rules();
+        let new = self.rumors.receive(event, now, &rules);
+        if new {
+            self.events.push_back(Event::User {
+                id: event.id,
+                origin: event.origin.clone(),
+                name: event.name.clone(),
+                payload: event.payload.clone(),
+            });
+            if self.timers.rumor > now + self.config.gossip_interval {
+                self.timers.rumor = now;
+            }
+        }
+        new
+    }
+
+    fn on_user_event(&mut self, now: Time, from: SocketAddr, event: wire::UserEvent) {
+        let new = self.take_event(now, &event);
+        if event.feedback {
+            let version = self.rx_version;
+            self.send_packet(
+                from,
+                version,
+                &[Message::RumorAck(wire::RumorAck {
+                    id: event.id,
+                    knew: !new,
+                })],
+            );
+        }
+    }
+
+    /// Pushes the events being spread to `rumor_fanout` random live members.
+    fn push_rumors(&mut self, now: Time) {
+        let rules = self.rumor_rules();
+        self.rumors.expire(now, &rules);
+        let peers = self.random_members(self.config.rumor_fanout, None, |_, r| r.state.is_live());
+        for p in peers {
+            let events = self.rumors.next_push(&rules, &mut self.rng);
+            if events.is_empty() {
+                break;
+            }
+            let dst = self.members.addr_of(self.members.get(p));
+            let version = Self::version_for(self.members.get(p).protocol());
+            let msgs: Vec<Message> = events.into_iter().map(Message::UserEvent).collect();
+            // One packet per budget's worth of events.
+            let mut batch: Vec<Message> = Vec::new();
+            let mut size = 0;
+            for m in msgs {
+                let len = m.encode().len();
+                if !batch.is_empty() && size + len > self.config.packet_budget - 64 {
+                    self.send_packet(dst, version, &batch);
+                    batch.clear();
+                    size = 0;
+                }
+                size += len;
+                batch.push(m);
+            }
+            if !batch.is_empty() {
+                self.send_packet(dst, version, &batch);
+            }
+        }
     }
 
     /// A round of state exchanges, if due and this node holds any state.

@@ -86,11 +86,11 @@ pub struct Stats {
     /// Bytes sent.
     pub bytes_out: u64,
     /// Messages sent, by type code.
-    pub messages_out: [u64; 16],
+    pub messages_out: [u64; 32],
     /// Rumours sent, piggybacked on packets or in gossip ticks.
     pub broadcasts_out: u64,
     /// Messages received, by type code.
-    pub messages_in: [u64; 16],
+    pub messages_in: [u64; 32],
     /// Inputs dropped, by reason (indexed like [`DropReason::ALL`]).
     pub dropped: [u64; 11],
     /// Probes started.
@@ -138,6 +138,6 @@ impl Stats {
     }
 
     pub(crate) fn sent(&mut self, kind: MessageType) {
-        self.messages_out[kind as usize & 15] += 1;
+        self.messages_out[kind as usize & 31] += 1;
     }
 }

@@ -207,6 +207,26 @@ fn message() -> impl Strategy<Value = Message> {
                 want
             })),
         (
+            any::<u64>(),
+            name(),
+            "[a-z-]{0,20}",
+            proptest::collection::vec(any::<u8>(), 0..40),
+            any::<u8>(),
+            any::<bool>()
+        )
+            .prop_map(|(id, origin, name, payload, hops, feedback)| {
+                Message::UserEvent(UserEvent {
+                    id,
+                    origin,
+                    name,
+                    payload,
+                    hops,
+                    feedback,
+                })
+            }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(id, knew)| Message::RumorAck(RumorAck { id, knew })),
+        (
             any::<u32>(),
             any::<u8>(),
             proptest::collection::vec(

@@ -53,6 +53,10 @@ pub enum MessageType {
     TreeEntries = 15,
     /// Tree anti-entropy of per-node state: deltas sent, and the nodes wanted.
     StateDeltas = 16,
+    /// A user event spread by rumour mongering.
+    UserEvent = 17,
+    /// A recipient's feedback on a user event: whether it knew it.
+    RumorAck = 18,
 }
 
 impl MessageType {
@@ -76,6 +80,8 @@ impl MessageType {
             14 => TreeItems,
             15 => TreeEntries,
             16 => StateDeltas,
+            17 => UserEvent,
+            18 => RumorAck,
             _ => return None,
         })
     }
@@ -100,6 +106,8 @@ impl MessageType {
             TreeItems => "tree_items",
             TreeEntries => "tree_entries",
             StateDeltas => "state_deltas",
+            UserEvent => "user_event",
+            RumorAck => "rumor_ack",
         }
     }
 }
@@ -294,6 +302,41 @@ pub enum Message {
     TreeEntries(TreeEntries),
     /// See [`StateDeltas`].
     StateDeltas(StateDeltas),
+    /// See [`UserEvent`].
+    UserEvent(UserEvent),
+    /// See [`RumorAck`].
+    RumorAck(RumorAck),
+}
+
+/// The longest user event name, in bytes.
+pub const MAX_EVENT_NAME_LEN: usize = 128;
+/// The largest user event payload, in bytes: an event travels in one datagram.
+pub const MAX_EVENT_PAYLOAD: usize = 1024;
+
+/// A user event: a broadcast that is not state, spread by rumour mongering.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserEvent {
+    /// Its id, for deduplication.
+    pub id: u64,
+    /// The member that raised it.
+    pub origin: Name,
+    /// The application's name for it.
+    pub name: String,
+    /// The application's payload.
+    pub payload: Vec<u8>,
+    /// Forwards so far.
+    pub hops: u8,
+    /// Whether the sender wants feedback (a [`RumorAck`]).
+    pub feedback: bool,
+}
+
+/// Feedback on a user event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RumorAck {
+    /// The event.
+    pub id: u64,
+    /// Whether the recipient already knew it.
+    pub knew: bool,
 }
 
 /// Which replicated store a tree exchange is about: the shared keyspace.
@@ -570,6 +613,8 @@ impl Message {
             Message::TreeItems(_) => MessageType::TreeItems,
             Message::TreeEntries(_) => MessageType::TreeEntries,
             Message::StateDeltas(_) => MessageType::StateDeltas,
+            Message::UserEvent(_) => MessageType::UserEvent,
+            Message::RumorAck(_) => MessageType::RumorAck,
         }
     }
 
@@ -705,6 +750,18 @@ impl Message {
                 for h in &m.held {
                     write_held(w, h);
                 }
+            }
+            Message::UserEvent(m) => {
+                w.u64(m.id);
+                w.lp(m.origin.as_bytes());
+                w.lp(m.name.as_bytes());
+                w.lp(&m.payload);
+                w.u8(m.hops);
+                w.u8(u8::from(m.feedback));
+            }
+            Message::RumorAck(m) => {
+                w.u64(m.id);
+                w.u8(u8::from(m.knew));
             }
             Message::StateDeltas(m) => {
                 w.varint(m.id);
@@ -908,6 +965,25 @@ impl Message {
                     want,
                 })
             }
+            MessageType::UserEvent => {
+                let id = r.u64("event id")?;
+                let origin = read_name(r, "event origin")?;
+                let name = r.str("event name", MAX_EVENT_NAME_LEN)?.to_string();
+                let len = r.len("event payload", MAX_EVENT_PAYLOAD)?;
+                let payload = r.bytes(len, "event payload")?.to_vec();
+                Message::UserEvent(UserEvent {
+                    id,
+                    origin,
+                    name,
+                    payload,
+                    hops: r.u8("event hops")?,
+                    feedback: r.u8("event feedback flag")? != 0,
+                })
+            }
+            MessageType::RumorAck => Message::RumorAck(RumorAck {
+                id: r.u64("rumor ack id")?,
+                knew: r.u8("rumor ack flag")? != 0,
+            }),
             MessageType::StateDeltas => {
                 let id = r.varint("state id")?;
                 let n = r.count("deltas", MAX_TREE_ENTRIES, 30)?;
