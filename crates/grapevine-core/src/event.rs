@@ -75,6 +75,13 @@ pub enum Event {
         /// When.
         at: Time,
     },
+    /// The live members came to agree, or stopped agreeing, on a tracked target.
+    Agreement {
+        /// The target.
+        target: crate::node::Target,
+        /// Whether they now agree.
+        agreed: bool,
+    },
     /// A user event arrived (or was raised here), once per event id.
     User {
         /// The event's id.

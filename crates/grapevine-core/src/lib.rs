@@ -37,7 +37,7 @@ pub use config::{Config, ConfigError, Detector, ProbeSelection};
 pub use event::Event;
 pub use member::{Member, State};
 pub use name::{Name, NameError};
-pub use node::{CommandError, Node, Transmit};
+pub use node::{Agreement, CommandError, Node, Target, Transmit};
 pub use replication::ReplicationStats;
 pub use stats::{DropReason, Stats};
 pub use time::Time;

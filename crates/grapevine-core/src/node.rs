@@ -131,6 +131,47 @@ pub struct Node {
     phi: PhiDetector,
     /// User events being spread, and those seen.
     rumors: Rumors,
+    /// Targets whose value this node publishes for agreement checks.
+    tracked: Vec<Target>,
+    /// The tracked targets the cluster agreed on at the last check.
+    agreed: Vec<Target>,
+}
+
+/// Something whose value the cluster may agree on: a shared key, or a key of one member's
+/// own state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A shared key.
+    Shared(Vec<u8>),
+    /// `(member, key)`: a key of that member's state.
+    NodeKey(Name, String),
+}
+
+impl Target {
+    /// The key of a member's own state under which it publishes what it holds of this.
+    pub fn seen_key(&self) -> String {
+        let h = match self {
+            Target::Shared(k) => xxhash_rust::xxh3::xxh3_64(k),
+            Target::NodeKey(n, k) => {
+                let mut b = n.as_bytes().to_vec();
+                b.push(0);
+                b.extend_from_slice(k.as_bytes());
+                xxhash_rust::xxh3::xxh3_64(&b) ^ 1
+            }
+        };
+        format!("__seen/{h:016x}")
+    }
+}
+
+/// Whether the live members agree on a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agreement {
+    /// Every live member publishes the value held here.
+    pub agreed: bool,
+    /// Live members that publish another value.
+    pub differ: Vec<Name>,
+    /// Live members that publish nothing for it (yet).
+    pub unknown: Vec<Name>,
 }
 
 impl Node {
@@ -204,6 +245,8 @@ impl Node {
             replication: Replication::new(&config, name_for_state, seed, now),
             phi: PhiDetector::default(),
             rumors: Rumors::default(),
+            tracked: Vec::new(),
+            agreed: Vec::new(),
             config,
         })
     }
@@ -1588,6 +1631,88 @@ impl Node {
         Ok(id)
     }
 
+    /// Starts publishing, in this node's own state, which value of `target` it holds, so
+    /// every member can tell whether the cluster agrees on it (as Cassandra's nodes publish
+    /// their schema version). A target is a shared key, or a key of a member's own state.
+    pub fn track(&mut self, now: Time, target: Target) {
+        if !self.tracked.contains(&target) {
+            self.tracked.push(target);
+        }
+        self.publish_seen(now);
+    }
+
+    /// Whether every live member (this one included) publishes the value of `target` this
+    /// node holds; if not, who publishes another or none.
+    pub fn agreement(&self, now: Time, target: &Target) -> Agreement {
+        let mine = self.seen_hash(now, target);
+        let key = target.seen_key();
+        let mut agreement = Agreement {
+            agreed: true,
+            differ: Vec::new(),
+            unknown: Vec::new(),
+        };
+        for r in self.members.records() {
+            if !r.state.is_live() {
+                continue;
+            }
+            let published = self
+                .state_value(now, &r.name, &key)
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_le_bytes);
+            match published {
+                Some(h) if h == mine => {}
+                Some(_) => agreement.differ.push(r.name.clone()),
+                None => agreement.unknown.push(r.name.clone()),
+            }
+        }
+        agreement.agreed = agreement.differ.is_empty() && agreement.unknown.is_empty();
+        agreement
+    }
+
+    /// The hash of the value of `target` held here (zero when absent).
+    fn seen_hash(&self, now: Time, target: &Target) -> u64 {
+        match target {
+            Target::Shared(key) => self
+                .replication
+                .keyspace
+                .get(key, self.replication.physical(now))
+                .map_or(0, |v| crate::state::keyspace::item_hash(key, v)),
+            Target::NodeKey(node, key) => self
+                .state_value(now, node, key)
+                .map_or(0, xxhash_rust::xxh3::xxh3_64),
+        }
+    }
+
+    /// Publishes the hashes of the tracked targets that changed, and reports agreements
+    /// reached or lost.
+    fn publish_seen(&mut self, now: Time) {
+        for i in 0..self.tracked.len() {
+            let target = self.tracked[i].clone();
+            let h = self.seen_hash(now, &target);
+            let key = target.seen_key();
+            let current = self
+                .state_value(now, &self.me.name.clone(), &key)
+                .map(|v| v.to_vec());
+            if current.as_deref() != Some(&h.to_le_bytes()[..]) {
+                self.replication
+                    .set_own(&key, h.to_le_bytes().to_vec(), None, now);
+            }
+            let agreed = self.agreement(now, &target).agreed;
+            let was = self.agreed.contains(&target);
+            if agreed != was {
+                if agreed {
+                    self.agreed.push(target.clone());
+                } else {
+                    self.agreed.retain(|t| *t != target);
+                }
+                self.events.push_back(Event::Agreement {
+                    target: target.clone(),
+                    agreed,
+                });
+            }
+        }
+    }
+
     /// User events this node is still spreading.
     pub fn spreading_events(&self) -> usize {
         self.rumors.spreading()
@@ -1670,6 +1795,9 @@ impl Node {
 
     /// A round of state exchanges, if due and this node holds any state.
     fn state_round(&mut self, now: Time) {
+        if !self.tracked.is_empty() && self.replication.round_due(&self.config, now) {
+            self.publish_seen(now);
+        }
         if !self.replication.round_due(&self.config, now) {
             self.replication.skip_round(&self.config, now);
             return;

@@ -156,3 +156,68 @@ fn expired_and_deleted_keys_never_come_back() {
         assert_eq!(holds(&sim, i, "tmp", b"s/tmp"), (false, false), "node {i}");
     }
 }
+
+/// Schema agreement, Cassandra's way: every member publishes which value of a key it holds;
+/// any member can tell when all live members hold the same one, and is told when they do.
+#[test]
+fn every_member_can_tell_when_the_cluster_agrees_on_a_key() {
+    use grapevine_core::{Config, Event, Target, Time};
+    use grapevine_sim::{NetConfig, Observer, Sim};
+    use std::time::Duration;
+
+    struct Agreed(Vec<(Time, bool)>);
+    impl Observer for Agreed {
+        fn on_event(&mut self, now: Time, node: u32, event: &Event) {
+            if let (0, Event::Agreement { agreed, .. }) = (node, event) {
+                self.0.push((now, *agreed));
+            }
+        }
+    }
+    let n = 60u32;
+    let config = Config::lan();
+    let mut sim = Sim::new(9, NetConfig::lan());
+    let mut obs = Agreed(Vec::new());
+    for _ in 0..n {
+        sim.add_node();
+    }
+    sim.start(0, config.clone(), &[], &mut obs);
+    for i in 1..n {
+        sim.start(i, config.clone(), &[0], &mut obs);
+    }
+    sim.run_until(Time::ZERO + Duration::from_secs(10), &mut obs);
+    let schema = Target::Shared(b"schema".to_vec());
+    let now = sim.now();
+    sim.node_mut(3)
+        .unwrap()
+        .put_shared(now, b"schema", Some(b"v1".to_vec()), None)
+        .unwrap();
+    for i in 0..n {
+        sim.node_mut(i).unwrap().track(now, schema.clone());
+        sim.poke(i, &mut obs);
+    }
+    assert!(!sim.node(0).unwrap().agreement(now, &schema).agreed);
+    sim.run_until(now + Duration::from_secs(15), &mut obs);
+    let t = sim.now();
+    let a = sim.node(0).unwrap().agreement(t, &schema);
+    assert!(a.agreed, "{a:?}");
+    assert_eq!(
+        obs.0.last().map(|e| e.1),
+        Some(true),
+        "told of the agreement"
+    );
+    // A new version: agreement is lost, then found again.
+    sim.node_mut(7)
+        .unwrap()
+        .put_shared(t, b"schema", Some(b"v2".to_vec()), None)
+        .unwrap();
+    sim.poke(7, &mut obs);
+    sim.run_until(t + Duration::from_secs(15), &mut obs);
+    let agreed_events: Vec<bool> = obs.0.iter().map(|e| e.1).collect();
+    assert_eq!(
+        agreed_events,
+        vec![true, false, true],
+        "agreed, lost, agreed again"
+    );
+    let t = sim.now();
+    assert!(sim.node(0).unwrap().agreement(t, &schema).agreed);
+}
