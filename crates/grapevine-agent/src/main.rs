@@ -78,6 +78,12 @@ struct StateArgs {
     /// Rounds to run at most.
     #[arg(long, default_value_t = 60)]
     rounds: u32,
+    /// Each node's cap on state traffic, bytes per second.
+    #[arg(long)]
+    bandwidth: Option<u64>,
+    /// The failure detector: swim, or phi (heartbeats in every node's state).
+    #[arg(long, value_enum, default_value = "swim")]
+    detector: DetectorArg,
     /// RNG seed; the same seed gives the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -87,6 +93,14 @@ struct StateArgs {
     /// Omit wall-clock time from the report, so two runs print identical output.
     #[arg(long)]
     no_wall_clock: bool,
+}
+
+fn detector(d: DetectorArg) -> Detector {
+    match d {
+        DetectorArg::Swim => Detector::Swim,
+        DetectorArg::Phi => Detector::Phi,
+        DetectorArg::Both => Detector::Both,
+    }
 }
 
 fn flow_mode(s: &str) -> Result<FlowMode> {
@@ -292,11 +306,7 @@ fn main() -> Result<()> {
                         Selection::RoundRobin => ProbeSelection::RoundRobin,
                         Selection::Random => ProbeSelection::Random,
                     },
-                    detector: match a.detector {
-                        DetectorArg::Swim => Detector::Swim,
-                        DetectorArg::Phi => Detector::Phi,
-                        DetectorArg::Both => Detector::Both,
-                    },
+                    detector: detector(a.detector),
                     profile: a.profile,
                     no_wall_clock: a.no_wall_clock,
                 };
@@ -358,6 +368,8 @@ fn main() -> Result<()> {
                     partition_at: a.partition_at,
                     heal_at: a.heal_at,
                     rounds: a.rounds,
+                    bandwidth: a.bandwidth,
+                    detector: detector(a.detector),
                     seed: a.seed,
                     no_wall_clock: a.no_wall_clock,
                 };

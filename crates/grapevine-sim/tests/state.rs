@@ -221,3 +221,34 @@ fn every_member_can_tell_when_the_cluster_agrees_on_a_key() {
     let t = sim.now();
     assert!(sim.node(0).unwrap().agreement(t, &schema).agreed);
 }
+
+/// A bandwidth cap is respected (within the answers a node owes to exchanges others open)
+/// and paid for in convergence time, never in lost writes.
+#[test]
+fn a_bandwidth_cap_trades_time_for_bytes() {
+    let free = run(&StateParams {
+        nodes: 300,
+        writes: 30,
+        ..params(300)
+    })
+    .unwrap();
+    let capped = run(&StateParams {
+        nodes: 300,
+        writes: 30,
+        bandwidth: Some(300),
+        rounds: 200,
+        ..params(300)
+    })
+    .unwrap();
+    assert_eq!(capped.lost_writes, 0, "{capped:?}");
+    assert!(
+        capped.bytes_per_node_per_round <= 300.0 * 1.15,
+        "{capped:?}"
+    );
+    assert!(free.bytes_per_node_per_round > 1000.0, "{free:?}");
+    let (f, c) = (
+        free.rounds_to_converge.unwrap(),
+        capped.rounds_to_converge.unwrap(),
+    );
+    assert!(c > 2 * f, "{f} rounds free, {c} capped");
+}

@@ -12,7 +12,7 @@ use crate::net::NetConfig;
 use crate::sim::{NoObserver, Sim};
 use grapevine_core::state::keyspace::Value;
 use grapevine_core::state::reconcile::Mode;
-use grapevine_core::{Config, Time};
+use grapevine_core::{Config, Detector, Time};
 use rand::Rng;
 use serde::Serialize;
 use std::time::Instant;
@@ -38,6 +38,10 @@ pub struct StateParams {
     pub heal_at: Option<u32>,
     /// Rounds to run at most after the writes (or the heal).
     pub rounds: u32,
+    /// Each node's cap on state traffic, bytes per second.
+    pub bandwidth: Option<u64>,
+    /// The failure detector (phi-accrual adds heartbeats to every node's state).
+    pub detector: Detector,
     /// RNG seed.
     pub seed: u64,
     /// Leave `wall_seconds` out, so the output is byte-identical across runs.
@@ -56,6 +60,8 @@ impl Default for StateParams {
             partition_at: None,
             heal_at: None,
             rounds: 60,
+            bandwidth: None,
+            detector: Detector::Swim,
             seed: 1,
             no_wall_clock: false,
         }
@@ -75,6 +81,10 @@ pub struct StateReport {
     pub writes: u32,
     /// Loss probability.
     pub loss: f64,
+    /// The per-node bandwidth cap, bytes per second, if any.
+    pub bandwidth: Option<u64>,
+    /// The failure detector.
+    pub detector: String,
     /// Rounds from the last write (or the heal) until every live node held identical state;
     /// none if that never happened within the run.
     pub rounds_to_converge: Option<u32>,
@@ -104,6 +114,8 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
     let mut config = Config::lan();
     config.state_fanout = p.fanout;
     config.state_mode = p.mode;
+    config.state_bandwidth = p.bandwidth;
+    config.detector = p.detector;
     let round = config.state_interval;
     let mut net = NetConfig::lan();
     net.loss = p.loss;
@@ -272,6 +284,8 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
         mode: format!("{:?}", p.mode),
         writes: p.writes,
         loss: p.loss,
+        bandwidth: p.bandwidth,
+        detector: format!("{:?}", p.detector).to_lowercase(),
         rounds_to_converge,
         reached_by_round: reached,
         bytes_per_node_per_round: (per_round * 10.0).round() / 10.0,
