@@ -76,3 +76,76 @@ fn bad_arguments_are_refused_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("moon"));
 }
+
+/// `grapevine sim SCENARIO ARGS...`, which must succeed.
+fn scenario(name: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+        .arg("sim")
+        .arg(name)
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn every_state_scenario_is_deterministic_and_reports_its_fields() {
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "spread",
+            &["--nodes", "5000", "--mode", "push-pull", "--runs", "5"],
+            &["rounds_mean", "rounds_p99", "rounds_max", "msgs_per_node"],
+        ),
+        (
+            "rumor",
+            &[
+                "--variant",
+                "push-feedback-counter",
+                "--k",
+                "2",
+                "--runs",
+                "20",
+            ],
+            &["residue", "traffic", "t_ave", "t_last"],
+        ),
+        (
+            "merkle",
+            &["--keys", "20000", "--diff", "10"],
+            &["bytes", "round_trips", "full_exchange_bytes"],
+        ),
+        (
+            "state",
+            &["--nodes", "60", "--writes", "3"],
+            &[
+                "rounds_to_converge",
+                "bytes_per_node_per_round",
+                "lost_writes",
+            ],
+        ),
+    ];
+    for (name, args, fields) in cases {
+        let mut args = args.to_vec();
+        args.extend(["--json", "--no-wall-clock", "--seed", "3"]);
+        let a = scenario(name, &args);
+        assert_eq!(a, scenario(name, &args), "{name}: same seed, same output");
+        let v: serde_json::Value = serde_json::from_str(&a).expect("json");
+        for f in fields {
+            assert!(v.get(*f).is_some(), "{name}: missing {f}");
+        }
+    }
+}
+
+#[test]
+fn bad_scenario_arguments_are_refused_with_a_reason() {
+    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+        .args(["sim", "rumor", "--variant", "shout-loudly-always"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown variant"));
+}
