@@ -319,15 +319,27 @@ impl Replication {
         msg: &Message,
     ) -> Option<Message> {
         let phys = self.physical(now);
-        if let Message::TreeEntries(m) = msg {
-            for (_, v) in &m.entries {
-                if let Value::Lww(l) = v {
-                    if self.hlc.observe(l.at, phys).is_err() {
-                        self.stats.clock_refusals += 1;
-                    }
-                }
+        // Writes stamped too far in our future would win every later write: they are
+        // refused (and counted); the others advance our clock past them.
+        let sanitized;
+        let msg = match msg {
+            Message::TreeEntries(m) => {
+                let mut keep = m.clone();
+                keep.entries.retain(|(_, v)| match v {
+                    Value::Lww(l) => match self.hlc.observe(l.at, phys) {
+                        Ok(_) => true,
+                        Err(_) => {
+                            self.stats.clock_refusals += 1;
+                            false
+                        }
+                    },
+                    _ => true,
+                });
+                sanitized = Message::TreeEntries(keep);
+                &sanitized
             }
-        }
+            other => other,
+        };
         let id = match msg {
             Message::TreeHashes(m) => m.id,
             Message::TreeItems(m) => m.id,
@@ -362,5 +374,47 @@ impl Replication {
             ex.budget = config.state_budget;
             ex.step_stores(&mut stores, msg, phys)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::hlc::Timestamp;
+    use crate::state::keyspace::lww;
+    use crate::wire::{TreeEntries, TREE_KEYSPACE};
+    use std::time::Duration;
+
+    #[test]
+    fn writes_stamped_too_far_ahead_are_refused_and_counted() {
+        let config = Config::lan();
+        let me = Name::new("me").unwrap();
+        let mut r = Replication::new(&config, me, 1, Time::ZERO);
+        let now = Time::ZERO + Duration::from_secs(100);
+        let phys = r.physical(now);
+        let w = Name::new("w").unwrap();
+        let ahead = phys + 2 * config.max_clock_drift.as_micros() as u64;
+        let msg = Message::TreeEntries(TreeEntries {
+            id: 5,
+            tree: TREE_KEYSPACE,
+            entries: vec![
+                (
+                    b"far".to_vec(),
+                    lww(Timestamp::new(ahead, 0), &w, Some(vec![1]), None),
+                ),
+                (
+                    b"near".to_vec(),
+                    lww(Timestamp::new(phys, 0), &w, Some(vec![2]), None),
+                ),
+            ],
+            want: Vec::new(),
+        });
+        let from: SocketAddr = "10.0.0.9:7946".parse().unwrap();
+        r.on_message(&config, now, from, &msg);
+        assert!(r.keyspace.get(b"far", phys).is_none());
+        assert!(r.keyspace.get(b"near", phys).is_some());
+        assert_eq!(r.stats.clock_refusals, 1);
+        // Our clock moved past the accepted write.
+        assert!(r.hlc.last() > Timestamp::new(phys, 0));
     }
 }

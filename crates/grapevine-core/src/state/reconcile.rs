@@ -164,10 +164,13 @@ impl Exchange {
             // A peer that descended past our tree: nothing sensible to compare.
             return None;
         }
+        // Ranges the level does not have are ignored (a hostile or confused peer), so each
+        // differing range is real and its children exist: an answer is at most 16 hashes
+        // per range of ours.
         let differing: Vec<u32> = m
             .ranges
             .iter()
-            .filter(|(i, h)| t.hash(m.level, *i) != Some(*h))
+            .filter(|(i, h)| t.hash(m.level, *i).is_some_and(|mine| mine != *h))
             .map(|(i, _)| *i)
             .collect();
         if differing.is_empty() {
@@ -183,7 +186,7 @@ impl Exchange {
             let level = m.level + 1;
             let ranges = differing
                 .iter()
-                .flat_map(|&p| (0..FANOUT as u32).map(move |c| p * FANOUT as u32 + c))
+                .flat_map(|&p| (0..FANOUT as u32).map(move |c| p.saturating_mul(FANOUT as u32) + c))
                 .map(|i| (i, t.hash(level, i).unwrap_or(0)))
                 .collect();
             return Some(Message::TreeHashes(TreeHashes {
@@ -509,6 +512,23 @@ mod tests {
         assert!(rounds > 3, "the budget limited each exchange: {rounds}");
         for (name, s) in a.iter() {
             assert_eq!(b.get(name), Some(s));
+        }
+    }
+
+    #[test]
+    fn ranges_a_level_does_not_have_are_ignored() {
+        let mut a = replica(100);
+        let mut ex = Exchange::new(1, false, Mode::PushPull);
+        let hostile = Message::TreeHashes(TreeHashes {
+            id: 1,
+            tree: TREE_KEYSPACE,
+            depth: 5,
+            level: 1,
+            ranges: vec![(u32::MAX, 1), (1 << 30, 2), (16, 3)],
+        });
+        match ex.step(&mut a, &hostile, 0) {
+            Some(Message::TreeHashes(m)) => assert!(m.ranges.is_empty(), "{m:?}"),
+            other => panic!("{other:?}"),
         }
     }
 
