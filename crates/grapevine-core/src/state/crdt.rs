@@ -116,6 +116,20 @@ impl MvRegister {
         });
     }
 
+    /// The siblings' values folded by an application merge (deletes left out): how an
+    /// application that would rather not see siblings reads the register.
+    pub fn resolve(&self, merge: &dyn Merge) -> Option<Vec<u8>> {
+        self.siblings
+            .iter()
+            .filter_map(|s| s.value.as_deref())
+            .fold(None, |acc: Option<Vec<u8>>, v| {
+                Some(match acc {
+                    None => v.to_vec(),
+                    Some(a) => merge.merge(&a, v),
+                })
+            })
+    }
+
     /// Keeps every sibling of either side that no sibling of either side strictly covers.
     pub fn merge(&mut self, other: &MvRegister) {
         let mut all: Vec<Sibling> = self.siblings.drain(..).collect();
@@ -327,6 +341,31 @@ mod tests {
         // The stale sibling arriving again changes nothing.
         x.merge(&y);
         assert_eq!(x.siblings.len(), 1);
+    }
+
+    #[test]
+    fn siblings_can_be_folded_by_an_application_merge() {
+        struct Longest;
+        impl Merge for Longest {
+            fn merge(&self, a: &[u8], b: &[u8]) -> Vec<u8> {
+                if (b.len(), b) > (a.len(), a) {
+                    b.to_vec()
+                } else {
+                    a.to_vec()
+                }
+            }
+        }
+        let mut x = MvRegister::default();
+        let mut y = MvRegister::default();
+        x.write(&n("a"), &VersionVector::default(), Some(b"short".to_vec()));
+        y.write(
+            &n("b"),
+            &VersionVector::default(),
+            Some(b"longer one".to_vec()),
+        );
+        x.merge(&y);
+        assert_eq!(x.siblings.len(), 2);
+        assert_eq!(x.resolve(&Longest).as_deref(), Some(&b"longer one"[..]));
     }
 
     #[test]

@@ -375,6 +375,41 @@ mod tests {
         assert_eq!(a.get(b"k", 20), Some(&w2));
     }
 
+    /// An application merge: the union of comma-separated items, sorted (commutative,
+    /// associative, idempotent).
+    struct Union;
+    impl Merge for Union {
+        fn merge(&self, a: &[u8], b: &[u8]) -> Vec<u8> {
+            let mut items: Vec<&[u8]> = a
+                .split(|&c| c == b',')
+                .chain(b.split(|&c| c == b','))
+                .filter(|i| !i.is_empty())
+                .collect();
+            items.sort();
+            items.dedup();
+            items.join(&b',')
+        }
+    }
+
+    #[test]
+    fn an_application_merge_resolves_its_prefix_in_any_order() {
+        let writes = [b"b,c".to_vec(), b"a".to_vec(), b"c,d".to_vec()];
+        let mut roots = Vec::new();
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let mut k = Keyspace::new(GRACE);
+            k.set_policy(b"tags/", Policy::Merge(Arc::new(Union)));
+            for i in order {
+                k.apply(b"tags/web", &Value::Custom(writes[i].clone()), 1);
+            }
+            assert_eq!(
+                k.get(b"tags/web", 1),
+                Some(&Value::Custom(b"a,b,c,d".to_vec()))
+            );
+            roots.push(k.tree().root());
+        }
+        assert!(roots.windows(2).all(|w| w[0] == w[1]));
+    }
+
     #[test]
     fn policies_go_by_longest_prefix() {
         let mut k = Keyspace::new(GRACE);
