@@ -59,12 +59,16 @@ pub enum CommandError {
     /// The node has left.
     #[error("the node has left the cluster")]
     Left,
-    /// A key over the wire limit.
-    #[error("key is {0} bytes, over the limit")]
-    KeyTooLong(usize),
-    /// A value over the wire limit.
-    #[error("value is {0} bytes, over the limit")]
-    ValueTooLong(usize),
+    /// A key, value or name over its wire limit.
+    #[error("{what} is {len} bytes, the limit is {max}")]
+    TooLong {
+        /// What was too long.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Where a claim about a member came from.
@@ -1525,12 +1529,8 @@ impl Node {
         value: Vec<u8>,
         ttl: Option<std::time::Duration>,
     ) -> Result<u64, CommandError> {
-        if key.len() > wire::MAX_STATE_KEY_LEN {
-            return Err(CommandError::KeyTooLong(key.len()));
-        }
-        if value.len() > wire::MAX_VALUE_LEN {
-            return Err(CommandError::ValueTooLong(value.len()));
-        }
+        check_len("state key", key.len(), wire::MAX_STATE_KEY_LEN)?;
+        check_len("state value", value.len(), wire::MAX_VALUE_LEN)?;
         let ttl = ttl.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         Ok(self.replication.set_own(key, value, ttl, now))
     }
@@ -1559,15 +1559,12 @@ impl Node {
         value: Option<Vec<u8>>,
         ttl: Option<std::time::Duration>,
     ) -> Result<(), CommandError> {
-        if key.len() > wire::MAX_KEY_LEN {
-            return Err(CommandError::KeyTooLong(key.len()));
-        }
-        if value
-            .as_ref()
-            .is_some_and(|v| v.len() > wire::MAX_VALUE_LEN)
-        {
-            return Err(CommandError::ValueTooLong(value.map_or(0, |v| v.len())));
-        }
+        check_len("shared key", key.len(), wire::MAX_KEY_LEN)?;
+        check_len(
+            "shared value",
+            value.as_ref().map_or(0, |v| v.len()),
+            wire::MAX_VALUE_LEN,
+        )?;
         let ttl = ttl.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         self.replication.put_shared(key, value, ttl, now);
         Ok(())
@@ -1612,12 +1609,8 @@ impl Node {
         name: &str,
         payload: Vec<u8>,
     ) -> Result<u64, CommandError> {
-        if name.len() > wire::MAX_EVENT_NAME_LEN {
-            return Err(CommandError::KeyTooLong(name.len()));
-        }
-        if payload.len() > wire::MAX_EVENT_PAYLOAD {
-            return Err(CommandError::ValueTooLong(payload.len()));
-        }
+        check_len("event name", name.len(), wire::MAX_EVENT_NAME_LEN)?;
+        check_len("event payload", payload.len(), wire::MAX_EVENT_PAYLOAD)?;
         let id = self.rumors.next_id(&self.me.name);
         let event = wire::UserEvent {
             id,
@@ -1876,6 +1869,14 @@ impl Node {
         self.replication.spent(&self.config, payload.len(), now);
         self.emit(dst, true, payload);
     }
+}
+
+/// `Ok` if `len` is within `max`, else the typed error naming `what`.
+fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), CommandError> {
+    if len > max {
+        return Err(CommandError::TooLong { what, len, max });
+    }
+    Ok(())
 }
 
 /// Capacity kept by the output queues once drained.

@@ -140,3 +140,38 @@ fn crc32(b: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn oversized_keys_values_and_events_are_refused_with_what_was_wrong() {
+    use grapevine_core::CommandError;
+    let mut n = node(b"");
+    let long_key = "k".repeat(300);
+    assert_eq!(
+        n.set_state(Time::ZERO, &long_key, vec![], None),
+        Err(CommandError::TooLong {
+            what: "state key",
+            len: 300,
+            max: 256
+        })
+    );
+    let big = vec![0u8; wire::MAX_VALUE_LEN + 1];
+    assert!(matches!(
+        n.put_shared(Time::ZERO, b"k", Some(big), None),
+        Err(CommandError::TooLong {
+            what: "shared value",
+            ..
+        })
+    ));
+    assert!(matches!(
+        n.broadcast(Time::ZERO, "e", vec![0; 2000]),
+        Err(CommandError::TooLong {
+            what: "event payload",
+            len: 2000,
+            max: 1024
+        })
+    ));
+    // Nothing was stored or sent.
+    assert!(n.node_state(n.name()).is_none());
+    assert!(n.shared().is_empty());
+    assert!(n.poll_transmit().is_none());
+}
