@@ -1,10 +1,33 @@
-//! grapevine: the library services embed.
+//! grapevine: the library services embed — a gossip member over UDP and TCP, driven by tokio.
 //!
-//! Today it re-exports the sans-IO protocol core; the tokio driver with UDP and TCP
-//! transport, encryption and the async API (`Node::builder()...start().await`) is the
-//! next piece of work (issue 3/6). Until then, drive [`Node`] yourself: feed it datagrams,
-//! frames and timeouts, and send what `poll_transmit` returns.
+//! ```no_run
+//! # async fn demo() -> Result<(), grapevine::Error> {
+//! let node = grapevine::Node::builder()
+//!     .name("web-1")
+//!     .bind("0.0.0.0:7946".parse().unwrap())
+//!     .seeds(["10.0.0.2:7946", "seed.example.com:7946"])
+//!     .config(grapevine::Config::lan())
+//!     .start()
+//!     .await?;
+//! node.put(b"config/feature-x", Some(b"on".to_vec())).await?;
+//! let mut events = node.events();
+//! while let Some(e) = events.next().await {
+//!     println!("{e:?}");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The protocol itself is the sans-IO [`grapevine_core`], re-exported here.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-pub use grapevine_core::*;
+mod driver;
+pub mod transport;
+
+pub use driver::{Error, Events, Node, NodeBuilder};
+/// The sans-IO protocol core, for what this crate does not wrap.
+pub use grapevine_core as core;
+pub use grapevine_core::{
+    Agreement, CommandError, Config, Detector, Event, Member, Name, State, Target,
+};

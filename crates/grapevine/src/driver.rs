@@ -1,0 +1,444 @@
+//! The networked node: a tokio task that drives a `grapevine_core::Node` with a UDP socket
+//! and a TCP listener on the same port, and the handle the application holds.
+
+use crate::transport;
+use bytes::Bytes;
+use grapevine_core::{Config, Event, Member, Name, Time};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// What went wrong starting or talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No name was given.
+    #[error("a node needs a name")]
+    NoName,
+    /// The name is not valid.
+    #[error(transparent)]
+    Name(#[from] grapevine_core::NameError),
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] grapevine_core::ConfigError),
+    /// Binding the UDP socket or TCP listener failed.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A command the protocol refused (a key too long, say).
+    #[error(transparent)]
+    Command(#[from] grapevine_core::CommandError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Builds and starts a [`Node`].
+#[derive(Clone, Debug)]
+pub struct NodeBuilder {
+    name: Option<String>,
+    bind: SocketAddr,
+    advertise: Option<SocketAddr>,
+    seeds: Vec<String>,
+    config: Config,
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        NodeBuilder {
+            name: None,
+            bind: SocketAddr::from(([0, 0, 0, 0], 7946)),
+            advertise: None,
+            seeds: Vec::new(),
+            config: Config::lan(),
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// The member name, unique in the cluster.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Where to listen, UDP and TCP on the same port (port 0: any free port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// The address other members reach this one at (default: the bound address).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Members to join through, as `host:port` (names are resolved again at every retry).
+    pub fn seeds<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The protocol configuration (a profile such as [`Config::lan`], possibly adjusted).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Binds the sockets and starts the node's task on the current tokio runtime.
+    pub async fn start(self) -> Result<Node, Error> {
+        let name = Name::new(self.name.as_deref().ok_or(Error::NoName)?)?;
+        self.config.validate()?;
+        let udp = UdpSocket::bind(self.bind)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: self.bind,
+                source,
+            })?;
+        let bound = udp.local_addr().map_err(|source| Error::Bind {
+            addr: self.bind,
+            source,
+        })?;
+        let tcp = TcpListener::bind(bound)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: bound,
+                source,
+            })?;
+        let advertise = self.advertise.unwrap_or(bound);
+        let epoch = Instant::now();
+        let seed = rand::random::<u64>();
+        let mut core = grapevine_core::Node::new(
+            self.config.clone(),
+            name.clone(),
+            advertise,
+            seed,
+            Time::ZERO,
+        )?;
+        let unix_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        core.set_wall_clock(unix_micros);
+        core.set_generation(unix_micros);
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (events_tx, _) = broadcast::channel(4096);
+        let driver = Driver {
+            core,
+            config: self.config,
+            me: advertise,
+            epoch,
+            udp,
+            tcp,
+            seeds: self.seeds,
+            writers: HashMap::new(),
+            events: events_tx.clone(),
+            joined: false,
+        };
+        tokio::spawn(driver.run(cmd_rx));
+        Ok(Node {
+            name,
+            addr: advertise,
+            cmds: cmd_tx,
+            events: events_tx,
+        })
+    }
+}
+
+/// A command from the handle to the task.
+enum Command {
+    Members(oneshot::Sender<Vec<Member>>),
+    SetState(String, Vec<u8>, oneshot::Sender<Result<u64, Error>>),
+    GetState(Name, String, oneshot::Sender<Option<Vec<u8>>>),
+    Put(Vec<u8>, Option<Vec<u8>>, oneshot::Sender<Result<(), Error>>),
+    Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
+    Broadcast(String, Vec<u8>, oneshot::Sender<Result<u64, Error>>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// A running member of a cluster. Cheap to clone; the node stops when it leaves.
+#[derive(Clone, Debug)]
+pub struct Node {
+    name: Name,
+    addr: SocketAddr,
+    cmds: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+}
+
+/// The node's events, as they happen. A subscriber that falls too far behind loses the
+/// oldest (and is told how many).
+pub struct Events(broadcast::Receiver<Event>);
+
+impl Events {
+    /// The next event; `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            match self.0.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "event subscriber fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Node {
+    /// A builder: `Node::builder().name("a").bind(addr).seeds([...]).start().await`.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// This member's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The address others reach it at.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A subscription to events from now on.
+    pub fn events(&self) -> Events {
+        Events(self.events.subscribe())
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(make(tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Every member known, in any state, this one included.
+    pub async fn members(&self) -> Result<Vec<Member>, Error> {
+        self.ask(Command::Members).await
+    }
+
+    /// Sets a key of this node's own state; returns its version.
+    pub async fn set_state(&self, key: &str, value: Vec<u8>) -> Result<u64, Error> {
+        self.ask(|tx| Command::SetState(key.to_string(), value, tx))
+            .await?
+    }
+
+    /// The value of `key` in member `name`'s state, as known here.
+    pub async fn state(&self, name: &Name, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.ask(|tx| Command::GetState(name.clone(), key.to_string(), tx))
+            .await
+    }
+
+    /// Writes a shared key (last write wins); `None` deletes it.
+    pub async fn put(&self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), Error> {
+        self.ask(|tx| Command::Put(key.to_vec(), value, tx)).await?
+    }
+
+    /// A shared key's value, as known here.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.ask(|tx| Command::Get(key.to_vec(), tx)).await
+    }
+
+    /// Raises a user event for every member.
+    pub async fn broadcast(&self, name: &str, payload: Vec<u8>) -> Result<u64, Error> {
+        self.ask(|tx| Command::Broadcast(name.to_string(), payload, tx))
+            .await?
+    }
+
+    /// Leaves the cluster gracefully (the others record this member as left, not failed)
+    /// and stops the node.
+    pub async fn leave(&self) -> Result<(), Error> {
+        self.ask(Command::Leave).await
+    }
+}
+
+/// The task's state.
+struct Driver {
+    core: grapevine_core::Node,
+    config: Config,
+    me: SocketAddr,
+    epoch: Instant,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    seeds: Vec<String>,
+    writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    events: broadcast::Sender<Event>,
+    joined: bool,
+}
+
+impl Driver {
+    fn now(&self) -> Time {
+        Time::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn instant(&self, t: Time) -> tokio::time::Instant {
+        if t == Time::MAX {
+            return tokio::time::Instant::now() + Duration::from_secs(3600);
+        }
+        tokio::time::Instant::from_std(self.epoch + Duration::from_micros(t.as_micros()))
+    }
+
+    async fn resolve_seeds(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for s in &self.seeds {
+            match tokio::net::lookup_host(s.as_str()).await {
+                Ok(addrs) => out.extend(addrs.filter(|a| *a != self.me)),
+                Err(e) => tracing::warn!(seed = %s, error = %e, "cannot resolve seed"),
+            }
+        }
+        out
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
+        let (frames_tx, mut frames_rx) = mpsc::channel::<(SocketAddr, Bytes)>(1024);
+        let mut buf = vec![0u8; 65_536];
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        let mut leaving: Option<(oneshot::Sender<()>, tokio::time::Instant)> = None;
+        loop {
+            self.flush().await;
+            if let Some((_, until)) = &leaving {
+                if tokio::time::Instant::now() >= *until {
+                    break;
+                }
+            }
+            let deadline = self.instant(self.core.poll_timeout());
+            tokio::select! {
+                r = self.udp.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        let now = self.now();
+                        self.core.handle_datagram(now, from, &buf[..n]);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "udp receive failed"),
+                },
+                Some((from, frame)) = frames_rx.recv() => {
+                    let now = self.now();
+                    self.core.handle_frame(now, from, &frame);
+                }
+                r = self.tcp.accept() => match r {
+                    Ok((stream, _)) => {
+                        let tx = frames_tx.clone();
+                        let max = self.config.max_frame;
+                        let idle = self.config.sync_timeout;
+                        tokio::spawn(async move {
+                            if let Err(e) = transport::read_frames(stream, max, idle, tx).await {
+                                tracing::debug!(error = %e, "inbound connection dropped");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::debug!(error = %e, "accept failed"),
+                },
+                Some(cmd) = cmds.recv(), if leaving.is_none() => {
+                    if let Some(done) = self.command(cmd) {
+                        // Give the leave message time to spread, then stop.
+                        let until = tokio::time::Instant::now() + self.config.gossip_interval * 5;
+                        leaving = Some((done, until));
+                    }
+                }
+                _ = retry.tick(), if !self.joined && !self.seeds.is_empty() => {
+                    let seeds = self.resolve_seeds().await;
+                    if !seeds.is_empty() {
+                        let now = self.now();
+                        self.core.join(now, &seeds);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+            }
+        }
+        if let Some((done, _)) = leaving {
+            let _ = done.send(());
+        }
+    }
+
+    /// Handles a command; returns the reply channel of a leave, which ends the task.
+    fn command(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
+        let now = self.now();
+        match cmd {
+            Command::Members(tx) => {
+                let _ = tx.send(self.core.members().collect());
+            }
+            Command::SetState(k, v, tx) => {
+                let _ = tx.send(self.core.set_state(now, &k, v, None).map_err(Error::from));
+            }
+            Command::GetState(n, k, tx) => {
+                let _ = tx.send(self.core.state_value(now, &n, &k).map(<[u8]>::to_vec));
+            }
+            Command::Put(k, v, tx) => {
+                let _ = tx.send(self.core.put_shared(now, &k, v, None).map_err(Error::from));
+            }
+            Command::Get(k, tx) => {
+                let phys = self.core.physical_time(now);
+                let v = match self.core.shared().get(&k, phys) {
+                    Some(grapevine_core::state::keyspace::Value::Lww(l)) => l.value.clone(),
+                    _ => None,
+                };
+                let _ = tx.send(v);
+            }
+            Command::Broadcast(name, payload, tx) => {
+                let _ = tx.send(
+                    self.core
+                        .broadcast(now, &name, payload)
+                        .map_err(Error::from),
+                );
+            }
+            Command::Leave(tx) => {
+                self.core.leave(now);
+                return Some(tx);
+            }
+        }
+        None
+    }
+
+    /// Sends what the core has to send and publishes its events.
+    async fn flush(&mut self) {
+        while let Some(e) = self.core.poll_event() {
+            if matches!(e, Event::Synced { .. }) {
+                self.joined = true;
+            }
+            let _ = self.events.send(e);
+        }
+        while let Some(t) = self.core.poll_transmit() {
+            if !t.reliable {
+                if let Err(e) = self.udp.send_to(&t.payload, t.dst).await {
+                    tracing::debug!(dst = %t.dst, error = %e, "udp send failed");
+                }
+                continue;
+            }
+            let tx = self.writer(t.dst);
+            if tx.try_send(t.payload).is_err() {
+                // A full or dead writer: start afresh for the next frame.
+                self.writers.remove(&t.dst);
+            }
+        }
+    }
+
+    /// The frame writer to `dst`, connecting if there is none.
+    fn writer(&mut self, dst: SocketAddr) -> mpsc::Sender<Bytes> {
+        if let Some(tx) = self.writers.get(&dst) {
+            if !tx.is_closed() {
+                return tx.clone();
+            }
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.me;
+        let connect = self.config.probe_timeout.max(Duration::from_millis(500));
+        let idle = self.config.sync_timeout;
+        tokio::spawn(async move {
+            if let Err(e) = transport::write_frames(me, dst, connect, idle, rx).await {
+                tracing::debug!(%dst, error = %e, "outbound connection dropped");
+            }
+        });
+        self.writers.insert(dst, tx.clone());
+        tx
+    }
+}

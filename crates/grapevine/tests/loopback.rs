@@ -1,0 +1,96 @@
+//! Real sockets on loopback: three members join, share keys, hear an event, and one leaves.
+
+use grapevine::{Config, Event, Node, State};
+use std::time::Duration;
+use tokio::time::{sleep, timeout, Instant};
+
+async fn start(name: &str, seeds: Vec<String>) -> Node {
+    Node::builder()
+        .name(name)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .seeds(seeds)
+        .config(Config::local())
+        .start()
+        .await
+        .expect("starts")
+}
+
+/// Polls `check` until it holds or `limit` passes; returns how long it took.
+async fn until<F, Fut>(limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !check().await {
+        assert!(t0.elapsed() < limit, "not within {limit:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+    t0.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_join_share_keys_and_one_leaves() {
+    let a = start("a", vec![]).await;
+    let seed = vec![a.addr().to_string()];
+    let b = start("b", seed.clone()).await;
+    let c = start("c", seed).await;
+    let nodes = [a.clone(), b.clone(), c.clone()];
+
+    let all_alive = |n: &Node| {
+        let n = n.clone();
+        async move {
+            let m = n.members().await.unwrap();
+            m.len() == 3 && m.iter().all(|m| m.state == State::Alive)
+        }
+    };
+    let join = until(Duration::from_secs(10), || async {
+        for n in &nodes {
+            if !all_alive(n).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    println!("joined in {join:?}");
+
+    // Per-node state and a shared key reach the others.
+    b.set_state("role", b"cache".to_vec()).await.unwrap();
+    c.put(b"config/x", Some(b"1".to_vec())).await.unwrap();
+    let spread = until(Duration::from_secs(10), || async {
+        a.state(b.name(), "role").await.unwrap().as_deref() == Some(&b"cache"[..])
+            && a.get(b"config/x").await.unwrap().as_deref() == Some(&b"1"[..])
+            && b.get(b"config/x").await.unwrap().as_deref() == Some(&b"1"[..])
+    })
+    .await;
+    println!("keys spread in {spread:?}");
+
+    // A user event reaches the others.
+    let mut events = b.events();
+    a.broadcast("deploy", b"v2".to_vec()).await.unwrap();
+    let got = timeout(Duration::from_secs(5), async {
+        while let Some(e) = events.next().await {
+            if let Event::User { name, payload, .. } = e {
+                return (name, payload);
+            }
+        }
+        panic!("events ended");
+    })
+    .await
+    .expect("event within 5 s");
+    assert_eq!(got, ("deploy".to_string(), b"v2".to_vec()));
+
+    // A graceful leave is recorded as left, not failed.
+    c.leave().await.unwrap();
+    let left = until(Duration::from_secs(10), || async {
+        a.members()
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.name.as_str() == "c" && m.state == State::Left)
+    })
+    .await;
+    println!("leave seen in {left:?}");
+    assert!(c.members().await.is_err(), "a node that left has stopped");
+}
