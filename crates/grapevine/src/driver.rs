@@ -1,6 +1,7 @@
 //! The networked node: a tokio task that drives a `grapevine_core::Node` with a UDP socket
 //! and a TCP listener on the same port, and the handle the application holds.
 
+use crate::crypto::{Key, Keyring, KeyringError};
 use crate::transport;
 use bytes::Bytes;
 use grapevine_core::{Config, Event, Member, Name, Time};
@@ -33,6 +34,9 @@ pub enum Error {
     /// A command the protocol refused (a key too long, say).
     #[error(transparent)]
     Command(#[from] grapevine_core::CommandError),
+    /// A keyring change was refused.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -46,6 +50,7 @@ pub struct NodeBuilder {
     advertise: Option<SocketAddr>,
     seeds: Vec<String>,
     config: Config,
+    keyring: Keyring,
 }
 
 impl Default for NodeBuilder {
@@ -56,6 +61,7 @@ impl Default for NodeBuilder {
             advertise: None,
             seeds: Vec::new(),
             config: Config::lan(),
+            keyring: Keyring::default(),
         }
     }
 }
@@ -92,6 +98,12 @@ impl NodeBuilder {
     /// The protocol configuration (a profile such as [`Config::lan`], possibly adjusted).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Encrypts and authenticates every packet with these keys (none: no encryption).
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = keyring;
         self
     }
 
@@ -143,6 +155,8 @@ impl NodeBuilder {
             writers: HashMap::new(),
             events: events_tx.clone(),
             joined: false,
+            keyring: self.keyring,
+            refused: HashMap::new(),
         };
         tokio::spawn(driver.run(cmd_rx));
         Ok(Node {
@@ -162,7 +176,17 @@ enum Command {
     Put(Vec<u8>, Option<Vec<u8>>, oneshot::Sender<Result<(), Error>>),
     Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     Broadcast(String, Vec<u8>, oneshot::Sender<Result<u64, Error>>),
+    Keyring(KeyOp, oneshot::Sender<Result<Vec<Key>, Error>>),
+    Refused(oneshot::Sender<HashMap<&'static str, u64>>),
     Leave(oneshot::Sender<()>),
+}
+
+/// A keyring operation.
+enum KeyOp {
+    Install(Key),
+    Use(Key),
+    Remove(Key),
+    List,
 }
 
 /// A running member of a cluster. Cheap to clone; the node stops when it leaves.
@@ -253,6 +277,34 @@ impl Node {
             .await?
     }
 
+    /// Installs a key to read with; returns the keyring, primary first.
+    pub async fn keyring_install(&self, key: Key) -> Result<Vec<Key>, Error> {
+        self.ask(|tx| Command::Keyring(KeyOp::Install(key), tx))
+            .await?
+    }
+
+    /// Makes an installed key the one this node writes with.
+    pub async fn keyring_use(&self, key: Key) -> Result<Vec<Key>, Error> {
+        self.ask(|tx| Command::Keyring(KeyOp::Use(key), tx)).await?
+    }
+
+    /// Removes a key that is not the primary.
+    pub async fn keyring_remove(&self, key: Key) -> Result<Vec<Key>, Error> {
+        self.ask(|tx| Command::Keyring(KeyOp::Remove(key), tx))
+            .await?
+    }
+
+    /// The keys, primary first.
+    pub async fn keyring_list(&self) -> Result<Vec<Key>, Error> {
+        self.ask(|tx| Command::Keyring(KeyOp::List, tx)).await?
+    }
+
+    /// Packets and frames refused before reaching the protocol, by reason (`unencrypted`,
+    /// `wrong_label`, `bad_key`, `truncated`).
+    pub async fn refused(&self) -> Result<HashMap<&'static str, u64>, Error> {
+        self.ask(Command::Refused).await
+    }
+
     /// Leaves the cluster gracefully (the others record this member as left, not failed)
     /// and stops the node.
     pub async fn leave(&self) -> Result<(), Error> {
@@ -272,9 +324,29 @@ struct Driver {
     writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     events: broadcast::Sender<Event>,
     joined: bool,
+    keyring: Keyring,
+    refused: HashMap<&'static str, u64>,
 }
 
 impl Driver {
+    /// Opens an incoming envelope, counting and logging what is refused.
+    fn open(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+        match self.keyring.open(&self.config.label, bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let n = self.refused.entry(e.reason()).or_insert(0);
+                *n += 1;
+                // The first of each kind is worth a warning; the rest, a debug line.
+                if *n == 1 {
+                    tracing::warn!(%from, error = %e, "refused a packet");
+                } else {
+                    tracing::debug!(%from, error = %e, "refused a packet");
+                }
+                None
+            }
+        }
+    }
+
     fn now(&self) -> Time {
         Time::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
@@ -313,14 +385,19 @@ impl Driver {
             tokio::select! {
                 r = self.udp.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
-                        let now = self.now();
-                        self.core.handle_datagram(now, from, &buf[..n]);
+                        let bytes = buf[..n].to_vec();
+                        if let Some(packet) = self.open(from, &bytes) {
+                            let now = self.now();
+                            self.core.handle_datagram(now, from, &packet);
+                        }
                     }
                     Err(e) => tracing::debug!(error = %e, "udp receive failed"),
                 },
                 Some((from, frame)) = frames_rx.recv() => {
-                    let now = self.now();
-                    self.core.handle_frame(now, from, &frame);
+                    if let Some(packet) = self.open(from, &frame) {
+                        let now = self.now();
+                        self.core.handle_frame(now, from, &packet);
+                    }
                 }
                 r = self.tcp.accept() => match r {
                     Ok((stream, _)) => {
@@ -391,6 +468,24 @@ impl Driver {
                         .map_err(Error::from),
                 );
             }
+            Command::Keyring(op, tx) => {
+                let r = match op {
+                    KeyOp::Install(k) => {
+                        self.keyring.install(k);
+                        Ok(())
+                    }
+                    KeyOp::Use(k) => self.keyring.use_key(&k),
+                    KeyOp::Remove(k) => self.keyring.remove(&k),
+                    KeyOp::List => Ok(()),
+                };
+                let _ = tx.send(
+                    r.map(|()| self.keyring.list().to_vec())
+                        .map_err(Error::from),
+                );
+            }
+            Command::Refused(tx) => {
+                let _ = tx.send(self.refused.clone());
+            }
             Command::Leave(tx) => {
                 self.core.leave(now);
                 return Some(tx);
@@ -408,14 +503,19 @@ impl Driver {
             let _ = self.events.send(e);
         }
         while let Some(t) = self.core.poll_transmit() {
+            let payload = if self.keyring.is_empty() {
+                t.payload
+            } else {
+                Bytes::from(self.keyring.seal(&self.config.label, &t.payload))
+            };
             if !t.reliable {
-                if let Err(e) = self.udp.send_to(&t.payload, t.dst).await {
+                if let Err(e) = self.udp.send_to(&payload, t.dst).await {
                     tracing::debug!(dst = %t.dst, error = %e, "udp send failed");
                 }
                 continue;
             }
             let tx = self.writer(t.dst);
-            if tx.try_send(t.payload).is_err() {
+            if tx.try_send(payload).is_err() {
                 // A full or dead writer: start afresh for the next frame.
                 self.writers.remove(&t.dst);
             }

@@ -22,9 +22,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod crypto;
 mod driver;
 pub mod transport;
 
+pub use crypto::Keyring;
 pub use driver::{Error, Events, Node, NodeBuilder};
 /// The sans-IO protocol core, for what this crate does not wrap.
 pub use grapevine_core as core;
