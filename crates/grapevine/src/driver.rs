@@ -2,11 +2,13 @@
 //! and a TCP listener on the same port, and the handle the application holds.
 
 use crate::crypto::{Key, Keyring, KeyringError};
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::transport;
 use bytes::Bytes;
 use grapevine_core::{Config, Event, Member, Name, Time};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -37,6 +39,9 @@ pub enum Error {
     /// A keyring change was refused.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// The data directory's snapshot could not be read.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -51,6 +56,7 @@ pub struct NodeBuilder {
     seeds: Vec<String>,
     config: Config,
     keyring: Keyring,
+    data_dir: Option<PathBuf>,
 }
 
 impl Default for NodeBuilder {
@@ -62,6 +68,7 @@ impl Default for NodeBuilder {
             seeds: Vec::new(),
             config: Config::lan(),
             keyring: Keyring::default(),
+            data_dir: None,
         }
     }
 }
@@ -107,6 +114,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Remembers members, incarnation, generation and own keys in `dir` across restarts.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     /// Binds the sockets and starts the node's task on the current tokio runtime.
     pub async fn start(self) -> Result<Node, Error> {
         let name = Name::new(self.name.as_deref().ok_or(Error::NoName)?)?;
@@ -141,7 +154,34 @@ impl NodeBuilder {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         core.set_wall_clock(unix_micros);
-        core.set_generation(unix_micros);
+        let mut seeds = self.seeds;
+        let snapshot = match &self.data_dir {
+            Some(dir) => Snapshot::load(dir)?.filter(|s| s.name == name.as_str()),
+            None => None,
+        };
+        // A restart comes back above everything said of its previous run: a higher
+        // incarnation for membership, a higher generation for its state.
+        let generation = snapshot.as_ref().map_or(unix_micros, |s| {
+            unix_micros.max(s.generation.saturating_add(1))
+        });
+        core.set_generation(generation);
+        if let Some(snap) = snapshot {
+            core.set_incarnation(Time::ZERO, snap.incarnation.saturating_add(1));
+            for (k, v) in snap.state {
+                core.set_state(Time::ZERO, &k, v, None)?;
+            }
+            seeds.extend(
+                snap.members
+                    .iter()
+                    .filter(|(_, a)| *a != advertise)
+                    .map(|(_, a)| a.to_string()),
+            );
+            tracing::info!(
+                incarnation = snap.incarnation.saturating_add(1),
+                keys = core.node_state(&name).map_or(0, |s| s.entries.len()),
+                "restored from the data directory"
+            );
+        }
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (events_tx, _) = broadcast::channel(4096);
         let driver = Driver {
@@ -151,7 +191,9 @@ impl NodeBuilder {
             epoch,
             udp,
             tcp,
-            seeds: self.seeds,
+            seeds,
+            data_dir: self.data_dir,
+            generation,
             writers: HashMap::new(),
             events: events_tx.clone(),
             joined: false,
@@ -179,6 +221,7 @@ enum Command {
     Keyring(KeyOp, oneshot::Sender<Result<Vec<Key>, Error>>),
     Refused(oneshot::Sender<HashMap<&'static str, u64>>),
     Leave(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
 }
 
 /// A keyring operation.
@@ -305,6 +348,11 @@ impl Node {
         self.ask(Command::Refused).await
     }
 
+    /// Stops the node at once, without leaving: to the others it looks like a crash.
+    pub async fn stop(&self) -> Result<(), Error> {
+        self.ask(Command::Stop).await
+    }
+
     /// Leaves the cluster gracefully (the others record this member as left, not failed)
     /// and stops the node.
     pub async fn leave(&self) -> Result<(), Error> {
@@ -326,9 +374,47 @@ struct Driver {
     joined: bool,
     keyring: Keyring,
     refused: HashMap<&'static str, u64>,
+    data_dir: Option<PathBuf>,
+    generation: u64,
 }
 
 impl Driver {
+    /// Writes the snapshot, if the node has a data directory; a failure is logged, not fatal.
+    fn save(&self) {
+        let Some(dir) = &self.data_dir else { return };
+        let now = self.now();
+        let me = self.core.name().clone();
+        let members = self
+            .core
+            .members()
+            .filter(|m| m.state.is_live() && m.name != me)
+            .map(|m| (m.name.as_str().to_string(), m.addr))
+            .collect();
+        let phys = self.core.physical_time(now);
+        let state = self
+            .core
+            .node_state(&me)
+            .map(|s| {
+                s.entries
+                    .iter()
+                    .filter(|(k, v)| !v.is_gone(phys) && !k.starts_with("__"))
+                    .map(|(k, v)| (k.clone(), v.value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let snap = Snapshot {
+            version: 1,
+            name: me.as_str().to_string(),
+            incarnation: self.core.incarnation(),
+            generation: self.generation,
+            members,
+            state,
+        };
+        if let Err(e) = snap.save(dir) {
+            tracing::warn!(error = %e, "cannot write the snapshot");
+        }
+    }
+
     /// Opens an incoming envelope, counting and logging what is refused.
     fn open(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
         match self.keyring.open(&self.config.label, bytes) {
@@ -373,6 +459,7 @@ impl Driver {
         let (frames_tx, mut frames_rx) = mpsc::channel::<(SocketAddr, Bytes)>(1024);
         let mut buf = vec![0u8; 65_536];
         let mut retry = tokio::time::interval(Duration::from_secs(1));
+        let mut snapshot = tokio::time::interval(Duration::from_secs(2));
         let mut leaving: Option<(oneshot::Sender<()>, tokio::time::Instant)> = None;
         loop {
             self.flush().await;
@@ -413,6 +500,10 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "accept failed"),
                 },
                 Some(cmd) = cmds.recv(), if leaving.is_none() => {
+                    if let Command::Stop(done) = cmd {
+                        let _ = done.send(());
+                        return;
+                    }
                     if let Some(done) = self.command(cmd) {
                         // Give the leave message time to spread, then stop.
                         let until = tokio::time::Instant::now() + self.config.gossip_interval * 5;
@@ -426,12 +517,14 @@ impl Driver {
                         self.core.join(now, &seeds);
                     }
                 }
+                _ = snapshot.tick(), if self.data_dir.is_some() => self.save(),
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }
             }
         }
+        self.save();
         if let Some((done, _)) = leaving {
             let _ = done.send(());
         }
@@ -489,6 +582,9 @@ impl Driver {
             Command::Leave(tx) => {
                 self.core.leave(now);
                 return Some(tx);
+            }
+            Command::Stop(tx) => {
+                let _ = tx.send(());
             }
         }
         None

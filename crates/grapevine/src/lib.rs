@@ -24,6 +24,7 @@
 
 pub mod crypto;
 mod driver;
+pub mod snapshot;
 pub mod transport;
 
 pub use crypto::Keyring;
