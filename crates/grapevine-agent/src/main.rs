@@ -1,6 +1,8 @@
-//! `grapevine`: the agent and its command line. For now it offers the simulator.
+//! `grapevine`: the agent, its command line, and the simulator.
 
 #![forbid(unsafe_code)]
+
+mod agent;
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -28,6 +30,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a member of a cluster, with its HTTP API, until SIGTERM or SIGINT (which leave
+    /// gracefully).
+    Agent(agent::AgentArgs),
+    /// List the members the local agent knows.
+    Members {
+        /// The agent's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        http: std::net::SocketAddr,
+        /// `table` or `json` (an array of objects: name, addr, status, tags, incarnation).
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Run the deterministic simulator.
     Sim {
         #[command(subcommand)]
@@ -287,6 +301,29 @@ fn print_report(report: &impl serde::Serialize, json: bool) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Agent(a) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(agent::run(a))
+        }
+        Command::Members { http, format } => {
+            let json = match format.as_str() {
+                "json" => true,
+                "table" => false,
+                other => return Err(anyhow!("unknown format {other:?}: table or json")),
+            };
+            print_out(&agent::members_command(http, json)?)
+        }
         Command::Sim { scenario } => match scenario {
             SimScenario::Swim(a) => {
                 let params = SwimParams {

@@ -217,11 +217,14 @@ enum Command {
     GetState(Name, String, oneshot::Sender<Option<Vec<u8>>>),
     Put(Vec<u8>, Option<Vec<u8>>, oneshot::Sender<Result<(), Error>>),
     Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
+    List(Vec<u8>, oneshot::Sender<Vec<(Vec<u8>, Vec<u8>)>>),
+    Join(Vec<SocketAddr>, oneshot::Sender<()>),
     Broadcast(String, Vec<u8>, oneshot::Sender<Result<u64, Error>>),
     Keyring(KeyOp, oneshot::Sender<Result<Vec<Key>, Error>>),
     Refused(oneshot::Sender<HashMap<&'static str, u64>>),
     Leave(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
+    Stats(oneshot::Sender<grapevine_core::Stats>),
 }
 
 /// A keyring operation.
@@ -314,6 +317,28 @@ impl Node {
         self.ask(|tx| Command::Get(key.to_vec(), tx)).await
     }
 
+    /// The shared keys starting with `prefix` that hold a value, with it, in key order.
+    pub async fn list(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        self.ask(|tx| Command::List(prefix.to_vec(), tx)).await
+    }
+
+    /// Joins through more members (`host:port`, resolved now).
+    pub async fn join<I, S>(&self, seeds: I) -> Result<usize, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut addrs = Vec::new();
+        for s in seeds {
+            if let Ok(found) = tokio::net::lookup_host(s.as_ref()).await {
+                addrs.extend(found);
+            }
+        }
+        let n = addrs.len();
+        self.ask(|tx| Command::Join(addrs, tx)).await?;
+        Ok(n)
+    }
+
     /// Raises a user event for every member.
     pub async fn broadcast(&self, name: &str, payload: Vec<u8>) -> Result<u64, Error> {
         self.ask(|tx| Command::Broadcast(name.to_string(), payload, tx))
@@ -346,6 +371,11 @@ impl Node {
     /// `wrong_label`, `bad_key`, `truncated`).
     pub async fn refused(&self) -> Result<HashMap<&'static str, u64>, Error> {
         self.ask(Command::Refused).await
+    }
+
+    /// The protocol's counters: messages and bytes in and out, drops by reason, probes.
+    pub async fn stats(&self) -> Result<grapevine_core::Stats, Error> {
+        self.ask(Command::Stats).await
     }
 
     /// Stops the node at once, without leaving: to the others it looks like a crash.
@@ -554,6 +584,27 @@ impl Driver {
                 };
                 let _ = tx.send(v);
             }
+            Command::List(prefix, tx) => {
+                let phys = self.core.physical_time(now);
+                let mut out: Vec<(Vec<u8>, Vec<u8>)> = self
+                    .core
+                    .shared()
+                    .iter(phys)
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .filter_map(|(k, v)| match v {
+                        grapevine_core::state::keyspace::Value::Lww(l) => {
+                            l.value.clone().map(|v| (k.to_vec(), v))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                out.sort();
+                let _ = tx.send(out);
+            }
+            Command::Join(addrs, tx) => {
+                self.core.join(now, &addrs);
+                let _ = tx.send(());
+            }
             Command::Broadcast(name, payload, tx) => {
                 let _ = tx.send(
                     self.core
@@ -585,6 +636,9 @@ impl Driver {
             }
             Command::Stop(tx) => {
                 let _ = tx.send(());
+            }
+            Command::Stats(tx) => {
+                let _ = tx.send(self.core.stats().clone());
             }
         }
         None

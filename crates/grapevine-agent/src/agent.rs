@@ -1,0 +1,420 @@
+//! `grapevine agent`: a member of the cluster with an HTTP API, until SIGTERM or SIGINT,
+//! which leave gracefully.
+
+use anyhow::{anyhow, Context, Result};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use base64::Engine;
+use grapevine::{Config, Keyring, Node};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `grapevine agent` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// This member's name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Gossip address, UDP and TCP on one port.
+    #[arg(long, default_value = "0.0.0.0:7946")]
+    pub bind: SocketAddr,
+    /// The address other members reach this one at.
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
+    /// A member to join through, `host:port` (repeatable; retried until joined).
+    #[arg(long = "join")]
+    pub join: Vec<String>,
+    /// Protocol profile: lan, wan or local.
+    #[arg(long, default_value = "lan")]
+    pub profile: String,
+    /// Where the agent remembers members and its keys across restarts.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A file holding the cluster key, base64 of 32 bytes (as `serf keygen` prints).
+    #[arg(long)]
+    pub encrypt_key_file: Option<PathBuf>,
+    /// The HTTP API's address.
+    #[arg(long, default_value = "127.0.0.1:8500")]
+    pub http: SocketAddr,
+}
+
+/// Reads a base64 key file.
+fn read_key(path: &PathBuf) -> Result<grapevine::crypto::Key> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key file {}", path.display()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .with_context(|| format!("the key file {} is not base64", path.display()))?;
+    Ok(Keyring::key(&bytes)?)
+}
+
+/// Runs the agent until a signal.
+pub async fn run(a: AgentArgs) -> Result<()> {
+    let config = Config::profile(&a.profile)
+        .ok_or_else(|| anyhow!("unknown profile {:?}: lan, wan or local", a.profile))?;
+    let name = match a.name.clone() {
+        Some(n) => n,
+        None => std::env::var("HOSTNAME").unwrap_or_else(|_| "grapevine".into()),
+    };
+    let mut builder = Node::builder()
+        .name(name)
+        .bind(a.bind)
+        .seeds(a.join.clone())
+        .config(config);
+    if let Some(adv) = a.advertise {
+        builder = builder.advertise(adv);
+    }
+    if let Some(dir) = &a.data_dir {
+        builder = builder.data_dir(dir);
+    }
+    if let Some(path) = &a.encrypt_key_file {
+        builder = builder.keyring(Keyring::new(read_key(path)?));
+    }
+    let node = builder.start().await?;
+    tracing::info!(name = %node.name().as_str(), addr = %node.addr(), http = %a.http, "agent started");
+    let listener = tokio::net::TcpListener::bind(a.http)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", a.http))?;
+    let app = router(node.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    wait_for_signal().await;
+    tracing::info!("leaving the cluster");
+    node.leave().await?;
+    server.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The HTTP API.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/v1/agent/members", get(consul_members))
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/join/{addr}", put(join))
+        .route("/v1/agent/leave", put(leave))
+        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/event/fire/{name}", put(fire))
+        .route("/v1/status/leader", get(leader))
+        .route("/v1/grapevine/members", get(members))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+/// An API error: the status and a plain-text reason.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+impl From<grapevine::Error> for ApiError {
+    fn from(e: grapevine::Error) -> Self {
+        let code = match e {
+            grapevine::Error::Command(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// A member in grapevine's own shape (the CLI's `--format json`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemberView {
+    /// Its name.
+    pub name: String,
+    /// `host:port`.
+    pub addr: String,
+    /// alive, suspect, failed or left.
+    pub status: String,
+    /// Its tags, as text when UTF-8.
+    pub tags: String,
+    /// Its incarnation.
+    pub incarnation: u32,
+}
+
+fn status(s: grapevine::State) -> &'static str {
+    match s {
+        grapevine::State::Alive => "alive",
+        grapevine::State::Suspect => "suspect",
+        grapevine::State::Dead => "failed",
+        grapevine::State::Left => "left",
+    }
+}
+
+async fn members(State(node): State<Node>) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let mut out: Vec<MemberView> = node
+        .members()
+        .await?
+        .into_iter()
+        .map(|m| MemberView {
+            name: m.name.as_str().to_string(),
+            addr: m.addr.to_string(),
+            status: status(m.state).to_string(),
+            tags: String::from_utf8_lossy(&m.tags).into_owned(),
+            incarnation: m.incarnation,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(out))
+}
+
+/// Consul's (Serf's) member status codes: 1 alive, 3 left, 4 failed.
+fn consul_status(s: grapevine::State) -> u8 {
+    match s {
+        grapevine::State::Alive | grapevine::State::Suspect => 1,
+        grapevine::State::Left => 3,
+        grapevine::State::Dead => 4,
+    }
+}
+
+fn consul_member(m: &grapevine::Member) -> serde_json::Value {
+    serde_json::json!({
+        "Name": m.name.as_str(),
+        "Addr": m.addr.ip().to_string(),
+        "Port": m.addr.port(),
+        "Tags": {},
+        "Status": consul_status(m.state),
+        "ProtocolMin": 1, "ProtocolMax": m.protocol, "ProtocolCur": m.protocol,
+        "DelegateMin": 0, "DelegateMax": 0, "DelegateCur": 0,
+    })
+}
+
+async fn consul_members(State(node): State<Node>) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = node.members().await?;
+    Ok(Json(serde_json::Value::Array(
+        m.iter().map(consul_member).collect(),
+    )))
+}
+
+async fn agent_self(State(node): State<Node>) -> Result<Json<serde_json::Value>, ApiError> {
+    let me = node
+        .members()
+        .await?
+        .into_iter()
+        .find(|m| &m.name == node.name())
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "no self".into()))?;
+    Ok(Json(serde_json::json!({
+        "Config": { "NodeName": node.name().as_str(), "Datacenter": "grapevine" },
+        "Member": consul_member(&me),
+    })))
+}
+
+async fn join(State(node): State<Node>, Path(addr): Path<String>) -> Result<Json<bool>, ApiError> {
+    let n = node.join([addr.clone()]).await?;
+    if n == 0 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("cannot resolve {addr}"),
+        ));
+    }
+    Ok(Json(true))
+}
+
+async fn leave(State(node): State<Node>) -> Result<Json<bool>, ApiError> {
+    node.leave().await?;
+    Ok(Json(true))
+}
+
+async fn leader(State(node): State<Node>) -> Json<String> {
+    // There is no leader: every agent answers for itself.
+    Json(node.addr().to_string())
+}
+
+async fn kv_get(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let recurse = q.contains_key("recurse");
+    let keys_only = q.contains_key("keys");
+    let entries = if recurse || keys_only {
+        node.list(key.as_bytes()).await?
+    } else {
+        node.get(key.as_bytes())
+            .await?
+            .map(|v| vec![(key.as_bytes().to_vec(), v)])
+            .unwrap_or_default()
+    };
+    if entries.is_empty() {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Consul-Index", HeaderValue::from_static("1"));
+    if keys_only {
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        return Ok((headers, Json(keys)).into_response());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let out: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(k, v)| {
+            serde_json::json!({
+                "Key": String::from_utf8_lossy(k),
+                "Value": b64.encode(v),
+                "Flags": 0, "LockIndex": 0, "CreateIndex": 1, "ModifyIndex": 1,
+            })
+        })
+        .collect();
+    Ok((headers, Json(out)).into_response())
+}
+
+async fn kv_put(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Json<bool>, ApiError> {
+    node.put(key.as_bytes(), Some(body.to_vec())).await?;
+    Ok(Json(true))
+}
+
+async fn kv_delete(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+) -> Result<Json<bool>, ApiError> {
+    node.put(key.as_bytes(), None).await?;
+    Ok(Json(true))
+}
+
+async fn fire(
+    State(node): State<Node>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node.broadcast(&name, body.to_vec()).await?;
+    Ok(Json(
+        serde_json::json!({ "ID": format!("{id:016x}"), "Name": name }),
+    ))
+}
+
+async fn metrics(State(node): State<Node>) -> Result<String, ApiError> {
+    let members = node.members().await?;
+    let stats = node.stats().await?;
+    let mut out = String::new();
+    out.push_str(
+        "# HELP grapevine_members Members known, by state.\n# TYPE grapevine_members gauge\n",
+    );
+    for s in [
+        grapevine::State::Alive,
+        grapevine::State::Suspect,
+        grapevine::State::Dead,
+        grapevine::State::Left,
+    ] {
+        let n = members.iter().filter(|m| m.state == s).count();
+        out.push_str(&format!(
+            "grapevine_members{{state=\"{}\"}} {n}\n",
+            status(s)
+        ));
+    }
+    let counters = [
+        (
+            "grapevine_packets_in_total",
+            "Datagrams and frames received.",
+            stats.packets_in,
+        ),
+        (
+            "grapevine_bytes_in_total",
+            "Bytes received.",
+            stats.bytes_in,
+        ),
+        (
+            "grapevine_packets_out_total",
+            "Datagrams and frames sent.",
+            stats.packets_out,
+        ),
+        ("grapevine_bytes_out_total", "Bytes sent.", stats.bytes_out),
+        ("grapevine_probes_total", "Probes started.", stats.probes),
+        (
+            "grapevine_probes_failed_total",
+            "Probes that got no ack.",
+            stats.probes_failed,
+        ),
+        (
+            "grapevine_suspicions_raised_total",
+            "Suspicions raised by own probes.",
+            stats.suspicions_raised,
+        ),
+        (
+            "grapevine_refutations_total",
+            "Accusations of this node it refuted.",
+            stats.refutations,
+        ),
+    ];
+    for (name, help, v) in counters {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    }
+    out.push_str("# HELP grapevine_dropped_total Inputs dropped, by reason.\n# TYPE grapevine_dropped_total counter\n");
+    for r in grapevine::core::DropReason::ALL {
+        out.push_str(&format!(
+            "grapevine_dropped_total{{reason=\"{}\"}} {}\n",
+            r.as_str(),
+            stats.dropped(r)
+        ));
+    }
+    if stats.rtt_count > 0 {
+        out.push_str(&format!(
+            "# HELP grapevine_probe_rtt_seconds_avg Mean probe round trip.\n# TYPE grapevine_probe_rtt_seconds_avg gauge\ngrapevine_probe_rtt_seconds_avg {}\n",
+            stats.rtt_micros_sum as f64 / stats.rtt_count as f64 / 1e6
+        ));
+    }
+    Ok(out)
+}
+
+/// `grapevine members`: the local agent's view, as a table or JSON.
+pub fn members_command(http: SocketAddr, json: bool) -> Result<String> {
+    let url = format!("http://{http}/v1/grapevine/members");
+    let body = ureq::get(&url)
+        .timeout(std::time::Duration::from_secs(5))
+        .call()
+        .map_err(|e| anyhow!("no agent answers at {http}: {e}"))?
+        .into_string()?;
+    let members: Vec<MemberView> = serde_json::from_str(&body)?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&members)? + "\n");
+    }
+    let mut out = format!(
+        "{:<24} {:<24} {:<8} {:>11}  {}\n",
+        "NAME", "ADDR", "STATUS", "INCARNATION", "TAGS"
+    );
+    for m in members {
+        out += &format!(
+            "{:<24} {:<24} {:<8} {:>11}  {}\n",
+            m.name, m.addr, m.status, m.incarnation, m.tags
+        );
+    }
+    Ok(out)
+}

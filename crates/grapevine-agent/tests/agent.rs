@@ -1,0 +1,117 @@
+//! Two `grapevine agent` processes on loopback: they join, a key written through one HTTP
+//! API is read through the other, `grapevine members` lists both, and SIGTERM leaves.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    // Bound and released: racy in theory, fine on a test machine.
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Agent {
+    child: Child,
+    http: SocketAddr,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(name: &str, gossip: u16, join: Option<u16>) -> Agent {
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grapevine"));
+    cmd.args(["agent", "--name", name, "--profile", "local"])
+        .args(["--bind", &format!("127.0.0.1:{gossip}")])
+        .args(["--http", &http.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(j) = join {
+        cmd.args(["--join", &format!("127.0.0.1:{j}")]);
+    }
+    Agent {
+        child: cmd.spawn().expect("agent starts"),
+        http,
+    }
+}
+
+fn get(url: &str) -> Option<String> {
+    ureq::get(url)
+        .timeout(Duration::from_secs(2))
+        .call()
+        .ok()?
+        .into_string()
+        .ok()
+}
+
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn members_json(http: SocketAddr) -> Option<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+        .args(["members", "--format", "json", "--http", &http.to_string()])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+#[test]
+fn two_agents_join_share_a_key_and_one_leaves_on_sigterm() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = agent("alpha", pa, None);
+    let mut b = agent("beta", pb, Some(pa));
+    eventually(Duration::from_secs(15), || {
+        members_json(a.http).and_then(|v| v.as_array().map(|m| m.len())) == Some(2)
+    });
+    ureq::put(&format!("http://{}/v1/kv/app/colour", a.http))
+        .send_string("blue")
+        .expect("put");
+    eventually(Duration::from_secs(10), || {
+        get(&format!("http://{}/v1/kv/app/colour", b.http))
+            .is_some_and(|body| body.contains("\"Value\":\"Ymx1ZQ==\""))
+    });
+    let v = members_json(b.http).expect("members");
+    let alpha = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "alpha")
+        .expect("alpha listed");
+    assert_eq!(alpha["status"], "alive");
+    assert!(alpha["incarnation"].is_u64() && alpha["tags"].is_string());
+    // SIGTERM: beta leaves; alpha lists it as left, not failed.
+    let pid = b.child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let status = b.child.wait().expect("exits");
+    assert!(status.success(), "a graceful exit");
+    eventually(Duration::from_secs(10), || {
+        members_json(a.http).is_some_and(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "beta" && m["status"] == "left")
+        })
+    });
+    // No agent: a clear error.
+    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+        .args(["members", "--http", &b.http.to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent answers"));
+}
