@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod demo;
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -33,6 +34,16 @@ enum Command {
     /// Run a member of a cluster, with its HTTP API, until SIGTERM or SIGINT (which leave
     /// gracefully).
     Agent(agent::AgentArgs),
+    /// A real cluster on loopback, put through the paces: join, a key spreading, a member
+    /// killed and detected, a partition and its healing, each step timed.
+    Demo {
+        /// Members (3 to 500).
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Print the summary as JSON, without progress bars.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the members the local agent knows.
     Members {
         /// The agent's HTTP API.
@@ -315,6 +326,18 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(agent::run(a))
+        }
+        Command::Demo { nodes, json } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let steps = rt.block_on(demo::run(nodes, json))?;
+            if json {
+                print_out(&(serde_json::to_string_pretty(&steps)? + "\n"))
+            } else {
+                print_out(&demo::table(&steps))
+            }
         }
         Command::Members { http, format } => {
             let json = match format.as_str() {

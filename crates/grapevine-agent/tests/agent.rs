@@ -115,3 +115,25 @@ fn two_agents_join_share_a_key_and_one_leaves_on_sigterm() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent answers"));
 }
+
+#[test]
+fn the_demo_runs_a_small_cluster_through_every_step() {
+    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+        .args(["demo", "--nodes", "5", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let steps = steps.as_array().expect("array");
+    assert_eq!(steps.len(), 5, "{steps:?}");
+    for s in steps {
+        assert!(
+            s["seconds"].as_f64().is_some_and(|t| t > 0.0 && t < 60.0),
+            "{s}"
+        );
+    }
+}

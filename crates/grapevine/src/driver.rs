@@ -194,6 +194,7 @@ impl NodeBuilder {
             seeds,
             data_dir: self.data_dir,
             generation,
+            blocked: Vec::new(),
             writers: HashMap::new(),
             events: events_tx.clone(),
             joined: false,
@@ -225,6 +226,7 @@ enum Command {
     Leave(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
     Stats(oneshot::Sender<grapevine_core::Stats>),
+    Block(Vec<SocketAddr>, oneshot::Sender<()>),
 }
 
 /// A keyring operation.
@@ -378,6 +380,12 @@ impl Node {
         self.ask(Command::Stats).await
     }
 
+    /// Fault injection, for demos and tests: drops every datagram and frame to or from
+    /// these addresses until called again with others (empty: none).
+    pub async fn block(&self, addrs: Vec<SocketAddr>) -> Result<(), Error> {
+        self.ask(|tx| Command::Block(addrs, tx)).await
+    }
+
     /// Stops the node at once, without leaving: to the others it looks like a crash.
     pub async fn stop(&self) -> Result<(), Error> {
         self.ask(Command::Stop).await
@@ -406,6 +414,7 @@ struct Driver {
     refused: HashMap<&'static str, u64>,
     data_dir: Option<PathBuf>,
     generation: u64,
+    blocked: Vec<SocketAddr>,
 }
 
 impl Driver {
@@ -501,6 +510,7 @@ impl Driver {
             let deadline = self.instant(self.core.poll_timeout());
             tokio::select! {
                 r = self.udp.recv_from(&mut buf) => match r {
+                    Ok((_, from)) if self.blocked.contains(&from) => {}
                     Ok((n, from)) => {
                         let bytes = buf[..n].to_vec();
                         if let Some(packet) = self.open(from, &bytes) {
@@ -511,6 +521,9 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "udp receive failed"),
                 },
                 Some((from, frame)) = frames_rx.recv() => {
+                    if self.blocked.contains(&from) {
+                        continue;
+                    }
                     if let Some(packet) = self.open(from, &frame) {
                         let now = self.now();
                         self.core.handle_frame(now, from, &packet);
@@ -640,6 +653,10 @@ impl Driver {
             Command::Stats(tx) => {
                 let _ = tx.send(self.core.stats().clone());
             }
+            Command::Block(addrs, tx) => {
+                self.blocked = addrs;
+                let _ = tx.send(());
+            }
         }
         None
     }
@@ -653,6 +670,9 @@ impl Driver {
             let _ = self.events.send(e);
         }
         while let Some(t) = self.core.poll_transmit() {
+            if self.blocked.contains(&t.dst) {
+                continue;
+            }
             let payload = if self.keyring.is_empty() {
                 t.payload
             } else {
