@@ -42,6 +42,104 @@ pub struct AgentArgs {
     /// The HTTP API's address.
     #[arg(long, default_value = "127.0.0.1:8500")]
     pub http: SocketAddr,
+    /// `[FILTER=]SCRIPT`, as Serf's: run SCRIPT (with `sh -c`) on events matching FILTER
+    /// (`member-join`, `member-leave`, `member-failed`, `member-update`, `user`, `user:NAME`,
+    /// comma-separated; none: all). Repeatable.
+    #[arg(long = "event-handler")]
+    pub event_handler: Vec<String>,
+}
+
+/// An event handler: which events, and the script.
+#[derive(Clone, Debug)]
+struct Handler {
+    filters: Vec<String>,
+    script: String,
+}
+
+impl Handler {
+    fn parse(spec: &str) -> Handler {
+        match spec.split_once('=') {
+            Some((f, script)) if !f.contains(' ') => Handler {
+                filters: f.split(',').map(str::to_string).collect(),
+                script: script.to_string(),
+            },
+            _ => Handler {
+                filters: Vec::new(),
+                script: spec.to_string(),
+            },
+        }
+    }
+
+    fn matches(&self, kind: &str, user: Option<&str>) -> bool {
+        self.filters.is_empty()
+            || self.filters.iter().any(|f| {
+                f == kind || (kind == "user" && user.is_some_and(|u| *f == format!("user:{u}")))
+            })
+    }
+}
+
+/// An event as handlers see it: its kind, the user event's name, and the lines for stdin.
+fn describe(e: &grapevine::Event) -> Option<(&'static str, Option<String>, Vec<u8>)> {
+    use grapevine::Event as E;
+    let member_line = |m: &grapevine::Member| {
+        format!(
+            "{}\t{}\t{}\n",
+            m.name.as_str(),
+            m.addr.ip(),
+            String::from_utf8_lossy(&m.tags)
+        )
+        .into_bytes()
+    };
+    Some(match e {
+        E::Joined { member } => ("member-join", None, member_line(member)),
+        E::Left { member } => ("member-leave", None, member_line(member)),
+        E::Failed { member, .. } => ("member-failed", None, member_line(member)),
+        E::Updated { member } => ("member-update", None, member_line(member)),
+        E::User { name, payload, .. } => ("user", Some(name.clone()), payload.clone()),
+        _ => return None,
+    })
+}
+
+/// Runs the matching handlers for each event, as Serf does: `SERF_EVENT`-style variables in
+/// the environment (`GRAPEVINE_EVENT`, `GRAPEVINE_USER_EVENT`, `GRAPEVINE_SELF_NAME`), the
+/// details on stdin.
+async fn run_handlers(node: Node, handlers: Vec<Handler>) {
+    let mut events = node.events();
+    let me = node.name().as_str().to_string();
+    while let Some(e) = events.next().await {
+        let Some((kind, user, input)) = describe(&e) else {
+            continue;
+        };
+        for h in handlers.iter().filter(|h| h.matches(kind, user.as_deref())) {
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.arg("-c")
+                .arg(&h.script)
+                .env("GRAPEVINE_EVENT", kind)
+                .env("GRAPEVINE_SELF_NAME", &me)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null());
+            if let Some(u) = &user {
+                cmd.env("GRAPEVINE_USER_EVENT", u);
+            }
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    let input = input.clone();
+                    tokio::spawn(async move {
+                        if let Some(mut stdin) = child.stdin.take() {
+                            use tokio::io::AsyncWriteExt;
+                            let _ = stdin.write_all(&input).await;
+                        }
+                        if let Ok(status) = child.wait().await {
+                            if !status.success() {
+                                tracing::warn!(%status, "event handler failed");
+                            }
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, script = %h.script, "cannot run event handler"),
+            }
+        }
+    }
 }
 
 /// Reads a base64 key file.
@@ -81,6 +179,10 @@ pub async fn run(a: AgentArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(a.http)
         .await
         .with_context(|| format!("binding the HTTP API to {}", a.http))?;
+    let handlers: Vec<Handler> = a.event_handler.iter().map(|s| Handler::parse(s)).collect();
+    if !handlers.is_empty() {
+        tokio::spawn(run_handlers(node.clone(), handlers));
+    }
     let app = router(node.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     wait_for_signal().await;
