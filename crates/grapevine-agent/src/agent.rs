@@ -136,7 +136,9 @@ async fn run_handlers(node: Node, handlers: Vec<Handler>) {
                         }
                     });
                 }
-                Err(e) => tracing::warn!(error = %e, script = %h.script, "cannot run event handler"),
+                Err(e) => {
+                    tracing::warn!(error = %e, script = %h.script, "cannot run event handler")
+                }
             }
         }
     }
