@@ -354,6 +354,24 @@ async fn leader(State(node): State<Node>) -> Json<String> {
     Json(node.addr().to_string())
 }
 
+/// A Consul duration (`10s`, `5m`, `250ms`, or seconds): the blocking query's wait.
+fn consul_duration(s: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return None,
+    })
+}
+
 async fn kv_get(
     State(node): State<Node>,
     Path(key): Path<String>,
@@ -361,34 +379,41 @@ async fn kv_get(
 ) -> Result<Response, ApiError> {
     let recurse = q.contains_key("recurse");
     let keys_only = q.contains_key("keys");
-    let entries = if recurse || keys_only {
-        node.list(key.as_bytes()).await?
-    } else {
-        node.get(key.as_bytes())
-            .await?
-            .map(|v| vec![(key.as_bytes().to_vec(), v)])
-            .unwrap_or_default()
-    };
-    if entries.is_empty() {
-        return Ok(StatusCode::NOT_FOUND.into_response());
+    // A blocking query: wait (default 5 min, at most 10) until the index passes the one
+    // given, as Consul does.
+    if let Some(index) = q.get("index").and_then(|i| i.parse::<u64>().ok()) {
+        let wait = q
+            .get("wait")
+            .and_then(|w| consul_duration(w))
+            .unwrap_or(std::time::Duration::from_secs(300))
+            .min(std::time::Duration::from_secs(600));
+        node.kv_wait(index, wait).await;
     }
+    let entries = node.entries(key.as_bytes(), recurse || keys_only).await?;
     let mut headers = HeaderMap::new();
-    headers.insert("X-Consul-Index", HeaderValue::from_static("1"));
+    let index = node.kv_index().max(1);
+    if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
+        headers.insert("X-Consul-Index", v);
+    }
+    if entries.is_empty() {
+        return Ok((StatusCode::NOT_FOUND, headers).into_response());
+    }
     if keys_only {
         let keys: Vec<String> = entries
             .iter()
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .map(|e| String::from_utf8_lossy(&e.key).into_owned())
             .collect();
         return Ok((headers, Json(keys)).into_response());
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     let out: Vec<serde_json::Value> = entries
         .iter()
-        .map(|(k, v)| {
+        .map(|e| {
             serde_json::json!({
-                "Key": String::from_utf8_lossy(k),
-                "Value": b64.encode(v),
-                "Flags": 0, "LockIndex": 0, "CreateIndex": 1, "ModifyIndex": 1,
+                "Key": String::from_utf8_lossy(&e.key),
+                "Value": b64.encode(&e.value),
+                "Flags": 0, "LockIndex": 0,
+                "CreateIndex": e.modify_index, "ModifyIndex": e.modify_index,
             })
         })
         .collect();
@@ -398,8 +423,18 @@ async fn kv_get(
 async fn kv_put(
     State(node): State<Node>,
     Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<bool>, ApiError> {
+    if let Some(cas) = q.get("cas") {
+        let cas: u64 = cas
+            .parse()
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("bad cas index {cas:?}")))?;
+        return Ok(Json(
+            node.put_cas(key.as_bytes(), Some(body.to_vec()), cas)
+                .await?,
+        ));
+    }
     node.put(key.as_bytes(), Some(body.to_vec())).await?;
     Ok(Json(true))
 }

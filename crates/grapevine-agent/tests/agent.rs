@@ -137,3 +137,41 @@ fn the_demo_runs_a_small_cluster_through_every_step() {
         );
     }
 }
+
+/// python-consul, from PyPI, against a real agent: put, get, list, check-and-set, a watch
+/// (blocking query), delete, members (scripts/consul-client-check.py).
+#[test]
+fn python_consul_works_against_the_agent() {
+    let have = Command::new("python3")
+        .args(["-c", "import consul"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("GRAPEVINE_REQUIRE_CONSUL").is_none(),
+            "python-consul is required here (pip install python-consul)"
+        );
+        eprintln!("skipped: python-consul is not installed (pip install python-consul)");
+        return;
+    }
+    let a = agent("consul-compat", free_port(), None);
+    eventually(Duration::from_secs(10), || {
+        get(&format!("http://{}/v1/agent/self", a.http)).is_some()
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/consul-client-check.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(a.http.to_string())
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+}

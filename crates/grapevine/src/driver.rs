@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// What went wrong starting or talking to a node.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +184,7 @@ impl NodeBuilder {
         }
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (events_tx, _) = broadcast::channel(4096);
+        let (kv_tx, kv_rx) = watch::channel(0u64);
         let driver = Driver {
             core,
             config: self.config,
@@ -195,6 +196,7 @@ impl NodeBuilder {
             data_dir: self.data_dir,
             generation,
             blocked: Vec::new(),
+            kv_index: kv_tx,
             writers: HashMap::new(),
             events: events_tx.clone(),
             joined: false,
@@ -207,6 +209,7 @@ impl NodeBuilder {
             addr: advertise,
             cmds: cmd_tx,
             events: events_tx,
+            kv_index: kv_rx,
         })
     }
 }
@@ -219,6 +222,13 @@ enum Command {
     Put(Vec<u8>, Option<Vec<u8>>, oneshot::Sender<Result<(), Error>>),
     Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     List(Vec<u8>, oneshot::Sender<Vec<(Vec<u8>, Vec<u8>)>>),
+    Entries(Vec<u8>, bool, oneshot::Sender<Vec<KvEntry>>),
+    Cas(
+        Vec<u8>,
+        Option<Vec<u8>>,
+        u64,
+        oneshot::Sender<Result<bool, Error>>,
+    ),
     Join(Vec<SocketAddr>, oneshot::Sender<()>),
     Broadcast(String, Vec<u8>, oneshot::Sender<Result<u64, Error>>),
     Keyring(KeyOp, oneshot::Sender<Result<Vec<Key>, Error>>),
@@ -244,6 +254,19 @@ pub struct Node {
     addr: SocketAddr,
     cmds: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
+    kv_index: watch::Receiver<u64>,
+}
+
+/// A shared key as the HTTP API shows it: its value and the local change count when it
+/// last changed (Consul's `ModifyIndex`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvEntry {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// The keyspace's change count when it last changed here.
+    pub modify_index: u64,
 }
 
 /// The node's events, as they happen. A subscriber that falls too far behind loses the
@@ -322,6 +345,40 @@ impl Node {
     /// The shared keys starting with `prefix` that hold a value, with it, in key order.
     pub async fn list(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
         self.ask(|tx| Command::List(prefix.to_vec(), tx)).await
+    }
+
+    /// The shared key `key` (or, with `prefix`, every key under it) that holds a value,
+    /// with its modify index.
+    pub async fn entries(&self, key: &[u8], prefix: bool) -> Result<Vec<KvEntry>, Error> {
+        self.ask(|tx| Command::Entries(key.to_vec(), prefix, tx))
+            .await
+    }
+
+    /// Check-and-set: writes `value` (`None`: deletes) only if the key's modify index is
+    /// `cas` (0: only if it holds no value). The check is against this replica: concurrent
+    /// writes elsewhere still resolve by the key's policy.
+    pub async fn put_cas(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        cas: u64,
+    ) -> Result<bool, Error> {
+        self.ask(|tx| Command::Cas(key.to_vec(), value, cas, tx))
+            .await?
+    }
+
+    /// The shared keyspace's change count now (Consul's `X-Consul-Index`).
+    pub fn kv_index(&self) -> u64 {
+        *self.kv_index.borrow()
+    }
+
+    /// Waits until the change count passes `after`, or `timeout`; returns it (a blocking
+    /// query).
+    pub async fn kv_wait(&self, after: u64, timeout: Duration) -> u64 {
+        let mut rx = self.kv_index.clone();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|&v| v > after)).await;
+        let now = *rx.borrow();
+        now
     }
 
     /// Joins through more members (`host:port`, resolved now).
@@ -415,6 +472,7 @@ struct Driver {
     data_dir: Option<PathBuf>,
     generation: u64,
     blocked: Vec<SocketAddr>,
+    kv_index: watch::Sender<u64>,
 }
 
 impl Driver {
@@ -614,6 +672,50 @@ impl Driver {
                 out.sort();
                 let _ = tx.send(out);
             }
+            Command::Entries(key, prefix, tx) => {
+                let phys = self.core.physical_time(now);
+                let ks = self.core.shared();
+                let mut out: Vec<KvEntry> = ks
+                    .iter(phys)
+                    .filter(|(k, _)| {
+                        if prefix {
+                            k.starts_with(&key)
+                        } else {
+                            *k == key.as_slice()
+                        }
+                    })
+                    .filter_map(|(k, v)| match v {
+                        grapevine_core::state::keyspace::Value::Lww(l) => {
+                            l.value.clone().map(|v| KvEntry {
+                                key: k.to_vec(),
+                                value: v,
+                                modify_index: ks.modified(k).unwrap_or(0),
+                            })
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.key.cmp(&b.key));
+                let _ = tx.send(out);
+            }
+            Command::Cas(key, value, cas, tx) => {
+                let phys = self.core.physical_time(now);
+                let ks = self.core.shared();
+                let current = if ks.get(&key, phys).is_some() {
+                    ks.modified(&key).unwrap_or(0)
+                } else {
+                    0
+                };
+                let r = if current == cas {
+                    self.core
+                        .put_shared(now, &key, value, None)
+                        .map(|()| true)
+                        .map_err(Error::from)
+                } else {
+                    Ok(false)
+                };
+                let _ = tx.send(r);
+            }
             Command::Join(addrs, tx) => {
                 self.core.join(now, &addrs);
                 let _ = tx.send(());
@@ -663,6 +765,12 @@ impl Driver {
 
     /// Sends what the core has to send and publishes its events.
     async fn flush(&mut self) {
+        let changes = self.core.shared().changes();
+        self.kv_index.send_if_modified(|v| {
+            let moved = *v != changes;
+            *v = changes;
+            moved
+        });
         while let Some(e) = self.core.poll_event() {
             if matches!(e, Event::Synced { .. }) {
                 self.joined = true;

@@ -28,7 +28,7 @@ pub mod snapshot;
 pub mod transport;
 
 pub use crypto::Keyring;
-pub use driver::{Error, Events, Node, NodeBuilder};
+pub use driver::{Error, Events, KvEntry, Node, NodeBuilder};
 /// The sans-IO protocol core, for what this crate does not wrap.
 pub use grapevine_core as core;
 pub use grapevine_core::{

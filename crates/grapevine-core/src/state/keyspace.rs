@@ -156,6 +156,9 @@ struct Stored {
     key: Vec<u8>,
     value: Value,
     hash: u64,
+    /// The keyspace's change count when this entry last changed here (local, not
+    /// replicated: Consul's `ModifyIndex`, for check-and-set and watches).
+    modified: u64,
 }
 
 /// The shared keyspace of one node.
@@ -167,6 +170,8 @@ pub struct Keyspace {
     /// Policies by key prefix, longest first.
     policies: Vec<(Vec<u8>, Policy)>,
     grace_micros: u64,
+    /// Changes made here so far, local writes and merges alike.
+    changes: u64,
 }
 
 /// A key's hash: its place in the tree.
@@ -189,6 +194,7 @@ impl Keyspace {
             tree: MerkleTree::default(),
             policies: Vec::new(),
             grace_micros,
+            changes: 0,
         }
     }
 
@@ -206,6 +212,19 @@ impl Keyspace {
             .iter()
             .find(|(p, _)| key.starts_with(p))
             .map_or(&Policy::Lww, |(_, pol)| pol)
+    }
+
+    /// How many changes this keyspace has seen (local writes and merges): grows with every
+    /// change, so a watcher waits for it to pass the value it last saw.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The change count when `key` last changed here, if it is held.
+    pub fn modified(&self, key: &[u8]) -> Option<u64> {
+        self.entries
+            .get(&(key_hash(key), key.to_vec()))
+            .map(|s| s.modified)
     }
 
     /// The Merkle tree over the entries.
@@ -279,8 +298,10 @@ impl Keyspace {
                 }
                 let new = item_hash(key, &merged);
                 self.tree.update(h, s.hash, new);
+                self.changes += 1;
                 s.value = merged;
                 s.hash = new;
+                s.modified = self.changes;
             }
             None => {
                 let horizon = now.saturating_sub(self.grace_micros);
@@ -294,12 +315,14 @@ impl Keyspace {
                 }
                 let hash = item_hash(key, value);
                 self.tree.add(h, hash);
+                self.changes += 1;
                 self.entries.insert(
                     slot,
                     Stored {
                         key: key.to_vec(),
                         value: value.clone(),
                         hash,
+                        modified: self.changes,
                     },
                 );
                 self.maybe_rebuild();
@@ -322,6 +345,7 @@ impl Keyspace {
         for k in &gone {
             if let Some(s) = self.entries.remove(k) {
                 self.tree.remove(k.0, s.hash);
+                self.changes += 1;
             }
         }
         self.maybe_rebuild();
@@ -408,6 +432,22 @@ mod tests {
             roots.push(k.tree().root());
         }
         assert!(roots.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn every_change_is_counted_and_entries_remember_theirs() {
+        let mut k = Keyspace::new(GRACE);
+        let w = |t: u64, v: &[u8]| lww(Timestamp::new(t, 0), &n("x"), Some(v.to_vec()), None);
+        k.apply(b"a", &w(1, b"1"), 1);
+        k.apply(b"b", &w(1, b"1"), 1);
+        assert_eq!(
+            (k.changes(), k.modified(b"a"), k.modified(b"b")),
+            (2, Some(1), Some(2))
+        );
+        assert_eq!(k.apply(b"a", &w(1, b"1"), 1), Applied::Unchanged);
+        assert_eq!(k.changes(), 2, "no change, no count");
+        k.apply(b"a", &w(2, b"2"), 2);
+        assert_eq!((k.changes(), k.modified(b"a")), (3, Some(3)));
     }
 
     #[test]
