@@ -557,3 +557,155 @@ pub fn members_command(http: SocketAddr, json: bool) -> Result<String> {
     }
     Ok(out)
 }
+
+/// An HTTP call to the local agent, with a clear error when none answers.
+fn call(method: &str, http: SocketAddr, path: &str, body: Option<&[u8]>) -> Result<ureq::Response> {
+    let url = format!("http://{http}{path}");
+    let req = ureq::request(method, &url).timeout(std::time::Duration::from_secs(600));
+    let r = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    match r {
+        Ok(resp) => Ok(resp),
+        Err(ureq::Error::Status(code, resp)) => Ok(ureq::Response::new(
+            code,
+            "error",
+            &resp.into_string().unwrap_or_default(),
+        )?),
+        Err(e) => Err(anyhow!("no agent answers at {http}: {e}")),
+    }
+}
+
+/// `grapevine kv ...` against the local agent.
+pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let decode = |body: &str| -> Result<Vec<(String, Vec<u8>, u64)>> {
+        let v: Vec<serde_json::Value> = serde_json::from_str(body)?;
+        Ok(v.iter()
+            .map(|e| {
+                (
+                    e["Key"].as_str().unwrap_or_default().to_string(),
+                    b64.decode(e["Value"].as_str().unwrap_or_default())
+                        .unwrap_or_default(),
+                    e["ModifyIndex"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect())
+    };
+    match op {
+        KvOp::Get { key } => {
+            let r = call("GET", http, &format!("/v1/kv/{key}"), None)?;
+            if r.status() == 404 {
+                return Err(anyhow!("no such key: {key}"));
+            }
+            let entries = decode(&r.into_string()?)?;
+            Ok(entries
+                .first()
+                .map(|e| String::from_utf8_lossy(&e.1).into_owned() + "\n")
+                .unwrap_or_default())
+        }
+        KvOp::Put { key, value } => {
+            call(
+                "PUT",
+                http,
+                &format!("/v1/kv/{key}"),
+                Some(value.as_bytes()),
+            )?;
+            Ok(format!("wrote {key}\n"))
+        }
+        KvOp::Delete { key } => {
+            call("DELETE", http, &format!("/v1/kv/{key}"), None)?;
+            Ok(format!("deleted {key}\n"))
+        }
+        KvOp::List { prefix } => {
+            let r = call("GET", http, &format!("/v1/kv/{prefix}?recurse"), None)?;
+            if r.status() == 404 {
+                return Ok(String::new());
+            }
+            Ok(decode(&r.into_string()?)?
+                .iter()
+                .map(|(k, v, _)| format!("{k}\t{}\n", String::from_utf8_lossy(v)))
+                .collect())
+        }
+        KvOp::Watch { prefix } => {
+            // Blocking queries in a loop: print the prefix each time it changes.
+            let mut index = 0u64;
+            loop {
+                let r = call(
+                    "GET",
+                    http,
+                    &format!("/v1/kv/{prefix}?recurse&index={index}&wait=5m"),
+                    None,
+                )?;
+                let next: u64 = r
+                    .header("X-Consul-Index")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(index + 1);
+                let body = if r.status() == 404 {
+                    "[]".to_string()
+                } else {
+                    r.into_string()?
+                };
+                if next != index {
+                    let mut out = format!("-- index {next}\n");
+                    for (k, v, _) in decode(&body)? {
+                        out += &format!("{k}\t{}\n", String::from_utf8_lossy(&v));
+                    }
+                    print!("{out}");
+                    index = next;
+                }
+            }
+        }
+    }
+}
+
+/// A `grapevine kv` operation.
+#[derive(clap::Subcommand, Debug)]
+pub enum KvOp {
+    /// Print a key's value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// List the keys under a prefix, with their values.
+    List {
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Print the keys under a prefix every time they change (blocking queries).
+    Watch {
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
+/// `grapevine event`, `join`, `leave`, `info`: one call each.
+pub fn simple_command(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<String> {
+    let r = call(method, http, path, body)?;
+    let status = r.status();
+    let text = r.into_string()?;
+    if status >= 400 {
+        return Err(anyhow!("the agent refused ({status}): {text}"));
+    }
+    Ok(text + "\n")
+}

@@ -53,6 +53,45 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Read, write, list and watch shared keys through the local agent.
+    Kv {
+        /// The agent's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8500", global = true)]
+        http: std::net::SocketAddr,
+        #[command(subcommand)]
+        op: agent::KvOp,
+    },
+    /// Raise a user event for every member.
+    Event {
+        /// The agent's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        http: std::net::SocketAddr,
+        /// The event's name.
+        name: String,
+        /// Its payload.
+        #[arg(default_value = "")]
+        payload: String,
+    },
+    /// Ask the local agent to join through another member.
+    Join {
+        /// The agent's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        http: std::net::SocketAddr,
+        /// `host:port` of a member.
+        addr: String,
+    },
+    /// Ask the local agent to leave the cluster gracefully.
+    Leave {
+        /// The agent's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        http: std::net::SocketAddr,
+    },
+    /// The local agent's name and address.
+    Info {
+        /// The agent's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        http: std::net::SocketAddr,
+    },
     /// Run the deterministic simulator.
     Sim {
         #[command(subcommand)]
@@ -309,8 +348,18 @@ fn print_report(report: &impl serde::Serialize, json: bool) -> Result<()> {
     print_out(&text)
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // Errors reach the user as one line (with their causes), never as a backtrace.
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Agent(a) => {
             tracing_subscriber::fmt()
@@ -338,6 +387,32 @@ fn main() -> Result<()> {
             } else {
                 print_out(&demo::table(&steps))
             }
+        }
+        Command::Kv { http, op } => print_out(&agent::kv_command(http, &op)?),
+        Command::Event {
+            http,
+            name,
+            payload,
+        } => print_out(&agent::simple_command(
+            http,
+            "PUT",
+            &format!("/v1/event/fire/{name}"),
+            Some(payload.as_bytes()),
+        )?),
+        Command::Join { http, addr } => print_out(&agent::simple_command(
+            http,
+            "PUT",
+            &format!("/v1/agent/join/{addr}"),
+            None,
+        )?),
+        Command::Leave { http } => print_out(&agent::simple_command(
+            http,
+            "PUT",
+            "/v1/agent/leave",
+            None,
+        )?),
+        Command::Info { http } => {
+            print_out(&agent::simple_command(http, "GET", "/v1/agent/self", None)?)
         }
         Command::Members { http, format } => {
             let json = match format.as_str() {

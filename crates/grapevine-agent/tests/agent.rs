@@ -175,3 +175,37 @@ fn python_consul_works_against_the_agent() {
     );
     println!("{}", String::from_utf8_lossy(&out.stdout).trim());
 }
+
+/// `grapevine kv`, `event` and `info` against a real agent.
+#[test]
+fn the_cli_reads_writes_and_lists_keys_and_fires_events() {
+    let a = agent("cli", free_port(), None);
+    eventually(Duration::from_secs(10), || {
+        get(&format!("http://{}/v1/agent/self", a.http)).is_some()
+    });
+    let cli = |args: &[&str]| {
+        let mut full: Vec<&str> = args.to_vec();
+        let http = a.http.to_string();
+        full.extend(["--http", &http]);
+        let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+            .args(&full)
+            .output()
+            .expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(cli(&["kv", "put", "cfg/a", "1"]).0);
+    assert!(cli(&["kv", "put", "cfg/b", "2"]).0);
+    assert_eq!(cli(&["kv", "get", "cfg/a"]).1, "1\n");
+    assert_eq!(cli(&["kv", "list", "cfg/"]).1, "cfg/a\t1\ncfg/b\t2\n");
+    assert!(cli(&["kv", "delete", "cfg/a"]).0);
+    let (ok, _, err) = cli(&["kv", "get", "cfg/a"]);
+    assert!(!ok && err.contains("no such key"), "{err}");
+    let (ok, out, _) = cli(&["event", "deploy", "v2"]);
+    assert!(ok && out.contains("\"Name\":\"deploy\""), "{out}");
+    let (ok, out, _) = cli(&["info"]);
+    assert!(ok && out.contains("\"NodeName\":\"cli\""), "{out}");
+}
