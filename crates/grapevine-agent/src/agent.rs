@@ -228,6 +228,8 @@ pub fn router(node: Node) -> Router {
         .route("/v1/event/fire/{name}", put(fire))
         .route("/v1/status/leader", get(leader))
         .route("/v1/grapevine/members", get(members))
+        .route("/v1/grapevine/keyring", get(keyring_list))
+        .route("/v1/grapevine/keyring/{op}", put(keyring_op))
         .route("/metrics", get(metrics))
         .with_state(node)
 }
@@ -244,7 +246,7 @@ impl IntoResponse for ApiError {
 impl From<grapevine::Error> for ApiError {
     fn from(e: grapevine::Error) -> Self {
         let code = match e {
-            grapevine::Error::Command(_) => StatusCode::BAD_REQUEST,
+            grapevine::Error::Command(_) | grapevine::Error::Keyring(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(code, e.to_string())
@@ -347,6 +349,51 @@ async fn join(State(node): State<Node>, Path(addr): Path<String>) -> Result<Json
 async fn leave(State(node): State<Node>) -> Result<Json<bool>, ApiError> {
     node.leave().await?;
     Ok(Json(true))
+}
+
+/// A base64 key from a request body.
+fn body_key(body: &[u8]) -> Result<grapevine::crypto::Key, ApiError> {
+    let text = String::from_utf8_lossy(body);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the key is not base64: {e}"),
+            )
+        })?;
+    Keyring::key(&bytes).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn keys_json(keys: &[grapevine::crypto::Key]) -> Json<Vec<String>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Json(keys.iter().map(|k| b64.encode(k)).collect())
+}
+
+/// The keyring, primary first, base64 (this agent's: rotate a cluster by calling every agent).
+async fn keyring_list(State(node): State<Node>) -> Result<Json<Vec<String>>, ApiError> {
+    Ok(keys_json(&node.keyring_list().await?))
+}
+
+/// `install`, `use` or `remove` the key in the body (base64).
+async fn keyring_op(
+    State(node): State<Node>,
+    Path(op): Path<String>,
+    body: Bytes,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let key = body_key(&body)?;
+    let keys = match op.as_str() {
+        "install" => node.keyring_install(key).await?,
+        "use" => node.keyring_use(key).await?,
+        "remove" => node.keyring_remove(key).await?,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown keyring operation {other:?}: install, use or remove"),
+            ))
+        }
+    };
+    Ok(keys_json(&keys))
 }
 
 async fn leader(State(node): State<Node>) -> Json<String> {

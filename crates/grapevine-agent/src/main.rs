@@ -86,6 +86,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8500")]
         http: std::net::SocketAddr,
     },
+    /// The local agent's keyring: list, or install, use (make primary) and remove a key
+    /// (base64 of 32 bytes). Rotate a cluster by installing everywhere, then using, then
+    /// removing the old key everywhere.
+    Keys {
+        /// The agent's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        http: std::net::SocketAddr,
+        /// list, install, use or remove.
+        op: String,
+        /// The key, for install, use and remove.
+        key: Option<String>,
+    },
     /// The local agent's name and address.
     Info {
         /// The agent's HTTP API.
@@ -411,6 +423,26 @@ fn run(cli: Cli) -> Result<()> {
             "/v1/agent/leave",
             None,
         )?),
+        Command::Keys { http, op, key } => {
+            let out = match (op.as_str(), key) {
+                ("list", _) => agent::simple_command(http, "GET", "/v1/grapevine/keyring", None)?,
+                ("install" | "use" | "remove", Some(k)) => agent::simple_command(
+                    http,
+                    "PUT",
+                    &format!("/v1/grapevine/keyring/{op}"),
+                    Some(k.as_bytes()),
+                )?,
+                ("install" | "use" | "remove", None) => {
+                    return Err(anyhow!("keys {op} needs a key (base64 of 32 bytes)"))
+                }
+                (other, _) => {
+                    return Err(anyhow!(
+                        "unknown keys operation {other:?}: list, install, use, remove"
+                    ))
+                }
+            };
+            print_out(&out)
+        }
         Command::Info { http } => {
             print_out(&agent::simple_command(http, "GET", "/v1/agent/self", None)?)
         }

@@ -209,3 +209,51 @@ fn the_cli_reads_writes_and_lists_keys_and_fires_events() {
     let (ok, out, _) = cli(&["info"]);
     assert!(ok && out.contains("\"NodeName\":\"cli\""), "{out}");
 }
+
+/// `grapevine keys`: an encrypted agent's keyring listed, extended, switched and trimmed.
+#[test]
+fn the_keyring_can_be_rotated_through_the_cli() {
+    let old = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="; // 32 × 0x01
+    let new = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="; // 32 × 0x02
+    let file = std::env::temp_dir().join(format!("grapevine-key-{}", std::process::id()));
+    std::fs::write(&file, old).unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gossip = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+        .args(["agent", "--name", "keyed", "--profile", "local"])
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{gossip}"),
+            "--http",
+            &http.to_string(),
+        ])
+        .args(["--encrypt-key-file", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let _a = Agent { child, http };
+    eventually(Duration::from_secs(10), || {
+        get(&format!("http://{http}/v1/agent/self")).is_some()
+    });
+    let keys = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+            .arg("keys")
+            .args(args)
+            .args(["--http", &http.to_string()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let listed = |s: &str| -> Vec<String> { serde_json::from_str(s.trim()).unwrap() };
+    assert_eq!(listed(&keys(&["list"]).1), vec![old]);
+    assert_eq!(listed(&keys(&["install", new]).1), vec![old, new]);
+    assert_eq!(listed(&keys(&["use", new]).1), vec![new, old]);
+    assert_eq!(listed(&keys(&["remove", old]).1), vec![new]);
+    assert!(!keys(&["remove", new]).0, "the primary cannot be removed");
+    assert!(!keys(&["install", "not-base64!"]).0);
+    let _ = std::fs::remove_file(file);
+}
