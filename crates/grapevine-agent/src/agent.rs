@@ -39,9 +39,6 @@ pub struct AgentArgs {
     /// A file holding the cluster key, base64 of 32 bytes (as `serf keygen` prints).
     #[arg(long)]
     pub encrypt_key_file: Option<PathBuf>,
-    /// The HTTP API's address.
-    #[arg(long, default_value = "127.0.0.1:8500")]
-    pub http: SocketAddr,
     /// `[FILTER=]SCRIPT`, as Serf's: run SCRIPT (with `sh -c`) on events matching FILTER
     /// (`member-join`, `member-leave`, `member-failed`, `member-update`, `user`, `user:NAME`,
     /// comma-separated; none: all). Repeatable.
@@ -155,7 +152,7 @@ fn read_key(path: &PathBuf) -> Result<grapevine::crypto::Key> {
 }
 
 /// Runs the agent until a signal.
-pub async fn run(a: AgentArgs) -> Result<()> {
+pub async fn run(a: AgentArgs, http: SocketAddr) -> Result<()> {
     let config = Config::profile(&a.profile)
         .ok_or_else(|| anyhow!("unknown profile {:?}: lan, wan or local", a.profile))?;
     let name = match a.name.clone() {
@@ -177,10 +174,10 @@ pub async fn run(a: AgentArgs) -> Result<()> {
         builder = builder.keyring(Keyring::new(read_key(path)?));
     }
     let node = builder.start().await?;
-    tracing::info!(name = %node.name().as_str(), addr = %node.addr(), http = %a.http, "agent started");
-    let listener = tokio::net::TcpListener::bind(a.http)
+    tracing::info!(name = %node.name().as_str(), addr = %node.addr(), %http, "agent started");
+    let listener = tokio::net::TcpListener::bind(http)
         .await
-        .with_context(|| format!("binding the HTTP API to {}", a.http))?;
+        .with_context(|| format!("binding the HTTP API to {http}"))?;
     let handlers: Vec<Handler> = a.event_handler.iter().map(|s| Handler::parse(s)).collect();
     if !handlers.is_empty() {
         tokio::spawn(run_handlers(node.clone(), handlers));

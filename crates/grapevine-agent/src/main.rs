@@ -25,6 +25,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(name = "grapevine", version, about)]
 struct Cli {
+    /// The agent's HTTP API: where `agent` serves it, where the other commands find it.
+    #[arg(long, global = true, default_value = "127.0.0.1:8500")]
+    http: std::net::SocketAddr,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,26 +49,17 @@ enum Command {
     },
     /// List the members the local agent knows.
     Members {
-        /// The agent's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8500")]
-        http: std::net::SocketAddr,
         /// `table` or `json` (an array of objects: name, addr, status, tags, incarnation).
         #[arg(long, default_value = "table")]
         format: String,
     },
     /// Read, write, list and watch shared keys through the local agent.
     Kv {
-        /// The agent's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8500", global = true)]
-        http: std::net::SocketAddr,
         #[command(subcommand)]
         op: agent::KvOp,
     },
     /// Raise a user event for every member.
     Event {
-        /// The agent's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8500")]
-        http: std::net::SocketAddr,
         /// The event's name.
         name: String,
         /// Its payload.
@@ -74,36 +68,22 @@ enum Command {
     },
     /// Ask the local agent to join through another member.
     Join {
-        /// The agent's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8500")]
-        http: std::net::SocketAddr,
         /// `host:port` of a member.
         addr: String,
     },
     /// Ask the local agent to leave the cluster gracefully.
-    Leave {
-        /// The agent's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8500")]
-        http: std::net::SocketAddr,
-    },
+    Leave,
     /// The local agent's keyring: list, or install, use (make primary) and remove a key
     /// (base64 of 32 bytes). Rotate a cluster by installing everywhere, then using, then
     /// removing the old key everywhere.
     Keys {
-        /// The agent's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8500")]
-        http: std::net::SocketAddr,
         /// list, install, use or remove.
         op: String,
         /// The key, for install, use and remove.
         key: Option<String>,
     },
     /// The local agent's name and address.
-    Info {
-        /// The agent's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8500")]
-        http: std::net::SocketAddr,
-    },
+    Info,
     /// Run the deterministic simulator.
     Sim {
         #[command(subcommand)]
@@ -372,6 +352,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let http = cli.http;
     match cli.command {
         Command::Agent(a) => {
             tracing_subscriber::fmt()
@@ -386,7 +367,7 @@ fn run(cli: Cli) -> Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(agent::run(a))
+            rt.block_on(agent::run(a, http))
         }
         Command::Demo { nodes, json } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -400,30 +381,26 @@ fn run(cli: Cli) -> Result<()> {
                 print_out(&demo::table(&steps))
             }
         }
-        Command::Kv { http, op } => print_out(&agent::kv_command(http, &op)?),
-        Command::Event {
-            http,
-            name,
-            payload,
-        } => print_out(&agent::simple_command(
+        Command::Kv { op } => print_out(&agent::kv_command(http, &op)?),
+        Command::Event { name, payload } => print_out(&agent::simple_command(
             http,
             "PUT",
             &format!("/v1/event/fire/{name}"),
             Some(payload.as_bytes()),
         )?),
-        Command::Join { http, addr } => print_out(&agent::simple_command(
+        Command::Join { addr } => print_out(&agent::simple_command(
             http,
             "PUT",
             &format!("/v1/agent/join/{addr}"),
             None,
         )?),
-        Command::Leave { http } => print_out(&agent::simple_command(
+        Command::Leave => print_out(&agent::simple_command(
             http,
             "PUT",
             "/v1/agent/leave",
             None,
         )?),
-        Command::Keys { http, op, key } => {
+        Command::Keys { op, key } => {
             let out = match (op.as_str(), key) {
                 ("list", _) => agent::simple_command(http, "GET", "/v1/grapevine/keyring", None)?,
                 ("install" | "use" | "remove", Some(k)) => agent::simple_command(
@@ -443,10 +420,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             print_out(&out)
         }
-        Command::Info { http } => {
-            print_out(&agent::simple_command(http, "GET", "/v1/agent/self", None)?)
-        }
-        Command::Members { http, format } => {
+        Command::Info => print_out(&agent::simple_command(http, "GET", "/v1/agent/self", None)?),
+        Command::Members { format } => {
             let json = match format.as_str() {
                 "json" => true,
                 "table" => false,

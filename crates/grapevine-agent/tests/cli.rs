@@ -3,18 +3,7 @@
 use std::process::Command;
 
 fn sim(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
-        .arg("sim")
-        .arg("swim")
-        .args(args)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    scenario("swim", args)
 }
 
 #[test]

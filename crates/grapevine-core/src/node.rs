@@ -792,14 +792,20 @@ impl Node {
         if !rec.state.is_live() || rec.incarnation != p.incarnation {
             return;
         }
+        self.accuse(now, p.target, p.incarnation);
+    }
+
+    /// This node's own finding that `name` (at `incarnation`) is unreachable, from a failed
+    /// probe or a phi conviction: a suspicion, or without suspicion a death at once.
+    fn accuse(&mut self, now: Time, name: Name, incarnation: u32) {
         let accuser = self.me.name.clone();
         if self.config.suspicion {
             self.stats.suspicions_raised += 1;
             self.on_suspect(
                 now,
                 Suspect {
-                    name: p.target,
-                    incarnation: p.incarnation,
+                    name,
+                    incarnation,
                     accuser,
                 },
                 Origin::Local,
@@ -808,8 +814,8 @@ impl Node {
             self.on_dead(
                 now,
                 Dead {
-                    name: p.target,
-                    incarnation: p.incarnation,
+                    name,
+                    incarnation,
                     accuser,
                 },
                 Origin::Local,
@@ -1832,29 +1838,7 @@ impl Node {
                 continue;
             }
             let incarnation = rec.incarnation;
-            let accuser = self.me.name.clone();
-            if self.config.suspicion {
-                self.stats.suspicions_raised += 1;
-                self.on_suspect(
-                    now,
-                    Suspect {
-                        name,
-                        incarnation,
-                        accuser,
-                    },
-                    Origin::Local,
-                );
-            } else {
-                self.on_dead(
-                    now,
-                    Dead {
-                        name,
-                        incarnation,
-                        accuser,
-                    },
-                    Origin::Local,
-                );
-            }
+            self.accuse(now, name, incarnation);
         }
     }
 

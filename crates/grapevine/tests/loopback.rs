@@ -1,8 +1,11 @@
 //! Real sockets on loopback: three members join, share keys, hear an event, and one leaves.
 
+mod common;
+
+use common::until;
 use grapevine::{Config, Event, Node, State};
 use std::time::Duration;
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::timeout;
 
 async fn start(name: &str, seeds: Vec<String>) -> Node {
     Node::builder()
@@ -13,20 +16,6 @@ async fn start(name: &str, seeds: Vec<String>) -> Node {
         .start()
         .await
         .expect("starts")
-}
-
-/// Polls `check` until it holds or `limit` passes; returns how long it took.
-async fn until<F, Fut>(limit: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t0 = Instant::now();
-    while !check().await {
-        assert!(t0.elapsed() < limit, "not within {limit:?}");
-        sleep(Duration::from_millis(20)).await;
-    }
-    t0.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,14 @@
 //! A member killed and restarted with its data directory comes back alive everywhere, with
 //! a higher incarnation and its keys, and rejoins the members it knew without seeds.
 
+mod common;
+
+use common::until;
 use grapevine::{Config, Node, State};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use tokio::time::{sleep, Instant};
+use tokio::time::sleep;
 
 async fn start(name: &str, bind: SocketAddr, seeds: Vec<String>, dir: &Path) -> Node {
     Node::builder()
@@ -19,15 +22,6 @@ async fn start(name: &str, bind: SocketAddr, seeds: Vec<String>, dir: &Path) -> 
         .expect("starts")
 }
 
-async fn wait(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !check().await {
-        assert!(t0.elapsed() < limit, "not within {limit:?}");
-        sleep(Duration::from_millis(20)).await;
-    }
-    t0.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_member_comes_back_with_its_keys() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -36,7 +30,7 @@ async fn a_restarted_member_comes_back_with_its_keys() {
     let seed = vec![a.addr().to_string()];
     let b = start("b", any, seed.clone(), dirs[1].path()).await;
     let c = start("c", any, seed, dirs[2].path()).await;
-    wait(Duration::from_secs(10), async || {
+    until(Duration::from_secs(10), async || {
         a.members().await.unwrap().len() == 3 && c.members().await.unwrap().len() == 3
     })
     .await;
@@ -53,7 +47,7 @@ async fn a_restarted_member_comes_back_with_its_keys() {
     // Let the snapshot be written (every 2 s), then kill b without a leave.
     sleep(Duration::from_millis(2500)).await;
     b.stop().await.unwrap();
-    let failed = wait(Duration::from_secs(20), async || {
+    let failed = until(Duration::from_secs(20), async || {
         a.members()
             .await
             .unwrap()
@@ -64,7 +58,7 @@ async fn a_restarted_member_comes_back_with_its_keys() {
     println!("b marked failed after {failed:?}");
     // Restart b on its address, with its data directory and no seeds.
     let b = start("b", b_addr, vec![], dirs[1].path()).await;
-    let back = wait(Duration::from_secs(20), async || {
+    let back = until(Duration::from_secs(20), async || {
         let m = a.members().await.unwrap();
         m.iter().any(|m| {
             m.name.as_str() == "b" && m.state == State::Alive && m.incarnation > inc_before

@@ -1,0 +1,14 @@
+//! Helpers shared by the loopback tests.
+
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+/// Polls `check` until it holds, failing the test after `limit`; returns how long it took.
+pub async fn until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !check().await {
+        assert!(t0.elapsed() < limit, "not within {limit:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+    t0.elapsed()
+}
