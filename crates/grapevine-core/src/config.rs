@@ -146,15 +146,22 @@ pub struct Config {
 impl Config {
     /// A datacenter LAN: sub-millisecond to few-millisecond round trips, rare loss.
     ///
-    /// Probe interval 1 s and timeout 500 ms: memberlist's LAN values; 500 ms is two orders
-    /// of magnitude above a LAN round trip, so only a sick node misses it, and 1 s bounds
-    /// first detection at about two seconds. k = 3 indirect probes: past three, the
+    /// Probe interval 500 ms and timeout 250 ms, half of memberlist's LAN values: 250 ms is
+    /// still two orders of magnitude above a LAN round trip (and Lifeguard stretches both
+    /// when the node itself is slow), a probe is two 25-byte datagrams, and a failure is
+    /// first suspected within about a second. k = 3 indirect probes: past three, the
     /// false-positive rate under independent loss is already below 10⁻³ per probe at 5 % loss.
-    /// Suspicion multiplier 4 and maximum ×6 (memberlist): a minimum of 12 s at 1,000 nodes,
-    /// long enough for a suspect to hear the rumour and refute it. Gossip every 200 ms to 3
-    /// members: the epidemic reaches 1,000 nodes in about 2 s. Push-pull every 30 s (scaled
-    /// with N); our push-pull sends a 16-byte digest when in sync, so it is cheap, and a 1 s
-    /// catch-up interval when views differ makes joins fast. Reconnect every 10 s: a healed
+    /// Suspicion multiplier 3 (memberlist: 4 at twice the interval) and maximum ×6: a minimum
+    /// of 2.5 s at 50 nodes and 4.5 s at 1,000, reached only once 3 members independently
+    /// failed to reach the suspect; a lone accuser waits six times as long. The minimum is
+    /// what a refutation needs: the suspect hears the rumour and its denial spreads back, each
+    /// in about log₄ N gossip ticks of 200 ms (under a second at 1,000 nodes). Together these
+    /// detect a crash in under half of Serf's time on the same machine (docs/results.md) with
+    /// no more idle traffic. Gossip every 200 ms to 3 members: the epidemic reaches 1,000
+    /// nodes in about 2 s. Push-pull every 30 s (scaled with N); our push-pull sends a 16-byte
+    /// digest when in sync, so it is cheap, and a 250 ms catch-up interval while views differ
+    /// lets a joining node pull the members it lacks in O(log N) quick exchanges (nodes that
+    /// are catching up do not relay join rumours). Reconnect every 10 s: a healed
     /// partition is found again within seconds, at one small exchange per 10 s per node.
     /// Dead members are kept 24 h (Serf's reconnect timeout) so they can be found again.
     ///
@@ -181,13 +188,13 @@ impl Config {
         Config {
             profile: "lan",
             label: Vec::new(),
-            probe_interval: Duration::from_secs(1),
-            probe_timeout: Duration::from_millis(500),
+            probe_interval: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(250),
             indirect_checks: 3,
             fallback_probe: true,
             probe_selection: ProbeSelection::RoundRobin,
             suspicion: true,
-            suspicion_mult: 4,
+            suspicion_mult: 3,
             suspicion_max_timeout_mult: 6,
             suspicion_confirmations: 3,
             lifeguard: true,
@@ -197,7 +204,7 @@ impl Config {
             fanout: 3,
             gossip_to_dead_time: Duration::from_secs(30),
             push_pull_interval: Duration::from_secs(30),
-            push_pull_catchup_interval: Duration::from_secs(1),
+            push_pull_catchup_interval: Duration::from_millis(250),
             reconnect_interval: Duration::from_secs(10),
             dead_reap_timeout: Duration::from_secs(24 * 3600),
             left_reap_timeout: Duration::from_secs(24 * 3600),
@@ -256,8 +263,8 @@ impl Config {
 
     /// One machine (loopback, tests, the demo): microsecond round trips, no loss.
     ///
-    /// Probe interval 1 s but timeout 200 ms: loopback answers in microseconds, so a missed
-    /// 200 ms deadline means a stopped process. Suspicion multiplier 3, gossip every 100 ms,
+    /// Probe interval 500 ms (as `lan`) but timeout 200 ms: loopback answers in microseconds,
+    /// so a missed 200 ms deadline means a stopped process. Gossip every 100 ms,
     /// retransmit multiplier 3, push-pull 15 s, reconnect 3 s: fast feedback for development,
     /// at a cost that does not matter on one host. Dead names are reclaimable after 5 s so a
     /// restarted local process may take a new port. State rounds every 500 ms.
@@ -265,12 +272,10 @@ impl Config {
         Config {
             profile: "local",
             probe_timeout: Duration::from_millis(200),
-            suspicion_mult: 3,
             retransmit_mult: 3,
             gossip_interval: Duration::from_millis(100),
             gossip_to_dead_time: Duration::from_secs(15),
             push_pull_interval: Duration::from_secs(15),
-            push_pull_catchup_interval: Duration::from_millis(500),
             reconnect_interval: Duration::from_secs(3),
             dead_reclaim_time: Some(Duration::from_secs(5)),
             sync_timeout: Duration::from_secs(5),

@@ -35,6 +35,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Bytes to send, and whether they need the reliable (stream) channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +60,17 @@ pub enum CommandError {
     /// The node has left.
     #[error("the node has left the cluster")]
     Left,
+    /// No member of that name is known.
+    #[error("no member named {0:?} is known")]
+    UnknownMember(String),
+    /// Force-leave applies to failed members only: a live one would refute it.
+    #[error("{name:?} is {state:?}, not failed: only a failed member can be forced to leave")]
+    NotFailed {
+        /// The member.
+        name: String,
+        /// Its state here.
+        state: State,
+    },
     /// A key, value or name over its wire limit.
     #[error("{what} is {len} bytes, the limit is {max}")]
     TooLong {
@@ -122,6 +134,8 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Round trips of direct probes not yet taken by `take_rtt_samples`, if recorded.
+    rtt_samples: Option<VecDeque<Duration>>,
     leaving: bool,
     synced: bool,
     /// The version of the packet being handled: replies are written in it.
@@ -242,12 +256,13 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            rtt_samples: None,
             leaving: false,
             synced: false,
             rx_version: PROTOCOL_VERSION,
             catch_up: 0,
             replication: Replication::new(&config, name_for_state, seed, now),
-            phi: PhiDetector::default(),
+            phi: PhiDetector::new(config.heartbeat_interval),
             rumors: Rumors::default(),
             tracked: Vec::new(),
             agreed: Vec::new(),
@@ -365,6 +380,46 @@ impl Node {
         self.gossip(now);
     }
 
+    /// Records a failed member as left on its behalf, as Serf's force-leave does, and spreads
+    /// the news: it is then reaped after `left_reap_timeout` instead of being retried as a
+    /// dead member. Refused for a member that is not failed here.
+    pub fn force_leave(&mut self, now: Time, name: &Name) -> Result<(), CommandError> {
+        let rec = self
+            .members
+            .find(name)
+            .map(|i| self.members.get(i))
+            .ok_or_else(|| CommandError::UnknownMember(name.as_str().to_string()))?;
+        if rec.state != State::Dead {
+            return Err(CommandError::NotFailed {
+                name: name.as_str().to_string(),
+                state: rec.state,
+            });
+        }
+        let incarnation = rec.incarnation;
+        self.on_leave(
+            now,
+            Leave {
+                name: name.clone(),
+                incarnation,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts keeping each direct probe's round trip (the last 1,024) for
+    /// `take_rtt_samples`: a driver that exports a latency histogram calls this once.
+    pub fn record_rtt_samples(&mut self) {
+        self.rtt_samples.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The round trips recorded since the last call, oldest first.
+    pub fn take_rtt_samples(&mut self) -> Vec<Duration> {
+        self.rtt_samples
+            .as_mut()
+            .map(|s| s.drain(..).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether `leave` was called.
     pub fn is_leaving(&self) -> bool {
         self.leaving
@@ -479,7 +534,10 @@ impl Node {
             self.config.max_datagram
         };
         let packet = match wire::open_packet(bytes, &self.config.label, max) {
-            Ok(p) => p,
+            Ok(p) => {
+                Stats::packet_bytes(&mut self.stats.bytes_in_by_type, bytes);
+                p
+            }
             Err(e) => {
                 tracing::debug!(%from, error = %e, "dropped packet");
                 self.stats.drop(DropReason::of(&e));
@@ -622,6 +680,7 @@ impl Node {
     fn emit(&mut self, dst: SocketAddr, reliable: bool, payload: Bytes) {
         self.stats.packets_out += 1;
         self.stats.bytes_out += payload.len() as u64;
+        Stats::packet_bytes(&mut self.stats.bytes_out_by_type, &payload);
         self.transmits.push_back(Transmit {
             dst,
             reliable,
@@ -864,8 +923,15 @@ impl Node {
                 let direct = p.phase == Phase::Direct;
                 if direct {
                     self.awareness.apply(-1);
-                    self.stats.rtt_micros_sum += now.saturating_since(p.started).as_micros() as u64;
+                    let rtt = now.saturating_since(p.started);
+                    self.stats.rtt_micros_sum += rtt.as_micros() as u64;
                     self.stats.rtt_count += 1;
+                    if let Some(samples) = &mut self.rtt_samples {
+                        if samples.len() >= RTT_SAMPLES_MAX {
+                            samples.pop_front();
+                        }
+                        samples.push_back(rtt);
+                    }
                 } else if reliable {
                     self.stats.fallback_acks += 1;
                 } else if from != p.addr {
@@ -1873,3 +1939,6 @@ const FILTER_WORTH: usize = 24;
 
 /// Agreeing exchanges in a row after which a node drops back to the long push-pull interval.
 const CATCH_UP_ROUNDS: u32 = 3;
+
+/// The most probe round trips kept for `take_rtt_samples` between two calls.
+const RTT_SAMPLES_MAX: usize = 1024;

@@ -22,12 +22,24 @@ struct Window {
 }
 
 /// The detector: per member, the recent intervals between heartbeat arrivals.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct PhiDetector {
     windows: HashMap<Name, Window>,
+    /// The mean interval assumed until two intervals are known (Cassandra's initial value,
+    /// twice the heartbeat interval): a member that dies right after its first heartbeat is
+    /// still convicted, if more slowly.
+    prior_micros: f64,
 }
 
 impl PhiDetector {
+    /// A detector for heartbeats sent every `heartbeat_interval`.
+    pub fn new(heartbeat_interval: std::time::Duration) -> Self {
+        PhiDetector {
+            windows: HashMap::new(),
+            prior_micros: 2.0 * heartbeat_interval.as_micros() as f64,
+        }
+    }
+
     /// A heartbeat of `name` that is new to us arrived at `now`.
     pub fn report(&mut self, name: &Name, now: Time) {
         match self.windows.get_mut(name) {
@@ -58,15 +70,17 @@ impl PhiDetector {
         }
     }
 
-    /// φ for `name` at `now`: zero until two intervals are known.
+    /// φ for `name` at `now` (zero for a member never heard; the prior mean until two
+    /// intervals are known).
     pub fn phi(&self, name: &Name, now: Time) -> f64 {
         let Some(w) = self.windows.get(name) else {
             return 0.0;
         };
-        if w.intervals.len() < 2 {
-            return 0.0;
-        }
-        let mean = w.sum as f64 / w.intervals.len() as f64;
+        let mean = if w.intervals.len() < 2 {
+            self.prior_micros
+        } else {
+            w.sum as f64 / w.intervals.len() as f64
+        };
         let t = now.saturating_since(w.last).as_micros() as f64;
         t / (mean * std::f64::consts::LN_10)
     }
@@ -96,7 +110,7 @@ mod tests {
 
     #[test]
     fn phi_grows_with_silence_in_units_of_the_mean_interval() {
-        let mut d = PhiDetector::default();
+        let mut d = PhiDetector::new(Duration::from_secs(1));
         let n = Name::new("a").unwrap();
         let mut t = Time::ZERO;
         for _ in 0..10 {
@@ -112,5 +126,15 @@ mod tests {
         assert_eq!(d.over(8.0, last + Duration::from_secs(19)), vec![n.clone()]);
         d.forget(&n);
         assert_eq!(d.phi(&n, last + Duration::from_secs(100)), 0.0);
+    }
+
+    #[test]
+    fn a_member_heard_once_is_judged_by_the_prior_interval() {
+        let mut d = PhiDetector::new(Duration::from_secs(1));
+        let n = Name::new("a").unwrap();
+        d.report(&n, Time::ZERO);
+        // Prior mean 2 s: φ = t / (2 s · ln 10) passes 8 after about 36.8 s.
+        assert!(d.over(8.0, Time::ZERO + Duration::from_secs(36)).is_empty());
+        assert_eq!(d.over(8.0, Time::ZERO + Duration::from_secs(37)), vec![n]);
     }
 }

@@ -91,6 +91,11 @@ pub struct Stats {
     pub broadcasts_out: u64,
     /// Messages received, by type code.
     pub messages_in: [u64; 32],
+    /// Bytes received, by the type code of each packet's first message (piggybacked
+    /// rumours count with the packet that carries them).
+    pub bytes_in_by_type: [u64; 32],
+    /// Bytes sent, by the type code of each packet's first message.
+    pub bytes_out_by_type: [u64; 32],
     /// Inputs dropped, by reason (indexed like [`DropReason::ALL`]).
     pub dropped: [u64; 11],
     /// Probes started.
@@ -139,5 +144,14 @@ impl Stats {
 
     pub(crate) fn sent(&mut self, kind: MessageType) {
         self.messages_out[kind as usize & 31] += 1;
+    }
+
+    /// Counts a packet's bytes under the type of its first message.
+    pub(crate) fn packet_bytes(by_type: &mut [u64; 32], packet: &[u8]) {
+        // version, label length, label, then the first message's type code.
+        let at = 2 + packet.get(1).copied().unwrap_or(0) as usize;
+        if let Some(&code) = packet.get(at) {
+            by_type[code as usize & 31] += packet.len() as u64;
+        }
     }
 }

@@ -141,6 +141,33 @@ fn every_profile_is_valid_and_scales_as_documented() {
     // Push-pull every 30 s up to 32 members, then × (ceil(log2 N − 5) + 1).
     assert_eq!(c.push_pull_interval_for(32), Duration::from_secs(30));
     assert_eq!(c.push_pull_interval_for(1000), Duration::from_secs(180));
-    // Suspicion: 4 × max(1, log10 N) periods.
-    assert_eq!(c.suspicion_min_timeout(1000), Duration::from_secs(12));
+    // Suspicion: 3 × max(1, log10 N) periods of 500 ms.
+    assert_eq!(c.suspicion_min_timeout(1000), Duration::from_millis(4500));
+    assert_eq!(c.suspicion_min_timeout(10), Duration::from_millis(1500));
+}
+
+#[test]
+fn force_leave_turns_a_failed_member_into_a_left_one_and_refuses_a_live_one() {
+    let mut n = node();
+    let t0 = Time::ZERO;
+    gossip(&mut n, t0, alive("x", "10.0.0.2:7946", 3));
+    let x = Name::new("x").unwrap();
+    assert_eq!(
+        n.force_leave(t0, &x),
+        Err(CommandError::NotFailed {
+            name: "x".into(),
+            state: State::Alive
+        })
+    );
+    assert_eq!(
+        n.force_leave(t0, &Name::new("nobody").unwrap()),
+        Err(CommandError::UnknownMember("nobody".into()))
+    );
+    gossip(&mut n, t0, dead("x", 3));
+    events(&mut n);
+    assert_eq!(n.force_leave(t0, &x), Ok(()));
+    assert_eq!(n.state_of(&x), Some(State::Left));
+    assert!(matches!(events(&mut n).as_slice(), [Event::Left { .. }]));
+    // The news is queued for gossip, so the others record it too.
+    assert!(n.pending_broadcasts() > 0);
 }

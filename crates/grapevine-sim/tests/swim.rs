@@ -134,7 +134,7 @@ fn without_suspicion_false_deaths_follow_swims_formula() {
     for (k, tolerance) in [(1usize, 0.12), (3, 0.35)] {
         let r = run(SwimParams {
             nodes: 200,
-            periods: 300,
+            periods: 600,
             loss: q,
             indirect: Some(k),
             no_suspicion: true,
@@ -254,7 +254,12 @@ fn tags_spread_to_everyone() {
         .set_tags(now, b"role=db".to_vec())
         .unwrap();
     sim.poke(9, &mut w);
+    // Rumours reach nearly everyone within seconds: each holder passes the news on about
+    // 4·log10 N times, which leaves each node out with probability about e^-8.
     sim.run_until(secs(15), &mut w);
+    assert!(w.updated >= 37, "{} updated by rumour", w.updated);
+    // Anti-entropy (push-pull every 60 s at this size) brings the news to any left out.
+    sim.run_until(secs(80), &mut w);
     assert_eq!(w.updated, 39);
     for i in 0..40 {
         assert_eq!(
@@ -282,14 +287,15 @@ fn one_way_cut_is_saved_by_indirect_probes() {
 fn phi_accrual_detects_every_crash_without_probing() {
     let r = run(SwimParams {
         nodes: 100,
-        periods: 90,
+        periods: 180,
         crash: 3,
         detector: grapevine_core::Detector::Phi,
         ..Default::default()
     });
     assert_eq!(r.probes, 0, "no probing in phi mode");
+    // Periods are 500 ms and heartbeats 1 s: 8-30 heartbeat intervals are 16-60 periods.
     let first = r.detect_first_mean_periods.expect("detected");
-    assert!((8.0..30.0).contains(&first), "{r:?}");
+    assert!((16.0..60.0).contains(&first), "{r:?}");
     assert!(r.detect_all_max_periods.is_some(), "dead everywhere: {r:?}");
     assert_eq!(r.false_positives, 0, "{r:?}");
 }

@@ -262,6 +262,15 @@ impl Keyspace {
             .map(|s| (s.key.as_slice(), &s.value))
     }
 
+    /// Every entry, tombstones included, that changed here after change count `after`, with
+    /// the count at its change: what a watcher that last saw `after` has missed.
+    pub fn changed_since(&self, after: u64) -> impl Iterator<Item = (&[u8], &Value, u64)> {
+        self.entries
+            .values()
+            .filter(move |s| s.modified > after)
+            .map(|s| (s.key.as_slice(), &s.value, s.modified))
+    }
+
     /// (key hash, item hash) of the entries in range `idx` of tree level `level`.
     pub fn items_in(&self, level: u8, idx: u32) -> Vec<(u64, u64)> {
         let (lo, hi) = MerkleTree::span(level, idx);

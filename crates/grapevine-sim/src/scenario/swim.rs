@@ -69,6 +69,10 @@ impl Default for SwimParams {
     }
 }
 
+/// Crashes wait this long after the start: phi-accrual then holds about 20 heartbeat
+/// intervals per member, as in a cluster that has run for a while.
+const CRASH_WARM_UP: Duration = Duration::from_secs(20);
+
 /// What a `swim` run measured. Times are in protocol periods.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct SwimReport {
@@ -488,8 +492,14 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
             truth.recount();
         }
         let end = Time::ZERO + period * (period_no + 1);
-        // Crash C random non-seed nodes once the join has converged, at random moments.
-        if !crashes_scheduled && p.crash > 0 && truth.converged_at.is_some() && heal_time.is_none()
+        // Crash C random non-seed nodes once the join has converged and the detectors have
+        // some history (phi-accrual judges silences against the intervals it has seen), at
+        // random moments of one period.
+        if !crashes_scheduled
+            && p.crash > 0
+            && truth.converged_at.is_some()
+            && heal_time.is_none()
+            && sim.now() >= Time::ZERO + CRASH_WARM_UP
         {
             crashes_scheduled = true;
             let mut victims: Vec<u32> = (1..p.nodes).filter(|&i| !truth.slow[i as usize]).collect();

@@ -1,0 +1,510 @@
+//! The HTTP API: Consul's paths and shapes where they overlap, grapevine's own under
+//! `/v1/grapevine/`, and Prometheus metrics.
+
+use super::log::EventLog;
+use axum::body::Bytes;
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use base64::Engine;
+use grapevine::{Keyring, Node};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct App {
+    /// The node.
+    pub node: Node,
+    /// Recent user events and the member event stream.
+    pub log: Arc<EventLog>,
+    /// Renders `/metrics`.
+    pub prom: PrometheusHandle,
+}
+
+impl FromRef<App> for Node {
+    fn from_ref(app: &App) -> Node {
+        app.node.clone()
+    }
+}
+
+impl FromRef<App> for Arc<EventLog> {
+    fn from_ref(app: &App) -> Arc<EventLog> {
+        app.log.clone()
+    }
+}
+
+/// The HTTP API.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/agent/members", get(consul_members))
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/join/{addr}", put(join))
+        .route("/v1/agent/leave", put(leave))
+        .route("/v1/agent/force-leave/{name}", put(force_leave))
+        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/event/fire/{name}", put(fire))
+        .route("/v1/event/list", get(event_list))
+        .route("/v1/status/leader", get(leader))
+        .route("/v1/status/peers", get(peers))
+        .route("/v1/grapevine/members", get(members))
+        .route("/v1/grapevine/state", get(node_states))
+        .route("/v1/grapevine/state/{name}", get(node_state))
+        .route(
+            "/v1/grapevine/state/{name}/{key}",
+            put(state_put).delete(state_delete),
+        )
+        .route("/v1/grapevine/events", get(event_stream))
+        .route("/v1/grapevine/keyring", get(keyring_list))
+        .route("/v1/grapevine/keyring/{op}", put(keyring_op))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+/// An API error: the status and a plain-text reason.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+impl From<grapevine::Error> for ApiError {
+    fn from(e: grapevine::Error) -> Self {
+        use grapevine::Error as E;
+        let code = match e {
+            E::Command(grapevine::CommandError::UnknownMember(_)) => StatusCode::NOT_FOUND,
+            E::Command(_) | E::Keyring(_) | E::Name(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// A member in grapevine's own shape (the CLI's `--format json`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemberView {
+    /// Its name.
+    pub name: String,
+    /// `host:port`.
+    pub addr: String,
+    /// alive, suspect, failed or left.
+    pub status: String,
+    /// Its tags, as text when UTF-8.
+    pub tags: String,
+    /// Its incarnation.
+    pub incarnation: u32,
+}
+
+fn status(s: grapevine::State) -> &'static str {
+    match s {
+        grapevine::State::Alive => "alive",
+        grapevine::State::Suspect => "suspect",
+        grapevine::State::Dead => "failed",
+        grapevine::State::Left => "left",
+    }
+}
+
+async fn members(State(node): State<Node>) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let mut out: Vec<MemberView> = node
+        .members()
+        .await?
+        .into_iter()
+        .map(|m| MemberView {
+            name: m.name.as_str().to_string(),
+            addr: m.addr.to_string(),
+            status: status(m.state).to_string(),
+            tags: String::from_utf8_lossy(&m.tags).into_owned(),
+            incarnation: m.incarnation,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(out))
+}
+
+/// Consul's (Serf's) member status codes: 1 alive, 3 left, 4 failed.
+fn consul_status(s: grapevine::State) -> u8 {
+    match s {
+        grapevine::State::Alive | grapevine::State::Suspect => 1,
+        grapevine::State::Left => 3,
+        grapevine::State::Dead => 4,
+    }
+}
+
+fn consul_member(m: &grapevine::Member) -> serde_json::Value {
+    serde_json::json!({
+        "Name": m.name.as_str(),
+        "Addr": m.addr.ip().to_string(),
+        "Port": m.addr.port(),
+        "Tags": {},
+        "Status": consul_status(m.state),
+        "ProtocolMin": 1, "ProtocolMax": m.protocol, "ProtocolCur": m.protocol,
+        "DelegateMin": 0, "DelegateMax": 0, "DelegateCur": 0,
+    })
+}
+
+async fn consul_members(State(node): State<Node>) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = node.members().await?;
+    Ok(Json(serde_json::Value::Array(
+        m.iter().map(consul_member).collect(),
+    )))
+}
+
+async fn agent_self(State(node): State<Node>) -> Result<Json<serde_json::Value>, ApiError> {
+    let me = node
+        .members()
+        .await?
+        .into_iter()
+        .find(|m| &m.name == node.name())
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "no self".into()))?;
+    Ok(Json(serde_json::json!({
+        "Config": { "NodeName": node.name().as_str(), "Datacenter": "grapevine" },
+        "Member": consul_member(&me),
+    })))
+}
+
+async fn join(State(node): State<Node>, Path(addr): Path<String>) -> Result<Json<bool>, ApiError> {
+    let n = node.join([addr.clone()]).await?;
+    if n == 0 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("cannot resolve {addr}"),
+        ));
+    }
+    Ok(Json(true))
+}
+
+async fn leave(State(node): State<Node>) -> Result<Json<bool>, ApiError> {
+    node.leave().await?;
+    Ok(Json(true))
+}
+
+/// A base64 key from a request body.
+fn body_key(body: &[u8]) -> Result<grapevine::crypto::Key, ApiError> {
+    let text = String::from_utf8_lossy(body);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the key is not base64: {e}"),
+            )
+        })?;
+    Keyring::key(&bytes).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn keys_json(keys: &[grapevine::crypto::Key]) -> Json<Vec<String>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Json(keys.iter().map(|k| b64.encode(k)).collect())
+}
+
+/// The keyring, primary first, base64 (this agent's: rotate a cluster by calling every agent).
+async fn keyring_list(State(node): State<Node>) -> Result<Json<Vec<String>>, ApiError> {
+    Ok(keys_json(&node.keyring_list().await?))
+}
+
+/// `install`, `use` or `remove` the key in the body (base64).
+async fn keyring_op(
+    State(node): State<Node>,
+    Path(op): Path<String>,
+    body: Bytes,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let key = body_key(&body)?;
+    let keys = match op.as_str() {
+        "install" => node.keyring_install(key).await?,
+        "use" => node.keyring_use(key).await?,
+        "remove" => node.keyring_remove(key).await?,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown keyring operation {other:?}: install, use or remove"),
+            ))
+        }
+    };
+    Ok(keys_json(&keys))
+}
+
+async fn leader(State(node): State<Node>) -> Json<String> {
+    // There is no leader: every agent answers for itself, so a client that checks for "a
+    // leader" before writing finds one, and writes go to the agent it asked.
+    Json(node.addr().to_string())
+}
+
+/// Consul's raft peers; here, every live member's gossip address (all are equal).
+async fn peers(State(node): State<Node>) -> Result<Json<Vec<String>>, ApiError> {
+    let mut out: Vec<String> = node
+        .members()
+        .await?
+        .into_iter()
+        .filter(|m| m.state.is_live())
+        .map(|m| m.addr.to_string())
+        .collect();
+    out.sort();
+    Ok(Json(out))
+}
+
+async fn force_leave(
+    State(node): State<Node>,
+    Path(name): Path<String>,
+) -> Result<Json<bool>, ApiError> {
+    node.force_leave(&name).await?;
+    Ok(Json(true))
+}
+
+/// The `?index=` and `?wait=` of a blocking query: the index to wait past and for how long
+/// (default 5 minutes, at most 10, as Consul).
+fn blocking(q: &HashMap<String, String>) -> Option<(u64, Duration)> {
+    let index = q.get("index")?.parse::<u64>().ok()?;
+    let wait = q
+        .get("wait")
+        .and_then(|w| consul_duration(w))
+        .unwrap_or(Duration::from_secs(300))
+        .min(Duration::from_secs(600));
+    Some((index, wait))
+}
+
+fn index_header(index: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&index.max(1).to_string()) {
+        headers.insert("X-Consul-Index", v);
+    }
+    headers
+}
+
+/// Consul's event list: the user events this agent received (the last 256), oldest first,
+/// `?name=` to filter, blocking on `?index=` (the count received).
+async fn event_list(
+    State(log): State<Arc<EventLog>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some((index, wait)) = blocking(&q) {
+        log.wait_user(index, wait).await;
+    }
+    let index = log.user_index();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let out: Vec<serde_json::Value> = log
+        .user_events(q.get("name").map(String::as_str))
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "ID": format!("{:016x}", e.id),
+                "Name": e.name,
+                "Payload": if e.payload.is_empty() { None } else { Some(b64.encode(&e.payload)) },
+                "NodeFilter": "", "ServiceFilter": "", "TagFilter": "",
+                "Version": 1,
+                "LTime": e.ltime,
+                "Origin": e.origin,
+                "Time": e.time,
+            })
+        })
+        .collect();
+    (index_header(index), Json(out)).into_response()
+}
+
+/// One member's per-node state in the API's shape: keys with base64 values and versions.
+fn state_json(s: &grapevine::NodeStateView) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let keys: serde_json::Map<String, serde_json::Value> = s
+        .keys
+        .iter()
+        .map(|(k, v, version)| {
+            (
+                k.clone(),
+                serde_json::json!({ "Value": b64.encode(v), "Version": version }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "Name": s.name,
+        "Generation": s.generation,
+        "Version": s.version,
+        "Keys": keys,
+    })
+}
+
+/// Every member's per-node state as known here.
+async fn node_states(State(node): State<Node>) -> Result<Json<serde_json::Value>, ApiError> {
+    let states = node.node_states(None).await?;
+    Ok(Json(serde_json::Value::Array(
+        states.iter().map(state_json).collect(),
+    )))
+}
+
+/// One member's per-node state as known here.
+async fn node_state(
+    State(node): State<Node>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let states = node.node_states(Some(&name)).await?;
+    let s = states.first().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no state known for {name:?}"),
+        )
+    })?;
+    Ok(Json(state_json(s)))
+}
+
+/// Only this agent's own per-node state can be written: each member owns its state.
+fn own_state(node: &Node, name: &str) -> Result<(), ApiError> {
+    if name == node.name().as_str() {
+        return Ok(());
+    }
+    Err(ApiError(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{name:?} is another member: an agent writes only its own state ({:?})",
+            node.name().as_str()
+        ),
+    ))
+}
+
+/// Sets a key of this agent's own per-node state; answers its version.
+async fn state_put(
+    State(node): State<Node>,
+    Path((name, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<u64>, ApiError> {
+    own_state(&node, &name)?;
+    Ok(Json(node.set_state(&key, body.to_vec()).await?))
+}
+
+/// Deletes a key of this agent's own per-node state.
+async fn state_delete(
+    State(node): State<Node>,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<Json<bool>, ApiError> {
+    own_state(&node, &name)?;
+    Ok(Json(node.delete_state(&key).await?.is_some()))
+}
+
+/// Member events (and user events and refutations) as server-sent events, from now on:
+/// each an `event:` line with the kind and a JSON `data:` line.
+async fn event_stream(
+    State(log): State<Arc<EventLog>>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
+    let rx = log.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    let data = serde_json::to_string(&e).unwrap_or_default();
+                    let ev = SseEvent::default().event(e.event).data(data);
+                    return Some((Ok(ev), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "an event stream subscriber fell behind");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// A Consul duration (`10s`, `5m`, `250ms`, or seconds): the blocking query's wait.
+fn consul_duration(s: &str) -> Option<Duration> {
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return None,
+    })
+}
+
+async fn kv_get(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let recurse = q.contains_key("recurse");
+    let keys_only = q.contains_key("keys");
+    // A blocking query: wait until the index passes the one given, as Consul does.
+    if let Some((index, wait)) = blocking(&q) {
+        node.kv_wait(index, wait).await;
+    }
+    let entries = node.entries(key.as_bytes(), recurse || keys_only).await?;
+    let headers = index_header(node.kv_index());
+    if entries.is_empty() {
+        return Ok((StatusCode::NOT_FOUND, headers).into_response());
+    }
+    if keys_only {
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.key).into_owned())
+            .collect();
+        return Ok((headers, Json(keys)).into_response());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let out: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "Key": String::from_utf8_lossy(&e.key),
+                "Value": b64.encode(&e.value),
+                "Flags": 0, "LockIndex": 0,
+                "CreateIndex": e.modify_index, "ModifyIndex": e.modify_index,
+            })
+        })
+        .collect();
+    Ok((headers, Json(out)).into_response())
+}
+
+async fn kv_put(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<bool>, ApiError> {
+    if let Some(cas) = q.get("cas") {
+        let cas: u64 = cas
+            .parse()
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("bad cas index {cas:?}")))?;
+        return Ok(Json(
+            node.put_cas(key.as_bytes(), Some(body.to_vec()), cas)
+                .await?,
+        ));
+    }
+    node.put(key.as_bytes(), Some(body.to_vec())).await?;
+    Ok(Json(true))
+}
+
+async fn kv_delete(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+) -> Result<Json<bool>, ApiError> {
+    node.put(key.as_bytes(), None).await?;
+    Ok(Json(true))
+}
+
+async fn fire(
+    State(node): State<Node>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node.broadcast(&name, body.to_vec()).await?;
+    Ok(Json(
+        serde_json::json!({ "ID": format!("{id:016x}"), "Name": name }),
+    ))
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        app.prom.render(),
+    )
+}
