@@ -197,6 +197,7 @@ impl NodeBuilder {
             generation,
             blocked: Vec::new(),
             kv_index: kv_tx,
+            exporter: crate::metrics::Exporter::default(),
             writers: HashMap::new(),
             events: events_tx.clone(),
             joined: false,
@@ -219,10 +220,12 @@ enum Command {
     Members(oneshot::Sender<Vec<Member>>),
     SetState(String, Vec<u8>, oneshot::Sender<Result<u64, Error>>),
     GetState(Name, String, oneshot::Sender<Option<Vec<u8>>>),
+    DeleteState(String, oneshot::Sender<Option<u64>>),
     Put(Vec<u8>, Option<Vec<u8>>, oneshot::Sender<Result<(), Error>>),
     Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     List(Vec<u8>, oneshot::Sender<Vec<(Vec<u8>, Vec<u8>)>>),
     Entries(Vec<u8>, bool, oneshot::Sender<Vec<KvEntry>>),
+    Changes(Vec<u8>, u64, oneshot::Sender<Vec<KvChange>>),
     Cas(
         Vec<u8>,
         Option<Vec<u8>>,
@@ -234,6 +237,8 @@ enum Command {
     Keyring(KeyOp, oneshot::Sender<Result<Vec<Key>, Error>>),
     Refused(oneshot::Sender<HashMap<&'static str, u64>>),
     Leave(oneshot::Sender<()>),
+    ForceLeave(Name, oneshot::Sender<Result<(), Error>>),
+    NodeState(Option<Name>, oneshot::Sender<Vec<NodeStateView>>),
     Stop(oneshot::Sender<()>),
     Stats(oneshot::Sender<grapevine_core::Stats>),
     Block(Vec<SocketAddr>, oneshot::Sender<()>),
@@ -267,6 +272,71 @@ pub struct KvEntry {
     pub value: Vec<u8>,
     /// The keyspace's change count when it last changed here.
     pub modify_index: u64,
+}
+
+/// A shared key that changed: its value now (`None`: deleted or expired) and the local
+/// change count at which it changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvChange {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its value now, or `None` if it was deleted or has expired.
+    pub value: Option<Vec<u8>>,
+    /// The keyspace's change count when it changed here.
+    pub modify_index: u64,
+}
+
+/// A watch on the shared keys under a prefix: each `next` returns the changes since the
+/// last one.
+pub struct Watch {
+    node: Node,
+    prefix: Vec<u8>,
+    seen: u64,
+}
+
+impl Watch {
+    /// Waits for the next change under the prefix and returns every key that changed, in
+    /// the order of their changes.
+    pub async fn next(&mut self) -> Result<Vec<KvChange>, Error> {
+        loop {
+            let now = self
+                .node
+                .kv_wait(self.seen, Duration::from_secs(3600))
+                .await;
+            if now <= self.seen {
+                if self.node.cmds.is_closed() {
+                    return Err(Error::Stopped);
+                }
+                continue;
+            }
+            let changes = self
+                .node
+                .ask(|tx| Command::Changes(self.prefix.clone(), self.seen, tx))
+                .await?;
+            self.seen = changes
+                .iter()
+                .map(|c| c.modify_index)
+                .max()
+                .unwrap_or(now)
+                .max(now);
+            if !changes.is_empty() {
+                return Ok(changes);
+            }
+        }
+    }
+}
+
+/// One member's per-node state as known here (Cassandra's endpoint state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStateView {
+    /// The member.
+    pub name: String,
+    /// Its generation (bumped at each restart).
+    pub generation: u64,
+    /// The highest version of its state known here.
+    pub version: u64,
+    /// Its live keys: name, value, version.
+    pub keys: Vec<(String, Vec<u8>, u64)>,
 }
 
 /// The node's events, as they happen. A subscriber that falls too far behind loses the
@@ -326,6 +396,13 @@ impl Node {
             .await?
     }
 
+    /// Deletes a key of this node's own state; returns the tombstone's version, or `None`
+    /// if the key was not set.
+    pub async fn delete_state(&self, key: &str) -> Result<Option<u64>, Error> {
+        self.ask(|tx| Command::DeleteState(key.to_string(), tx))
+            .await
+    }
+
     /// The value of `key` in member `name`'s state, as known here.
     pub async fn state(&self, name: &Name, key: &str) -> Result<Option<Vec<u8>>, Error> {
         self.ask(|tx| Command::GetState(name.clone(), key.to_string(), tx))
@@ -365,6 +442,22 @@ impl Node {
     ) -> Result<bool, Error> {
         self.ask(|tx| Command::Cas(key.to_vec(), value, cas, tx))
             .await?
+    }
+
+    /// Watches the shared keys under `prefix` from now on.
+    pub fn watch(&self, prefix: &[u8]) -> Watch {
+        Watch {
+            node: self.clone(),
+            prefix: prefix.to_vec(),
+            seen: self.kv_index(),
+        }
+    }
+
+    /// The shared keys under `prefix` that changed here after change count `after`,
+    /// deletions included, in the order of their changes.
+    pub async fn kv_changes(&self, prefix: &[u8], after: u64) -> Result<Vec<KvChange>, Error> {
+        self.ask(|tx| Command::Changes(prefix.to_vec(), after, tx))
+            .await
     }
 
     /// The shared keyspace's change count now (Consul's `X-Consul-Index`).
@@ -443,6 +536,20 @@ impl Node {
         self.ask(|tx| Command::Block(addrs, tx)).await
     }
 
+    /// Records a failed member as left on its behalf (Serf's force-leave), so it is reaped
+    /// instead of retried; refused for a member that is not failed here.
+    pub async fn force_leave(&self, name: &str) -> Result<(), Error> {
+        let name = Name::new(name)?;
+        self.ask(|tx| Command::ForceLeave(name, tx)).await?
+    }
+
+    /// The per-node state known here: every member's (`None`) or one member's keys, with
+    /// their versions.
+    pub async fn node_states(&self, name: Option<&str>) -> Result<Vec<NodeStateView>, Error> {
+        let name = name.map(Name::new).transpose()?;
+        self.ask(|tx| Command::NodeState(name, tx)).await
+    }
+
     /// Stops the node at once, without leaving: to the others it looks like a crash.
     pub async fn stop(&self) -> Result<(), Error> {
         self.ask(Command::Stop).await
@@ -473,6 +580,7 @@ struct Driver {
     generation: u64,
     blocked: Vec<SocketAddr>,
     kv_index: watch::Sender<u64>,
+    exporter: crate::metrics::Exporter,
 }
 
 impl Driver {
@@ -557,6 +665,8 @@ impl Driver {
         let mut buf = vec![0u8; 65_536];
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         let mut snapshot = tokio::time::interval(Duration::from_secs(2));
+        let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+        self.core.record_rtt_samples();
         let mut leaving: Option<(oneshot::Sender<()>, tokio::time::Instant)> = None;
         loop {
             self.flush().await;
@@ -619,6 +729,7 @@ impl Driver {
                     }
                 }
                 _ = snapshot.tick(), if self.data_dir.is_some() => self.save(),
+                _ = metrics_tick.tick() => self.export_metrics(),
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = self.now();
                     self.core.handle_timeout(now);
@@ -640,6 +751,9 @@ impl Driver {
             }
             Command::SetState(k, v, tx) => {
                 let _ = tx.send(self.core.set_state(now, &k, v, None).map_err(Error::from));
+            }
+            Command::DeleteState(k, tx) => {
+                let _ = tx.send(self.core.delete_state(now, &k));
             }
             Command::GetState(n, k, tx) => {
                 let _ = tx.send(self.core.state_value(now, &n, &k).map(<[u8]>::to_vec));
@@ -698,6 +812,27 @@ impl Driver {
                 out.sort_by(|a, b| a.key.cmp(&b.key));
                 let _ = tx.send(out);
             }
+            Command::Changes(prefix, after, tx) => {
+                let phys = self.core.physical_time(now);
+                let mut out: Vec<KvChange> = self
+                    .core
+                    .shared()
+                    .changed_since(after)
+                    .filter(|(k, _, _)| k.starts_with(&prefix))
+                    .map(|(k, v, at)| KvChange {
+                        key: k.to_vec(),
+                        value: match v {
+                            grapevine_core::state::keyspace::Value::Lww(l) if !v.is_gone(phys) => {
+                                l.value.clone()
+                            }
+                            _ => None,
+                        },
+                        modify_index: at,
+                    })
+                    .collect();
+                out.sort_by_key(|c| c.modify_index);
+                let _ = tx.send(out);
+            }
             Command::Cas(key, value, cas, tx) => {
                 let phys = self.core.physical_time(now);
                 let ks = self.core.shared();
@@ -749,6 +884,12 @@ impl Driver {
                 self.core.leave(now);
                 return Some(tx);
             }
+            Command::ForceLeave(name, tx) => {
+                let _ = tx.send(self.core.force_leave(now, &name).map_err(Error::from));
+            }
+            Command::NodeState(name, tx) => {
+                let _ = tx.send(self.node_states(now, name.as_ref()));
+            }
             Command::Stop(tx) => {
                 let _ = tx.send(());
             }
@@ -761,6 +902,53 @@ impl Driver {
             }
         }
         None
+    }
+
+    /// Adds what changed in the core's counters to the `metrics` facade.
+    fn export_metrics(&mut self) {
+        let rtts = self.core.take_rtt_samples();
+        self.exporter.export(
+            self.core.stats(),
+            self.core.members().map(|m| m.state),
+            &self.refused,
+            &rtts,
+        );
+    }
+
+    fn node_states(&self, now: Time, only: Option<&Name>) -> Vec<NodeStateView> {
+        let phys = self.core.physical_time(now);
+        let mut names: Vec<Name> = match only {
+            Some(n) => vec![n.clone()],
+            None => self.core.members().map(|m| m.name).collect(),
+        };
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                // A member that never set a key has no state yet: shown empty.
+                let Some(s) = self.core.node_state(&name) else {
+                    return self.core.member(&name).map(|_| NodeStateView {
+                        name: name.as_str().to_string(),
+                        generation: 0,
+                        version: 0,
+                        keys: Vec::new(),
+                    });
+                };
+                let mut keys: Vec<(String, Vec<u8>, u64)> = s
+                    .entries
+                    .iter()
+                    .filter(|(_, v)| !v.is_gone(phys))
+                    .map(|(k, v)| (k.clone(), v.value.clone(), v.version))
+                    .collect();
+                keys.sort();
+                Some(NodeStateView {
+                    name: name.as_str().to_string(),
+                    generation: s.generation,
+                    version: s.max_version,
+                    keys,
+                })
+            })
+            .collect()
     }
 
     /// Sends what the core has to send and publishes its events.

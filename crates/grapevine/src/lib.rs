@@ -24,11 +24,12 @@
 
 pub mod crypto;
 mod driver;
+pub mod metrics;
 pub mod snapshot;
 pub mod transport;
 
 pub use crypto::Keyring;
-pub use driver::{Error, Events, KvEntry, Node, NodeBuilder};
+pub use driver::{Error, Events, KvChange, KvEntry, Node, NodeBuilder, NodeStateView, Watch};
 /// The sans-IO protocol core, for what this crate does not wrap.
 pub use grapevine_core as core;
 pub use grapevine_core::{
