@@ -19,15 +19,20 @@ import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, ti
 _taken = set()
 
 def free_port():
-    """A port free for both UDP and TCP on loopback, never handed out twice in a run."""
+    """A port free for both UDP and TCP on loopback, never handed out twice in a run, and
+    below Linux's ephemeral range (32768 and up), so that no agent's outgoing connection can
+    take it between this check and the agent binding it."""
+    import random
     while True:
+        p = random.randint(20000, 32767)
+        if p in _taken:
+            continue
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        p = u.getsockname()[1]
         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            u.bind(("127.0.0.1", p))
             t.bind(("127.0.0.1", p))
-            ok = p not in _taken
+            ok = True
         except OSError:
             ok = False
         finally:
@@ -203,9 +208,14 @@ def main():
     ap.add_argument("--grapevine", default="target/release/grapevine")
     ap.add_argument("--serf", default=shutil.which("serf") or "serf")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", choices=["grapevine", "serf"], help="measure one system alone")
     a = ap.parse_args()
     results = {}
-    for make in (lambda d: Grapevine(a.grapevine, a.nodes, d), lambda d: Serf(a.serf, a.nodes, d)):
+    makers = {"grapevine": lambda d: Grapevine(a.grapevine, a.nodes, d),
+              "serf": lambda d: Serf(a.serf, a.nodes, d)}
+    for key, make in makers.items():
+        if a.only and key != a.only:
+            continue
         with tempfile.TemporaryDirectory() as d:
             s = make(d)
             try:
@@ -213,7 +223,7 @@ def main():
                 results[s.name] = measure(s, a.nodes)
             finally:
                 s.stop_all()
-    if a.json:
+    if a.json or a.only:
         print(json.dumps(results, indent=2))
         return
     rows = [("join: all list all alive (s)", "join_s", "{:.2f}"),

@@ -25,9 +25,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(name = "grapevine", version, about)]
 struct Cli {
-    /// The agent's HTTP API: where `agent` serves it, where the other commands find it.
-    #[arg(long, global = true, default_value = "127.0.0.1:8500")]
-    http: std::net::SocketAddr,
+    /// The agent's HTTP API: where `agent` serves it, where the other commands find it
+    /// [default: 127.0.0.1:8500, or the agent's config file's `http`].
+    #[arg(long, global = true)]
+    http: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +74,18 @@ enum Command {
     },
     /// Ask the local agent to leave the cluster gracefully.
     Leave,
+    /// Record a failed member as left, so it is no longer retried (as Serf's force-leave).
+    ForceLeave {
+        /// The failed member's name.
+        name: String,
+    },
+    /// Print member events (joins, suspicions, refutations, failures, departures), user
+    /// events and this agent's refutations as they happen.
+    Monitor {
+        /// `text` (one line per event) or `json` (one JSON object per line).
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// The local agent's keyring: list, or install, use (make primary) and remove a key
     /// (base64 of 32 bytes). Rotate a cluster by installing everywhere, then using, then
     /// removing the old key everywhere.
@@ -352,9 +365,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let http = cli.http;
+    let http = cli.http.unwrap_or(agent::DEFAULT_HTTP);
     match cli.command {
         Command::Agent(a) => {
+            let settings = agent::Settings::resolve(&a, cli.http)?;
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -367,7 +381,7 @@ fn run(cli: Cli) -> Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(agent::run(a, http))
+            rt.block_on(agent::run(settings))
         }
         Command::Demo { nodes, json } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -400,6 +414,17 @@ fn run(cli: Cli) -> Result<()> {
             "/v1/agent/leave",
             None,
         )?),
+        Command::ForceLeave { name } => print_out(&agent::simple_command(
+            http,
+            "PUT",
+            &format!("/v1/agent/force-leave/{name}"),
+            None,
+        )?),
+        Command::Monitor { format } => match format.as_str() {
+            "text" => agent::monitor_command(http, false),
+            "json" => agent::monitor_command(http, true),
+            other => Err(anyhow!("unknown format {other:?}: text or json")),
+        },
         Command::Keys { op, key } => {
             let out = match (op.as_str(), key) {
                 ("list", _) => agent::simple_command(http, "GET", "/v1/grapevine/keyring", None)?,

@@ -1,77 +1,17 @@
 //! Two `grapevine agent` processes on loopback: they join, a key written through one HTTP
 //! API is read through the other, `grapevine members` lists both, and SIGTERM leaves.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn free_port() -> u16 {
-    // Bound and released: racy in theory, fine on a test machine.
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Agent {
-    child: Child,
-    http: SocketAddr,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent(name: &str, gossip: u16, join: Option<u16>) -> Agent {
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grapevine"));
-    cmd.args(["agent", "--name", name, "--profile", "local"])
-        .args(["--bind", &format!("127.0.0.1:{gossip}")])
-        .args(["--http", &http.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(j) = join {
-        cmd.args(["--join", &format!("127.0.0.1:{j}")]);
-    }
-    Agent {
-        child: cmd.spawn().expect("agent starts"),
-        http,
-    }
-}
-
-fn get(url: &str) -> Option<String> {
-    ureq::get(url)
-        .timeout(Duration::from_secs(2))
-        .call()
-        .ok()?
-        .into_string()
-        .ok()
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn members_json(http: SocketAddr) -> Option<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
-        .args(["members", "--format", "json", "--http", &http.to_string()])
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
+use common::{eventually, free_port, get, members_json, Agent, Spec, BIN};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[test]
 fn two_agents_join_share_a_key_and_one_leaves_on_sigterm() {
-    let (pa, pb) = (free_port(), free_port());
-    let a = agent("alpha", pa, None);
-    let mut b = agent("beta", pb, Some(pa));
+    let a = Spec::new("alpha").start();
+    let mut b = Spec::new("beta").join(a.gossip).start();
     eventually(Duration::from_secs(15), || {
         members_json(a.http).and_then(|v| v.as_array().map(|m| m.len())) == Some(2)
     });
@@ -92,11 +32,7 @@ fn two_agents_join_share_a_key_and_one_leaves_on_sigterm() {
     assert_eq!(alpha["status"], "alive");
     assert!(alpha["incarnation"].is_u64() && alpha["tags"].is_string());
     // SIGTERM: beta leaves; alpha lists it as left, not failed.
-    let pid = b.child.id().to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
+    b.signal("TERM");
     let status = b.child.wait().expect("exits");
     assert!(status.success(), "a graceful exit");
     eventually(Duration::from_secs(10), || {
@@ -108,7 +44,7 @@ fn two_agents_join_share_a_key_and_one_leaves_on_sigterm() {
         })
     });
     // No agent: a clear error.
-    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+    let out = Command::new(BIN)
         .args(["members", "--http", &b.http.to_string()])
         .output()
         .unwrap();
@@ -118,7 +54,7 @@ fn two_agents_join_share_a_key_and_one_leaves_on_sigterm() {
 
 #[test]
 fn the_demo_runs_a_small_cluster_through_every_step() {
-    let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+    let out = Command::new(BIN)
         .args(["demo", "--nodes", "5", "--json"])
         .output()
         .expect("runs");
@@ -154,7 +90,7 @@ fn python_consul_works_against_the_agent() {
         eprintln!("skipped: python-consul is not installed (pip install python-consul)");
         return;
     }
-    let a = agent("consul-compat", free_port(), None);
+    let a = Spec::new("consul-compat").start();
     eventually(Duration::from_secs(10), || {
         get(&format!("http://{}/v1/agent/self", a.http)).is_some()
     });
@@ -179,7 +115,7 @@ fn python_consul_works_against_the_agent() {
 /// `grapevine kv`, `event` and `info` against a real agent.
 #[test]
 fn the_cli_reads_writes_and_lists_keys_and_fires_events() {
-    let a = agent("cli", free_port(), None);
+    let a = Spec::new("cli").start();
     eventually(Duration::from_secs(10), || {
         get(&format!("http://{}/v1/agent/self", a.http)).is_some()
     });
@@ -187,10 +123,7 @@ fn the_cli_reads_writes_and_lists_keys_and_fires_events() {
         let mut full: Vec<&str> = args.to_vec();
         let http = a.http.to_string();
         full.extend(["--http", &http]);
-        let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
-            .args(&full)
-            .output()
-            .expect("runs");
+        let out = Command::new(BIN).args(&full).output().expect("runs");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -219,7 +152,7 @@ fn the_keyring_can_be_rotated_through_the_cli() {
     std::fs::write(&file, old).unwrap();
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gossip = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+    let child = Command::new(BIN)
         .args(["agent", "--name", "keyed", "--profile", "local"])
         .args([
             "--bind",
@@ -232,12 +165,17 @@ fn the_keyring_can_be_rotated_through_the_cli() {
         .stderr(Stdio::null())
         .spawn()
         .expect("agent starts");
-    let _a = Agent { child, http };
+    let _a = Agent {
+        child,
+        name: "keyed".into(),
+        http,
+        gossip: format!("127.0.0.1:{gossip}").parse().unwrap(),
+    };
     eventually(Duration::from_secs(10), || {
         get(&format!("http://{http}/v1/agent/self")).is_some()
     });
     let keys = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_grapevine"))
+        let out = Command::new(BIN)
             .arg("keys")
             .args(args)
             .args(["--http", &http.to_string()])

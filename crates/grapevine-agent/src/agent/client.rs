@@ -1,0 +1,260 @@
+//! The CLI's side: each command calls the local agent's HTTP API and prints the answer.
+
+use super::http::MemberView;
+use anyhow::{anyhow, Result};
+use base64::Engine;
+use std::net::SocketAddr;
+
+/// `grapevine members`: the local agent's view, as a table or JSON.
+pub fn members_command(http: SocketAddr, json: bool) -> Result<String> {
+    let url = format!("http://{http}/v1/grapevine/members");
+    let body = ureq::get(&url)
+        .timeout(std::time::Duration::from_secs(5))
+        .call()
+        .map_err(|e| anyhow!("no agent answers at {http}: {e}"))?
+        .into_string()?;
+    let members: Vec<MemberView> = serde_json::from_str(&body)?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&members)? + "\n");
+    }
+    let mut out = format!(
+        "{:<24} {:<24} {:<8} {:>11}  {}\n",
+        "NAME", "ADDR", "STATUS", "INCARNATION", "TAGS"
+    );
+    for m in members {
+        out += &format!(
+            "{:<24} {:<24} {:<8} {:>11}  {}\n",
+            m.name, m.addr, m.status, m.incarnation, m.tags
+        );
+    }
+    Ok(out)
+}
+
+/// An HTTP call to the local agent, with a clear error when none answers.
+fn call(method: &str, http: SocketAddr, path: &str, body: Option<&[u8]>) -> Result<ureq::Response> {
+    let url = format!("http://{http}{path}");
+    let req = ureq::request(method, &url).timeout(std::time::Duration::from_secs(600));
+    let r = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    match r {
+        Ok(resp) => Ok(resp),
+        Err(ureq::Error::Status(code, resp)) => Ok(ureq::Response::new(
+            code,
+            "error",
+            &resp.into_string().unwrap_or_default(),
+        )?),
+        Err(e) => Err(anyhow!("no agent answers at {http}: {e}")),
+    }
+}
+
+/// `grapevine kv ...` against the local agent.
+pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let decode = |body: &str| -> Result<Vec<(String, Vec<u8>, u64)>> {
+        let v: Vec<serde_json::Value> = serde_json::from_str(body)?;
+        Ok(v.iter()
+            .map(|e| {
+                (
+                    e["Key"].as_str().unwrap_or_default().to_string(),
+                    b64.decode(e["Value"].as_str().unwrap_or_default())
+                        .unwrap_or_default(),
+                    e["ModifyIndex"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect())
+    };
+    match op {
+        KvOp::Get { key } => {
+            let r = call("GET", http, &format!("/v1/kv/{key}"), None)?;
+            if r.status() == 404 {
+                return Err(anyhow!("no such key: {key}"));
+            }
+            let entries = decode(&r.into_string()?)?;
+            Ok(entries
+                .first()
+                .map(|e| String::from_utf8_lossy(&e.1).into_owned() + "\n")
+                .unwrap_or_default())
+        }
+        KvOp::Put { key, value } => {
+            call(
+                "PUT",
+                http,
+                &format!("/v1/kv/{key}"),
+                Some(value.as_bytes()),
+            )?;
+            Ok(format!("wrote {key}\n"))
+        }
+        KvOp::Delete { key } => {
+            call("DELETE", http, &format!("/v1/kv/{key}"), None)?;
+            Ok(format!("deleted {key}\n"))
+        }
+        KvOp::List { prefix } => {
+            let r = call("GET", http, &format!("/v1/kv/{prefix}?recurse"), None)?;
+            if r.status() == 404 {
+                return Ok(String::new());
+            }
+            Ok(decode(&r.into_string()?)?
+                .iter()
+                .map(|(k, v, _)| format!("{k}\t{}\n", String::from_utf8_lossy(v)))
+                .collect())
+        }
+        KvOp::Watch { prefix } => {
+            // Blocking queries in a loop: print the prefix each time it changes.
+            let mut index = 0u64;
+            loop {
+                let r = call(
+                    "GET",
+                    http,
+                    &format!("/v1/kv/{prefix}?recurse&index={index}&wait=5m"),
+                    None,
+                )?;
+                let next: u64 = r
+                    .header("X-Consul-Index")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(index + 1);
+                let body = if r.status() == 404 {
+                    "[]".to_string()
+                } else {
+                    r.into_string()?
+                };
+                if next != index {
+                    let mut out = format!("-- index {next}\n");
+                    for (k, v, _) in decode(&body)? {
+                        out += &format!("{k}\t{}\n", String::from_utf8_lossy(&v));
+                    }
+                    print!("{out}");
+                    index = next;
+                }
+            }
+        }
+    }
+}
+
+/// A `grapevine kv` operation.
+#[derive(clap::Subcommand, Debug)]
+pub enum KvOp {
+    /// Print a key's value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// List the keys under a prefix, with their values.
+    List {
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Print the keys under a prefix every time they change (blocking queries).
+    Watch {
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
+/// `grapevine event`, `join`, `leave`, `info`: one call each.
+pub fn simple_command(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<String> {
+    let r = call(method, http, path, body)?;
+    let status = r.status();
+    let text = r.into_string()?;
+    if status >= 400 {
+        return Err(anyhow!("the agent refused ({status}): {text}"));
+    }
+    Ok(text + "\n")
+}
+
+/// One line of `grapevine monitor` for a stream event: `HH:MM:SS.mmm UTC`, the kind, the
+/// member and the details.
+fn monitor_line(v: &serde_json::Value) -> String {
+    let t = v["time"].as_f64().unwrap_or(0.0);
+    let ms = (t * 1000.0) as u64;
+    let (h, m, s) = (ms / 3_600_000 % 24, ms / 60_000 % 60, ms / 1000 % 60);
+    let mut line = format!(
+        "{h:02}:{m:02}:{s:02}.{:03} {:<14} {}",
+        ms % 1000,
+        v["event"].as_str().unwrap_or("?"),
+        v["name"].as_str().unwrap_or("?"),
+    );
+    line += &format!(" reason={}", v["reason"].as_str().unwrap_or("?"));
+    for k in ["addr", "incarnation", "accuser", "local"] {
+        if !v[k].is_null() {
+            line += &format!(" {k}={}", v[k].to_string().trim_matches('"'));
+        }
+    }
+    line + "\n"
+}
+
+/// `grapevine monitor`: prints the agent's event stream as it happens (one line per event,
+/// or its JSON with `json`), until the agent stops or the user interrupts.
+pub fn monitor_command(http: SocketAddr, json: bool) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let url = format!("http://{http}/v1/grapevine/events");
+    let resp = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(5))
+        .build()
+        .get(&url)
+        .call()
+        .map_err(|e| anyhow!("no agent answers at {http}: {e}"))?;
+    eprintln!("monitoring the agent at {http} (Ctrl-C to stop)");
+    let reader = std::io::BufReader::new(resp.into_reader());
+    let mut out = std::io::stdout().lock();
+    for line in reader.lines() {
+        let line = line?;
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let text = if json {
+            data.trim().to_string() + "\n"
+        } else {
+            match serde_json::from_str::<serde_json::Value>(data.trim()) {
+                Ok(v) => monitor_line(&v),
+                Err(_) => continue,
+            }
+        };
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }
+    Err(anyhow!("the agent at {http} closed the event stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_monitor_line_shows_time_kind_member_and_details() {
+        let v = serde_json::json!({
+            "event": "member-suspect", "reason": "suspected", "name": "db-2",
+            "addr": "10.0.0.2:7946", "incarnation": 3, "accuser": "db-1", "local": false,
+            "time": 3723.25,
+        });
+        assert_eq!(
+            monitor_line(&v),
+            "01:02:03.250 member-suspect db-2 reason=suspected addr=10.0.0.2:7946 \
+             incarnation=3 accuser=db-1 local=false\n"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Event handler scripts, as Serf runs them: a script per matching event, the event in its
+//! environment, the details on stdin.
+//!
+//! | event | `GRAPEVINE_EVENT` | stdin |
+//! |---|---|---|
+//! | member joined, left, failed, updated | `member-join`, `member-leave`, `member-failed`, `member-update` | `NAME\tIP\tTAGS` |
+//! | user event | `user` (and `GRAPEVINE_USER_EVENT=NAME`) | the payload |
+//! | shared keys changed | `key-change` | `set\tKEY\tBASE64-VALUE` or `delete\tKEY`, one line per key |
+
+use base64::Engine;
+use grapevine::Node;
+
+/// An event handler: which events, and the script.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handler {
+    filters: Vec<String>,
+    script: String,
+}
+
+/// Parses `[FILTER=]SCRIPT` specs.
+pub fn parse_all(specs: &[String]) -> Vec<Handler> {
+    specs.iter().map(|s| Handler::parse(s)).collect()
+}
+
+impl Handler {
+    fn parse(spec: &str) -> Handler {
+        match spec.split_once('=') {
+            Some((f, script)) if !f.contains(' ') => Handler {
+                filters: f.split(',').map(str::to_string).collect(),
+                script: script.to_string(),
+            },
+            _ => Handler {
+                filters: Vec::new(),
+                script: spec.to_string(),
+            },
+        }
+    }
+
+    /// Whether the handler runs for an event of `kind` (`user` with the user event's name
+    /// in `detail`, `key-change` with a changed key in `detail`).
+    fn matches(&self, kind: &str, detail: Option<&str>) -> bool {
+        self.filters.is_empty()
+            || self.filters.iter().any(|f| match (kind, detail) {
+                _ if f == kind => true,
+                ("user", Some(u)) => f.strip_prefix("user:") == Some(u),
+                ("key-change", Some(k)) => {
+                    f == "key" || f.strip_prefix("key:").is_some_and(|p| k.starts_with(p))
+                }
+                _ => false,
+            })
+    }
+
+    fn wants_keys(&self) -> bool {
+        self.filters.is_empty()
+            || self
+                .filters
+                .iter()
+                .any(|f| f == "key" || f == "key-change" || f.starts_with("key:"))
+    }
+}
+
+/// A member event as handlers see it: its kind, the user event's name, and stdin.
+fn describe(e: &grapevine::Event) -> Option<(&'static str, Option<String>, Vec<u8>)> {
+    use grapevine::Event as E;
+    let member_line = |m: &grapevine::Member| {
+        format!(
+            "{}\t{}\t{}\n",
+            m.name.as_str(),
+            m.addr.ip(),
+            String::from_utf8_lossy(&m.tags)
+        )
+        .into_bytes()
+    };
+    Some(match e {
+        E::Joined { member } => ("member-join", None, member_line(member)),
+        E::Left { member } => ("member-leave", None, member_line(member)),
+        E::Failed { member, .. } => ("member-failed", None, member_line(member)),
+        E::Updated { member } => ("member-update", None, member_line(member)),
+        E::User { name, payload, .. } => ("user", Some(name.clone()), payload.clone()),
+        _ => return None,
+    })
+}
+
+/// Runs `h` for an event of `kind` with `input` on stdin, without waiting for it.
+fn spawn(h: &Handler, kind: &str, me: &str, user: Option<&str>, input: Vec<u8>) {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(&h.script)
+        .env("GRAPEVINE_EVENT", kind)
+        .env("GRAPEVINE_SELF_NAME", me)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    if let Some(u) = user {
+        cmd.env("GRAPEVINE_USER_EVENT", u);
+    }
+    match cmd.spawn() {
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                if let Some(mut stdin) = child.stdin.take() {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stdin.write_all(&input).await;
+                }
+                if let Ok(status) = child.wait().await {
+                    if !status.success() {
+                        tracing::warn!(%status, "event handler failed");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, script = %h.script, "cannot run event handler"),
+    }
+}
+
+/// Runs the matching handlers for each event until the node stops.
+pub async fn run(node: Node, handlers: Vec<Handler>) {
+    let me = node.name().as_str().to_string();
+    let mut events = node.events();
+    // Key changes are batched: each handler runs once per burst with every key that
+    // changed under its filters.
+    let mut keys = handlers
+        .iter()
+        .any(Handler::wants_keys)
+        .then(|| node.watch(b""));
+    loop {
+        tokio::select! {
+            e = events.next() => {
+                let Some(e) = e else { return };
+                let Some((kind, user, input)) = describe(&e) else { continue };
+                for h in handlers.iter().filter(|h| h.matches(kind, user.as_deref())) {
+                    spawn(h, kind, &me, user.as_deref(), input.clone());
+                }
+            }
+            changes = async { keys.as_mut()?.next().await.ok() }, if keys.is_some() => {
+                let Some(changes) = changes else { return };
+                let b64 = base64::engine::general_purpose::STANDARD;
+                for h in &handlers {
+                    let mut input = String::new();
+                    for c in &changes {
+                        let key = String::from_utf8_lossy(&c.key);
+                        if !h.matches("key-change", Some(&key)) {
+                            continue;
+                        }
+                        match &c.value {
+                            Some(v) => input += &format!("set\t{key}\t{}\n", b64.encode(v)),
+                            None => input += &format!("delete\t{key}\n"),
+                        }
+                    }
+                    if !input.is_empty() {
+                        spawn(h, "key-change", &me, None, input.into_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_select_events_as_serf_does_and_keys_by_prefix() {
+        let all = Handler::parse("log.sh");
+        assert!(all.matches("member-join", None) && all.matches("key-change", Some("a")));
+        let h = Handler::parse("member-failed,user:deploy,key:app/=run.sh");
+        assert_eq!(h.script, "run.sh");
+        assert!(h.matches("member-failed", None));
+        assert!(!h.matches("member-join", None));
+        assert!(h.matches("user", Some("deploy")));
+        assert!(!h.matches("user", Some("other")));
+        assert!(h.matches("key-change", Some("app/colour")));
+        assert!(!h.matches("key-change", Some("db/x")));
+        assert!(h.wants_keys());
+        assert!(!Handler::parse("user=x").wants_keys());
+        assert!(Handler::parse("key=x").matches("key-change", Some("anything")));
+        // A script with `=` in it and no filter stays whole.
+        assert_eq!(Handler::parse("echo a=b").script, "echo a=b");
+    }
+}

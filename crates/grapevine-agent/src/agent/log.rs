@@ -1,0 +1,219 @@
+//! What the agent remembers of events for its API: the recent user events
+//! (`/v1/event/list`) and a live stream of member events with their reasons and times
+//! (`/v1/grapevine/events`, `grapevine monitor`).
+
+use grapevine::{Event, Member, Node};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, watch};
+
+/// User events kept for `/v1/event/list` (Consul keeps 256 too).
+const USER_EVENTS_KEPT: usize = 256;
+
+/// A user event as the agent received it.
+#[derive(Clone, Debug, Serialize)]
+pub struct UserEventView {
+    /// The event's id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its payload.
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+    /// The member that raised it.
+    pub origin: String,
+    /// The order in which this agent received it (Consul's `LTime` slot), from 1.
+    pub ltime: u64,
+    /// When it arrived, seconds since the UNIX epoch.
+    pub time: f64,
+}
+
+/// One event of the stream: a member changed state, a user event arrived, or this node
+/// refuted an accusation.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StreamEvent {
+    /// `member-join`, `member-suspect`, `member-alive`, `member-failed`, `member-leave`,
+    /// `member-update`, `member-reap`, `refute` or `user`.
+    pub event: &'static str,
+    /// Why: joined, suspected, refuted, failed, left, updated, reaped, or the user event's
+    /// name for `user`.
+    pub reason: String,
+    /// The member concerned (this node for `refute`, the origin for `user`).
+    pub name: String,
+    /// Its address, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// Its incarnation as now known, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u32>,
+    /// For a suspicion: who accused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuser: Option<String>,
+    /// For a suspicion or failure: whether this node's own probe or timer decided it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<bool>,
+    /// When this agent saw it, seconds since the UNIX epoch.
+    pub time: f64,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl StreamEvent {
+    /// The stream's view of a node event, if it belongs in the stream.
+    pub fn of(e: &Event, me: &str) -> Option<StreamEvent> {
+        let about = |event, reason: &str, m: &Member| StreamEvent {
+            event,
+            reason: reason.to_string(),
+            name: m.name.as_str().to_string(),
+            addr: Some(m.addr.to_string()),
+            incarnation: Some(m.incarnation),
+            accuser: None,
+            local: None,
+            time: unix_now(),
+        };
+        Some(match e {
+            Event::Joined { member } => about("member-join", "joined", member),
+            Event::Suspected {
+                member,
+                accuser,
+                local,
+            } => StreamEvent {
+                accuser: Some(accuser.as_str().to_string()),
+                local: Some(*local),
+                ..about("member-suspect", "suspected", member)
+            },
+            Event::Alive { member } => about("member-alive", "refuted", member),
+            Event::Failed { member, local } => StreamEvent {
+                local: Some(*local),
+                ..about("member-failed", "failed", member)
+            },
+            Event::Left { member } => about("member-leave", "left", member),
+            Event::Updated { member } => about("member-update", "updated", member),
+            Event::Reaped { name, .. } => StreamEvent {
+                event: "member-reap",
+                reason: "reaped".into(),
+                name: name.as_str().to_string(),
+                addr: None,
+                incarnation: None,
+                accuser: None,
+                local: None,
+                time: unix_now(),
+            },
+            Event::Refuted { incarnation, .. } => StreamEvent {
+                event: "refute",
+                reason: "refuted".into(),
+                name: me.to_string(),
+                addr: None,
+                incarnation: Some(*incarnation),
+                accuser: None,
+                local: Some(true),
+                time: unix_now(),
+            },
+            Event::User { name, origin, .. } => StreamEvent {
+                event: "user",
+                reason: name.clone(),
+                name: origin.as_str().to_string(),
+                addr: None,
+                incarnation: None,
+                accuser: None,
+                local: None,
+                time: unix_now(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// The agent's memory of events.
+pub struct EventLog {
+    user: Mutex<VecDeque<UserEventView>>,
+    /// User events received so far: the blocking index of `/v1/event/list`.
+    user_index: watch::Sender<u64>,
+    stream: broadcast::Sender<StreamEvent>,
+}
+
+impl EventLog {
+    /// Starts recording `node`'s events.
+    pub fn spawn(node: Node) -> Arc<EventLog> {
+        let (stream, _) = broadcast::channel(1024);
+        let log = Arc::new(EventLog {
+            user: Mutex::new(VecDeque::new()),
+            user_index: watch::channel(0).0,
+            stream,
+        });
+        let recorder = log.clone();
+        tokio::spawn(async move {
+            let me = node.name().as_str().to_string();
+            let mut events = node.events();
+            while let Some(e) = events.next().await {
+                recorder.record(&e, &me);
+            }
+        });
+        log
+    }
+
+    fn record(&self, e: &Event, me: &str) {
+        if let Some(s) = StreamEvent::of(e, me) {
+            // No subscriber is not an error.
+            let _ = self.stream.send(s);
+        }
+        if let Event::User {
+            id,
+            origin,
+            name,
+            payload,
+        } = e
+        {
+            let ltime = *self.user_index.borrow() + 1;
+            if let Ok(mut user) = self.user.lock() {
+                if user.len() >= USER_EVENTS_KEPT {
+                    user.pop_front();
+                }
+                user.push_back(UserEventView {
+                    id: *id,
+                    name: name.clone(),
+                    payload: payload.clone(),
+                    origin: origin.as_str().to_string(),
+                    ltime,
+                    time: unix_now(),
+                });
+            }
+            self.user_index.send_replace(ltime);
+        }
+    }
+
+    /// The user events kept, oldest first, those named `name` only if given.
+    pub fn user_events(&self, name: Option<&str>) -> Vec<UserEventView> {
+        self.user
+            .lock()
+            .map(|u| {
+                u.iter()
+                    .filter(|e| name.is_none_or(|n| e.name == n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The user events received so far.
+    pub fn user_index(&self) -> u64 {
+        *self.user_index.borrow()
+    }
+
+    /// Waits until more than `after` user events were received, or `timeout`.
+    pub async fn wait_user(&self, after: u64, timeout: std::time::Duration) {
+        let mut rx = self.user_index.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|&v| v > after)).await;
+    }
+
+    /// A subscription to the stream from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
+        self.stream.subscribe()
+    }
+}

@@ -1,0 +1,124 @@
+//! `grapevine agent`: a member of the cluster with an HTTP API, until SIGTERM or SIGINT,
+//! which leave gracefully; and the CLI commands that talk to it.
+
+mod client;
+mod config;
+mod handlers;
+mod http;
+mod log;
+
+pub use client::{kv_command, members_command, monitor_command, simple_command, KvOp};
+pub use config::{AgentArgs, Settings, DEFAULT_HTTP};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use grapevine::{Keyring, Node};
+use std::path::Path;
+
+/// Reads a base64 key file.
+fn read_key(path: &Path) -> Result<grapevine::crypto::Key> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key file {}", path.display()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .with_context(|| format!("the key file {} is not base64", path.display()))?;
+    Ok(Keyring::key(&bytes)?)
+}
+
+/// Installs the Prometheus recorder behind the `metrics` facade, for `/metrics`.
+fn prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Round trips from 50 µs (loopback) to 2.5 s (past any probe timeout).
+    let rtt_buckets = [
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+        1.0, 2.5,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(grapevine::metrics::PROBE_RTT.into()),
+            &rtt_buckets,
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    grapevine::metrics::describe();
+    Ok(handle)
+}
+
+/// Runs the agent until a signal.
+pub async fn run(s: Settings) -> Result<()> {
+    let prom = prometheus()?;
+    let mut builder = Node::builder()
+        .name(s.name.clone())
+        .bind(s.bind)
+        .seeds(s.join.clone())
+        .config(s.config.clone());
+    if let Some(adv) = s.advertise {
+        builder = builder.advertise(adv);
+    }
+    if let Some(dir) = &s.data_dir {
+        builder = builder.data_dir(dir);
+    }
+    if let Some(path) = &s.encrypt_key_file {
+        builder = builder.keyring(Keyring::new(read_key(path)?));
+    }
+    let node = builder.start().await?;
+    tracing::info!(
+        name = %node.name().as_str(),
+        addr = %node.addr(),
+        http = %s.http,
+        profile = s.config.profile,
+        "agent started"
+    );
+    let listener = tokio::net::TcpListener::bind(s.http)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", s.http))?;
+    let handlers = handlers::parse_all(&s.event_handlers);
+    if !handlers.is_empty() {
+        tokio::spawn(handlers::run(node.clone(), handlers));
+    }
+    let log = log::EventLog::spawn(node.clone());
+    {
+        let prom = prom.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                prom.run_upkeep();
+            }
+        });
+    }
+    let app = http::router(http::App {
+        node: node.clone(),
+        log,
+        prom,
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    wait_for_signal().await;
+    tracing::info!("leaving the cluster");
+    node.leave().await?;
+    server.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
