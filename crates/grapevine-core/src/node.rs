@@ -123,6 +123,8 @@ pub struct Node {
     probe: Option<Probe>,
     relays: HashMap<u32, Relay>,
     suspicions: HashMap<Name, Suspicion>,
+    /// Suspects owed a last-chance probe before they are declared dead.
+    final_probes: Vec<Name>,
     broadcasts: BroadcastQueue,
     awareness: Awareness,
     syncs: HashMap<u32, PendingSync>,
@@ -245,6 +247,7 @@ impl Node {
             probe: None,
             relays: HashMap::new(),
             suspicions: HashMap::new(),
+            final_probes: Vec::new(),
             broadcasts,
             awareness,
             syncs: HashMap::new(),
@@ -740,12 +743,7 @@ impl Node {
         if self.leaving || self.probe.is_some() || self.config.detector == Detector::Phi {
             return;
         }
-        let Some(idx) = self.order.next(
-            &self.members,
-            self.me_idx,
-            self.config.probe_selection,
-            &mut self.rng,
-        ) else {
+        let Some(idx) = self.next_probe_target() else {
             return;
         };
         let rec = self.members.get(idx);
@@ -775,17 +773,43 @@ impl Node {
             target: target.clone(),
             source: self.me.clone(),
         });
+        if let Some(s) = self.suspicions.get_mut(&target) {
+            s.probing(self.timers.probe);
+        }
         if self.config.lifeguard && state == State::Suspect {
-            // Buddy system: tell the suspect it is suspected, so it refutes at once.
+            // Buddy system: tell the suspect it is suspected, so it refutes at once. The
+            // accusation goes first: the suspect's refutation is then queued before it
+            // answers the ping, and its ack carries the refutation back.
             let buddy = Message::Suspect(Suspect {
                 name: target,
                 incarnation,
                 accuser: self.me.name.clone(),
             });
-            self.send_packet(addr, version, &[ping, buddy]);
+            self.send_packet(addr, version, &[buddy, ping]);
         } else {
             self.send_packet(addr, version, &[ping]);
         }
+    }
+
+    /// The member to probe next: a suspect owed a last-chance probe (see
+    /// `expire_suspicions`), picked at random so that nodes holding several share the work,
+    /// else the next in the probe order.
+    fn next_probe_target(&mut self) -> Option<u32> {
+        while !self.final_probes.is_empty() {
+            let i = self.rng.gen_range(0..self.final_probes.len());
+            let name = self.final_probes.swap_remove(i);
+            if self.suspicions.contains_key(&name) {
+                if let Some(idx) = self.members.find(&name) {
+                    return Some(idx);
+                }
+            }
+        }
+        self.order.next(
+            &self.members,
+            self.me_idx,
+            self.config.probe_selection,
+            &mut self.rng,
+        )
     }
 
     fn progress_probe(&mut self, now: Time) {
@@ -837,6 +861,9 @@ impl Node {
     fn probe_failed(&mut self, now: Time) {
         let Some(p) = self.probe.take() else { return };
         self.stats.probes_failed += 1;
+        if let Some(s) = self.suspicions.get_mut(&p.target) {
+            s.last_chance_failed(now);
+        }
         // Lifeguard: missing nacks mean our own network or process is the problem.
         let delta = if p.expected_nacks > 0 {
             (p.expected_nacks - p.nacks.min(p.expected_nacks)) as i32
@@ -904,7 +931,7 @@ impl Node {
                 requester: m.requester.addr,
                 seq: m.seq,
                 nack: m.nack,
-                deadline: now + self.config.probe_timeout,
+                deadline: now + self.relay_timeout(),
                 version: self.rx_version,
             },
         );
@@ -934,8 +961,17 @@ impl Node {
                     }
                 } else if reliable {
                     self.stats.fallback_acks += 1;
+                    // As memberlist does: worth an operator's attention every time.
+                    tracing::warn!(
+                        member = %p.target.as_str(),
+                        addr = %p.addr,
+                        "probe answered only over TCP: UDP to or from this member may be blocked"
+                    );
                 } else if from != p.addr {
                     self.stats.indirect_acks += 1;
+                }
+                if let Some(s) = self.suspicions.get_mut(&p.target) {
+                    s.answered(now);
                 }
                 self.probe = None;
                 return;
@@ -953,6 +989,18 @@ impl Node {
             Some(p) if p.seq == m.seq => p.nacks += 1,
             _ => self.stats.drop(DropReason::Unexpected),
         }
+    }
+
+    /// How long a relay waits for the target before it nacks: the nack must reach the
+    /// requester before its probe ends, a probe interval after it began and one probe
+    /// timeout after it went indirect, or Lifeguard would read every probe of a dead member
+    /// as missing nacks (this node's own fault) and slow the prober down. Four fifths of the
+    /// indirect phase leave room for the nack's trip.
+    fn relay_timeout(&self) -> Duration {
+        let c = &self.config;
+        c.probe_timeout
+            .min(c.probe_interval.saturating_sub(c.probe_timeout))
+            .mul_f64(0.8)
     }
 
     fn expire_relays(&mut self, now: Time) {
@@ -1088,8 +1136,17 @@ impl Node {
 
     fn on_suspect(&mut self, now: Time, m: Suspect, origin: Origin) {
         if m.name == self.me.name {
-            if !self.leaving && incarnation::must_refute(self.incarnation, m.incarnation) {
+            if self.leaving {
+                return;
+            }
+            if incarnation::must_refute(self.incarnation, m.incarnation) {
                 self.refute(now, m.incarnation, State::Suspect);
+            } else {
+                // An accusation already refuted: whoever still spreads it has not heard the
+                // denial, so it goes out again (the next packet, an ack to the buddy probe
+                // that carried the accusation included, takes it).
+                let alive = self.alive_msg();
+                self.rebroadcast(&self.me.name.clone(), &alive);
             }
             return;
         }
@@ -1152,6 +1209,21 @@ impl Node {
             .collect();
         due.sort();
         for (name, incarnation) in due {
+            // Lifeguard: a suspicion that few others confirmed, and that this node has not
+            // tested since it began, gets a last-chance probe before it becomes a death. The
+            // probe carries the accusation (the buddy system), so a live suspect whose
+            // refutation never reached this node sends it back in its ack; a dead one fails
+            // the probe and is declared then. Well-confirmed suspicions (k independent
+            // accusers, the usual case for a real crash) are declared at once.
+            if self.config.lifeguard {
+                if let Some(s) = self.suspicions.get_mut(&name) {
+                    if s.wants_last_chance() {
+                        s.await_last_chance();
+                        self.final_probes.push(name.clone());
+                        continue;
+                    }
+                }
+            }
             self.suspicions.remove(&name);
             let accuser = self.me.name.clone();
             self.on_dead(

@@ -18,6 +18,10 @@ pub(crate) struct Suspicion {
     k: u32,
     confirmations: Vec<Name>,
     deadline: Time,
+    /// Whether this node has started a probe of the suspect since the suspicion began.
+    pub probed: bool,
+    /// Whether the deadline waits for a last-chance probe.
+    postponed: bool,
 }
 
 impl Suspicion {
@@ -37,6 +41,8 @@ impl Suspicion {
             k,
             confirmations: vec![accuser],
             deadline: start,
+            probed: false,
+            postponed: false,
         };
         s.deadline = start + s.timeout();
         s
@@ -67,6 +73,49 @@ impl Suspicion {
         self.confirmations.push(from.clone());
         self.deadline = self.start + self.timeout();
         true
+    }
+
+    /// Whether, at its deadline, the suspicion deserves one more probe before it becomes a
+    /// death: fewer than k others confirmed it and this node has not probed the suspect since
+    /// it began.
+    pub fn wants_last_chance(&self) -> bool {
+        !self.probed && !self.postponed && self.confirmations() < self.k
+    }
+
+    /// Holds the verdict until the last-chance probe has run.
+    pub fn await_last_chance(&mut self) {
+        self.postponed = true;
+        self.deadline = Time::MAX;
+    }
+
+    /// A probe of the suspect starts, ending at `end`.
+    pub fn probing(&mut self, end: Time) {
+        self.probed = true;
+        if self.postponed {
+            // Should the probe's end go unnoticed, the verdict still comes.
+            self.deadline = end;
+        }
+    }
+
+    /// The last-chance probe failed: the suspicion is due now.
+    pub fn last_chance_failed(&mut self, now: Time) {
+        if self.postponed {
+            self.deadline = now;
+        }
+    }
+
+    /// The suspect answered a probe: it is alive, and its refutation is on its way (the
+    /// probe told it it was suspected). Wait another minimum timeout for it, and probe again
+    /// before declaring anything.
+    pub fn answered(&mut self, now: Time) {
+        let wait = now + self.min;
+        self.deadline = if self.postponed {
+            wait
+        } else {
+            self.deadline.max(wait)
+        };
+        self.probed = false;
+        self.postponed = false;
     }
 
     pub fn deadline(&self) -> Time {

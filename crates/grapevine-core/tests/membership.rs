@@ -171,3 +171,121 @@ fn force_leave_turns_a_failed_member_into_a_left_one_and_refuses_a_live_one() {
     // The news is queued for gossip, so the others record it too.
     assert!(n.pending_broadcasts() > 0);
 }
+
+/// Runs `n`'s timers from `from` to `until`, answering nothing; returns the pings it sent,
+/// by destination: (sequence number, whether the packet accused the target).
+fn run_silent(n: &mut Node, from: Time, until: Time) -> Vec<(SocketAddr, u32, bool)> {
+    let mut pings = Vec::new();
+    let mut now = from;
+    while now < until {
+        n.handle_timeout(now);
+        while let Some(t) = n.poll_transmit() {
+            if t.reliable {
+                continue;
+            }
+            let msgs = wire::decode_packet(&t.payload, b"", 65_507).unwrap();
+            let accused = msgs.iter().any(|m| matches!(m, Message::Suspect(_)));
+            for m in msgs {
+                if let Message::Ping(p) = m {
+                    pings.push((t.dst, p.seq, accused));
+                }
+            }
+        }
+        now = now + Duration::from_millis(10);
+    }
+    pings
+}
+
+/// Lifeguard's last chance: a suspicion nobody confirmed, of a member this node has not
+/// probed since, is not a death at its deadline; the node probes the suspect first (telling
+/// it it is suspected). A suspect that answers stays (it will refute); one that does not dies.
+#[test]
+fn a_lone_suspicion_gets_a_last_chance_probe_before_it_becomes_a_death() {
+    use grapevine_core::wire::{Ack, Suspect};
+    let mut n = node();
+    let t0 = Time::ZERO;
+    // 60 members, each suspected by one other member (no confirmation): each waits the
+    // maximum timeout, 6 × 3 × log10(61) × 500 ms ≈ 16 s, while a round-robin pass of 60
+    // members takes 30 s, so about half are never probed before their deadline.
+    let addr_of = |i: usize| addr(&format!("10.0.1.{i}:7946"));
+    for i in 0..60 {
+        gossip(
+            &mut n,
+            t0,
+            alive(&format!("m{i}"), &format!("10.0.1.{i}:7946"), 0),
+        );
+    }
+    for i in 0..60 {
+        gossip(
+            &mut n,
+            t0,
+            Message::Suspect(Suspect {
+                name: Name::new(&format!("m{i}")).unwrap(),
+                incarnation: 0,
+                accuser: Name::new("z").unwrap(),
+            }),
+        );
+    }
+    let deadline = t0 + Config::lan().suspicion_min_timeout(61) * 6;
+    let before = run_silent(&mut n, t0, deadline + Duration::from_millis(50));
+    let unprobed: Vec<usize> = (0..60)
+        .filter(|&i| !before.iter().any(|p| p.0 == addr_of(i)))
+        .collect();
+    assert!(unprobed.len() > 10, "{} unprobed", unprobed.len());
+    for &i in &unprobed {
+        let m = Name::new(&format!("m{i}")).unwrap();
+        assert_eq!(
+            n.state_of(&m),
+            Some(State::Suspect),
+            "m{i} not dead at its deadline"
+        );
+    }
+    // Last-chance probes, one a probe period, each carrying the accusation. Answer those of the
+    // even-numbered members.
+    let mut now = deadline + Duration::from_millis(50);
+    let mut last_chance = std::collections::BTreeSet::new();
+    while last_chance.len() < unprobed.len() {
+        let step = now + Duration::from_millis(500);
+        for (dst, seq, accused) in run_silent(&mut n, now, step) {
+            let Some(i) = unprobed.iter().copied().find(|&i| addr_of(i) == dst) else {
+                continue;
+            };
+            assert!(
+                accused,
+                "the last-chance probe of m{i} tells it it is suspected"
+            );
+            last_chance.insert(i);
+            if i % 2 == 0 {
+                gossip(&mut n, step, Message::Ack(Ack { seq }));
+            }
+        }
+        now = step;
+        // This node's own probes all fail without nacks, so Lifeguard slows its probing up
+        // to eightfold: a probe every 4 s.
+        assert!(
+            now < deadline + Duration::from_secs(400),
+            "every unprobed suspect probed"
+        );
+    }
+    // The last probe ends (its period is stretched to 4 s too); the answering suspects keep
+    // answering (each answer earns another wait, then another probe).
+    let end = now + Duration::from_secs(10);
+    while now < end {
+        let step = now + Duration::from_millis(500);
+        for (dst, seq, _) in run_silent(&mut n, now, step) {
+            if unprobed.iter().any(|&i| i % 2 == 0 && addr_of(i) == dst) {
+                gossip(&mut n, step, Message::Ack(Ack { seq }));
+            }
+        }
+        now = step;
+    }
+    for &i in &unprobed {
+        let m = Name::new(&format!("m{i}")).unwrap();
+        let expected = if i % 2 == 0 {
+            State::Suspect
+        } else {
+            State::Dead
+        };
+        assert_eq!(n.state_of(&m), Some(expected), "m{i}");
+    }
+}
