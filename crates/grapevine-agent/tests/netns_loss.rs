@@ -28,6 +28,7 @@ fn twenty_agents_under_ten_percent_loss_never_mark_a_live_agent_failed() {
     lab.loss(0, 10);
     let dir = tempfile::tempdir().unwrap();
     let failed_log = |i: usize| dir.path().join(format!("failed-{i}"));
+    let agent_log = |i: usize| dir.path().join(format!("agent-{i}.log"));
     let api = |i: usize| format!("127.0.0.1:{}", 8500 + i);
     let mut children = Vec::new();
     for i in 0..AGENTS {
@@ -38,25 +39,34 @@ fn twenty_agents_under_ten_percent_loss_never_mark_a_live_agent_failed() {
             .args(["--join", "127.0.0.1:7946"])
             .args([
                 "--event-handler",
-                &format!("member-failed=cat >> {}", failed_log(i).display()),
+                &format!(
+                    "member-failed=(date +%T.%N; cat) >> {}",
+                    failed_log(i).display()
+                ),
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(agent_log(i)).expect("log file"));
         children.push(cmd.spawn().expect("agent starts"));
     }
     let t0 = Instant::now();
-    let alive_everywhere = || {
+    // Joined: every agent lists all 20 as live. Under this loss some member is briefly
+    // suspect now and then (and refutes), so "live" is alive or suspect here; failures are
+    // what the handlers watch for.
+    let live_everywhere = || {
         (0..AGENTS).all(|i| {
             lab.http_get(0, &format!("http://{}/v1/grapevine/members", api(i)))
                 .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
                 .and_then(|v| {
-                    v.as_array()
-                        .map(|a| a.iter().filter(|m| m["status"] == "alive").count())
+                    v.as_array().map(|a| {
+                        a.iter()
+                            .filter(|m| m["status"] == "alive" || m["status"] == "suspect")
+                            .count()
+                    })
                 })
                 == Some(AGENTS)
         })
     };
-    while !alive_everywhere() {
+    while !live_everywhere() {
         assert!(t0.elapsed() < Duration::from_secs(60), "no join in 60 s");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -74,11 +84,22 @@ fn twenty_agents_under_ten_percent_loss_never_mark_a_live_agent_failed() {
     while t1.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(5).min(Duration::from_secs(secs)));
         let f = failures();
-        assert!(
-            f.is_empty(),
-            "after {:.0?} under loss, live agents were marked failed:\n{f}",
-            t1.elapsed()
-        );
+        if !f.is_empty() {
+            // The member events of every agent, for the post-mortem.
+            let events: String = (0..AGENTS)
+                .filter_map(|i| std::fs::read_to_string(agent_log(i)).ok())
+                .flat_map(|l| {
+                    l.lines()
+                        .filter(|l| l.contains("member event") || l.contains("WARN"))
+                        .map(|l| format!("{l}\n"))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "after {:.0?} under loss, live agents were marked failed:\n{f}\n{events}",
+                t1.elapsed()
+            );
+        }
     }
     // The counters, once more through the lossy loopback.
     let mut totals = [0.0f64; 6];

@@ -160,6 +160,15 @@ impl EventLog {
 
     fn record(&self, e: &Event, me: &str) {
         if let Some(s) = StreamEvent::of(e, me) {
+            tracing::info!(
+                event = s.event,
+                member = %s.name,
+                reason = %s.reason,
+                incarnation = ?s.incarnation,
+                accuser = ?s.accuser,
+                local = ?s.local,
+                "member event"
+            );
             // No subscriber is not an error.
             let _ = self.stream.send(s);
         }

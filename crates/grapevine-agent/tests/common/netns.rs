@@ -83,15 +83,23 @@ pub fn clean_leftovers() {
     }
 }
 
-/// Whether this machine can create labs; when it cannot, the reason.
+/// Whether this machine can create labs; when it cannot, the reason. Checked once per
+/// test process (tests run in parallel threads).
 pub fn available() -> Result<(), String> {
-    for tool in [["ip", "-V"], ["nft", "--version"]] {
-        run(&tool).map_err(|e| format!("{} is missing ({e})", tool[0]))?;
-    }
-    let probe = format!("gv{}probe", std::process::id());
-    run(&["ip", "netns", "add", &probe]).map_err(|e| format!("cannot create a namespace: {e}"))?;
-    let _ = run(&["ip", "netns", "del", &probe]);
-    Ok(())
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            for tool in [["ip", "-V"], ["nft", "--version"]] {
+                run(&tool).map_err(|e| format!("{} is missing ({e})", tool[0]))?;
+            }
+            clean_leftovers();
+            let probe = format!("gv{}probe", std::process::id());
+            run(&["ip", "netns", "add", &probe])
+                .map_err(|e| format!("cannot create a namespace: {e}"))?;
+            let _ = run(&["ip", "netns", "del", &probe]);
+            Ok(())
+        })
+        .clone()
 }
 
 /// Whether a netns test may run: `true` if the lab can be built; `false` (with a message) if
@@ -135,7 +143,6 @@ impl Lab {
 
     /// One namespace with only its loopback up: many agents on 127.0.0.1 of their own.
     pub fn loopback() -> Lab {
-        clean_leftovers();
         let (prefix, _) = Lab::prefix();
         let ns = format!("{prefix}h0");
         must(&["ip", "netns", "add", &ns]);
@@ -156,7 +163,6 @@ impl Lab {
     /// inside the namespaces (the bridge itself has no address).
     pub fn bridged(n: usize) -> Lab {
         assert!((1..=250).contains(&n));
-        clean_leftovers();
         let (prefix, k) = Lab::prefix();
         let bridge = format!("{prefix}b");
         must(&["ip", "link", "add", &bridge, "type", "bridge"]);
@@ -234,12 +240,18 @@ impl Lab {
         }
     }
 
-    /// Drops `percent` % of the packets host `i` sends, at random, counted.
+    /// Drops `percent` % of the packets host `i` sends, at random, counted: those it sends on
+    /// the network (its own API calls, to itself, are spared), or, in a loopback lab, all.
     pub fn loss(&self, i: usize, percent: u32) {
+        let on = if self.bridge.is_some() {
+            "oifname \"eth0\" "
+        } else {
+            ""
+        };
         self.rule(
             i,
             "out",
-            &format!("numgen random mod 100 < {percent} counter drop"),
+            &format!("{on}numgen random mod 100 < {percent} counter drop"),
         );
     }
 
