@@ -25,6 +25,9 @@ pub enum Error {
     /// The configuration is not usable.
     #[error(transparent)]
     Config(#[from] grapevine_core::ConfigError),
+    /// No profile has that name.
+    #[error("unknown profile {0:?}: lan, wan or local")]
+    UnknownProfile(String),
     /// Binding the UDP socket or TCP listener failed.
     #[error("cannot bind {addr}: {source}")]
     Bind {
@@ -57,6 +60,8 @@ pub struct NodeBuilder {
     config: Config,
     keyring: Keyring,
     data_dir: Option<PathBuf>,
+    /// A profile name that matched none.
+    profile: Option<String>,
 }
 
 impl Default for NodeBuilder {
@@ -69,6 +74,7 @@ impl Default for NodeBuilder {
             config: Config::lan(),
             keyring: Keyring::default(),
             data_dir: None,
+            profile: None,
         }
     }
 }
@@ -105,6 +111,20 @@ impl NodeBuilder {
     /// The protocol configuration (a profile such as [`Config::lan`], possibly adjusted).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self.profile = None;
+        self
+    }
+
+    /// The protocol configuration of a named profile (`lan`, `wan` or `local`); an unknown
+    /// name makes `start` fail.
+    pub fn profile(mut self, name: &str) -> Self {
+        match Config::profile(name) {
+            Some(c) => {
+                self.config = c;
+                self.profile = None;
+            }
+            None => self.profile = Some(name.to_string()),
+        }
         self
     }
 
@@ -122,6 +142,9 @@ impl NodeBuilder {
 
     /// Binds the sockets and starts the node's task on the current tokio runtime.
     pub async fn start(self) -> Result<Node, Error> {
+        if let Some(p) = self.profile {
+            return Err(Error::UnknownProfile(p));
+        }
         let name = Name::new(self.name.as_deref().ok_or(Error::NoName)?)?;
         self.config.validate()?;
         let udp = UdpSocket::bind(self.bind)

@@ -3,7 +3,7 @@
 mod common;
 
 use common::until;
-use grapevine::{Config, Event, Node, State};
+use grapevine::{Event, Node, State};
 use std::time::Duration;
 use tokio::time::timeout;
 
@@ -12,7 +12,7 @@ async fn start(name: &str, seeds: Vec<String>) -> Node {
         .name(name)
         .bind("127.0.0.1:0".parse().unwrap())
         .seeds(seeds)
-        .config(Config::local())
+        .profile("local")
         .start()
         .await
         .expect("starts")
@@ -82,4 +82,39 @@ async fn three_members_join_share_keys_and_one_leaves() {
     .await;
     println!("leave seen in {left:?}");
     assert!(c.members().await.is_err(), "a node that left has stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_watch_sees_writes_and_deletes_from_another_member() {
+    let a = start("wa", vec![]).await;
+    let b = start("wb", vec![a.addr().to_string()]).await;
+    let mut watch = b.watch(b"app/");
+    a.put(b"other/key", Some(b"x".to_vec())).await.unwrap();
+    a.put(b"app/colour", Some(b"blue".to_vec())).await.unwrap();
+    let changes = timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a change within 10 s")
+        .unwrap();
+    assert_eq!(changes.len(), 1, "only keys under the prefix: {changes:?}");
+    assert_eq!(changes[0].key, b"app/colour");
+    assert_eq!(changes[0].value.as_deref(), Some(&b"blue"[..]));
+    a.put(b"app/colour", None).await.unwrap();
+    let changes = timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the delete within 10 s")
+        .unwrap();
+    assert_eq!(changes[0].key, b"app/colour");
+    assert_eq!(changes[0].value, None, "a delete");
+}
+
+#[tokio::test]
+async fn an_unknown_profile_is_refused_by_name() {
+    let e = Node::builder()
+        .name("p")
+        .bind("127.0.0.1:0".parse().unwrap())
+        .profile("moon")
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "unknown profile \"moon\": lan, wan or local");
 }
