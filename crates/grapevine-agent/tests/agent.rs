@@ -165,12 +165,12 @@ fn the_keyring_can_be_rotated_through_the_cli() {
         .stderr(Stdio::null())
         .spawn()
         .expect("agent starts");
-    let _a = Agent {
+    let _a = Agent::guard(
         child,
-        name: "keyed".into(),
+        "keyed",
         http,
-        gossip: format!("127.0.0.1:{gossip}").parse().unwrap(),
-    };
+        format!("127.0.0.1:{gossip}").parse().unwrap(),
+    );
     eventually(Duration::from_secs(10), || {
         get(&format!("http://{http}/v1/agent/self")).is_some()
     });

@@ -27,27 +27,30 @@ fn an_agent_configured_by_file_serves_state_events_monitor_force_leave_and_metri
     )
     .unwrap();
     // The file alone configures the agent (no --http: the file's is used).
-    let mut child = Command::new(BIN)
+    let http: std::net::SocketAddr = http.parse().unwrap();
+    let agent = Command::new(BIN)
         .args(["agent", "--config", config.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let http: std::net::SocketAddr = http.parse().unwrap();
+    let _filed = common::Agent::guard(agent, "filed", http, gossip.parse().unwrap());
     eventually(Duration::from_secs(15), || {
         get(&format!("http://{http}/v1/agent/self")).is_some_and(|b| b.contains("\"filed\""))
     });
     let b = Spec::new("other").join(gossip.parse().unwrap()).start();
 
     // The member event stream, through `grapevine monitor --format json`.
-    let mut monitor = Command::new(BIN)
+    // (Wrapped in an `Agent` so that it is killed even when an assertion fails.)
+    let monitor = Command::new(BIN)
         .args(["monitor", "--format", "json", "--http", &http.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut monitor = common::Agent::guard(monitor, "monitor", http, http);
     let (tx, rx) = mpsc::channel::<serde_json::Value>();
-    let out = monitor.stdout.take().unwrap();
+    let out = monitor.child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str(&line) {
@@ -176,8 +179,4 @@ fn an_agent_configured_by_file_serves_state_events_monitor_force_leave_and_metri
     assert!(text.contains("grapevine_probe_rtt_seconds_bucket{le=\"0.001\"}"));
     assert!(text.contains("grapevine_dropped_total{layer=\"envelope\",reason=\"bad_key\"} 0"));
     assert!(text.contains("grapevine_dropped_total{layer=\"protocol\",reason=\"malformed\"} 0"));
-    let _ = monitor.kill();
-    let _ = monitor.wait();
-    let _ = child.kill();
-    let _ = child.wait();
 }

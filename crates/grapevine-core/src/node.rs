@@ -1215,7 +1215,9 @@ impl Node {
             // refutation never reached this node sends it back in its ack; a dead one fails
             // the probe and is declared then. Well-confirmed suspicions (k independent
             // accusers, the usual case for a real crash) are declared at once.
-            if self.config.lifeguard {
+            // (Only where this node probes: not with phi-accrual alone, nor while leaving.)
+            let probing = self.config.detector != Detector::Phi && !self.leaving;
+            if self.config.lifeguard && probing {
                 if let Some(s) = self.suspicions.get_mut(&name) {
                     if s.wants_last_chance() {
                         s.await_last_chance();

@@ -63,6 +63,16 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    /// Guards a process started some other way (killed when dropped).
+    pub fn guard(child: Child, name: &str, http: SocketAddr, gossip: SocketAddr) -> Agent {
+        Agent {
+            child,
+            name: name.into(),
+            http,
+            gossip,
+        }
+    }
+
     /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`).
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
