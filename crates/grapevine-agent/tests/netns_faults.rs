@@ -521,3 +521,52 @@ fn thirty_hosts_join_through_one_seed_and_detect_a_kill() {
          after the kill and failed everywhere {last:.2} s after it (handler timestamps)"
     );
 }
+
+/// The remaining faults of the harness on 5 hosts: TCP blocked for one host (UDP open), one
+/// host isolated and brought back, one SIGKILLed and restarted with its data directory.
+#[test]
+fn tcp_blocked_isolation_and_a_kill_with_restart() {
+    if !may_run("isolation") {
+        return;
+    }
+    let mut c = Cluster::start(5);
+    c.converge(secs(60));
+    let others = |h: usize| (0..5).filter(|&i| i != h).collect::<Vec<_>>();
+
+    // TCP blocked for h4: probes and gossip ride UDP, so it stays alive.
+    c.lab.block_protocol(4, "tcp");
+    std::thread::sleep(secs(15));
+    assert!(c.all_see(&others(4), &[4], "alive"), "h4 alive without TCP");
+    c.lab.clear(4);
+
+    // h3 isolated: failed everywhere else; back, and alive everywhere, once reconnected.
+    c.lab.isolate(3);
+    let cut = c.until("h3 failed on the others", secs(60), |c| {
+        c.all_see(&others(3), &[3], "failed")
+    });
+    c.lab.clear(3);
+    let back = c.converge(secs(60));
+
+    // h2 SIGKILLed, then restarted with its data directory: back with its key.
+    c.put(2, "mine/h2", "kept");
+    c.until("h2's write everywhere", secs(30), |c| {
+        c.all_hold("mine/", &["mine/h2".to_string()])
+    });
+    c.kill(2);
+    let killed = c.until("h2 failed on the others", secs(60), |c| {
+        c.all_see(&others(2), &[2], "failed")
+    });
+    c.restart(2);
+    let restarted = c.converge(secs(60));
+    assert!(c.keys(2, "mine/").contains(&"mine/h2".to_string()));
+    assert!(
+        c.failures().lines().all(|l| !l.contains("h4")),
+        "h4 never failed"
+    );
+    println!(
+        "TCP blocked for h4 15 s: stayed alive; h3 isolated: failed elsewhere after {cut:.2?}, \
+         alive everywhere {back:.2?} after the cut was lifted; h2 SIGKILLed: failed elsewhere \
+         after {killed:.2?}, restarted with its data directory and alive everywhere in \
+         {restarted:.2?} (polled)"
+    );
+}
