@@ -125,6 +125,9 @@ pub struct Node {
     suspicions: HashMap<Name, Suspicion>,
     /// Suspects owed a last-chance probe before they are declared dead.
     final_probes: Vec<Name>,
+    /// When a probe answered only over TCP was last logged, and how many since.
+    fallback_logged: Option<Time>,
+    fallbacks_unlogged: u64,
     broadcasts: BroadcastQueue,
     awareness: Awareness,
     syncs: HashMap<u32, PendingSync>,
@@ -248,6 +251,8 @@ impl Node {
             relays: HashMap::new(),
             suspicions: HashMap::new(),
             final_probes: Vec::new(),
+            fallback_logged: None,
+            fallbacks_unlogged: 0,
             broadcasts,
             awareness,
             syncs: HashMap::new(),
@@ -961,12 +966,24 @@ impl Node {
                     }
                 } else if reliable {
                     self.stats.fallback_acks += 1;
-                    // As memberlist does: worth an operator's attention every time.
-                    tracing::warn!(
-                        member = %p.target.as_str(),
-                        addr = %p.addr,
-                        "probe answered only over TCP: UDP to or from this member may be blocked"
-                    );
+                    // Worth an operator's attention (memberlist warns each time), but under
+                    // heavy loss it happens every few probes: at most one line per 10 s, with
+                    // the count since the last.
+                    self.fallbacks_unlogged += 1;
+                    if self
+                        .fallback_logged
+                        .is_none_or(|t| now.saturating_since(t) >= FALLBACK_LOG_EVERY)
+                    {
+                        tracing::warn!(
+                            member = %p.target.as_str(),
+                            addr = %p.addr,
+                            probes = self.fallbacks_unlogged,
+                            "probe answered only over TCP: UDP to or from this member may be \
+                             blocked"
+                        );
+                        self.fallback_logged = Some(now);
+                        self.fallbacks_unlogged = 0;
+                    }
                 } else if from != p.addr {
                     self.stats.indirect_acks += 1;
                 }
@@ -2013,6 +2030,9 @@ const FILTER_WORTH: usize = 24;
 
 /// Agreeing exchanges in a row after which a node drops back to the long push-pull interval.
 const CATCH_UP_ROUNDS: u32 = 3;
+
+/// At most one log line per this long about probes answered only over TCP.
+const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The most probe round trips kept for `take_rtt_samples` between two calls.
 const RTT_SAMPLES_MAX: usize = 1024;
