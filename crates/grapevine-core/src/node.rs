@@ -778,8 +778,9 @@ impl Node {
             target: target.clone(),
             source: self.me.clone(),
         });
-        if let Some(s) = self.suspicions.get_mut(&target) {
-            s.probing(self.timers.probe);
+        let end = self.timers.probe;
+        if let Some(s) = self.suspicion_mut(&target) {
+            s.probing(end);
         }
         if self.config.lifeguard && state == State::Suspect {
             // Buddy system: tell the suspect it is suspected, so it refutes at once. The
@@ -794,6 +795,15 @@ impl Node {
         } else {
             self.send_packet(addr, version, &[ping]);
         }
+    }
+
+    /// This node's suspicion of `name`, if any. (Most probes and acks concern unsuspected
+    /// members: an empty table is answered without hashing the name.)
+    fn suspicion_mut(&mut self, name: &Name) -> Option<&mut Suspicion> {
+        if self.suspicions.is_empty() {
+            return None;
+        }
+        self.suspicions.get_mut(name)
     }
 
     /// The member to probe next: a suspect owed a last-chance probe (see
@@ -866,7 +876,7 @@ impl Node {
     fn probe_failed(&mut self, now: Time) {
         let Some(p) = self.probe.take() else { return };
         self.stats.probes_failed += 1;
-        if let Some(s) = self.suspicions.get_mut(&p.target) {
+        if let Some(s) = self.suspicion_mut(&p.target) {
             s.last_chance_failed(now);
         }
         // Lifeguard: missing nacks mean our own network or process is the problem.
@@ -987,10 +997,11 @@ impl Node {
                 } else if from != p.addr {
                     self.stats.indirect_acks += 1;
                 }
-                if let Some(s) = self.suspicions.get_mut(&p.target) {
-                    s.answered(now);
+                if let Some(p) = self.probe.take() {
+                    if let Some(s) = self.suspicion_mut(&p.target) {
+                        s.answered(now);
+                    }
                 }
-                self.probe = None;
                 return;
             }
         }

@@ -245,8 +245,6 @@ enum Command {
     GetState(Name, String, oneshot::Sender<Option<Vec<u8>>>),
     DeleteState(String, oneshot::Sender<Option<u64>>),
     Put(Vec<u8>, Option<Vec<u8>>, oneshot::Sender<Result<(), Error>>),
-    Get(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
-    List(Vec<u8>, oneshot::Sender<Vec<(Vec<u8>, Vec<u8>)>>),
     Entries(Vec<u8>, bool, oneshot::Sender<Vec<KvEntry>>),
     Changes(Vec<u8>, u64, oneshot::Sender<Vec<KvChange>>),
     Cas(
@@ -307,6 +305,15 @@ pub struct KvChange {
     pub value: Option<Vec<u8>>,
     /// The keyspace's change count when it changed here.
     pub modify_index: u64,
+}
+
+/// The value of a last-write-wins key, unless it is a tombstone (other policies' values are
+/// not bytes the API can hand out).
+fn lww_value(v: &grapevine_core::state::keyspace::Value) -> Option<&[u8]> {
+    match v {
+        grapevine_core::state::keyspace::Value::Lww(l) => l.value.as_deref(),
+        _ => None,
+    }
 }
 
 /// A watch on the shared keys under a prefix: each `next` returns the changes since the
@@ -439,12 +446,14 @@ impl Node {
 
     /// A shared key's value, as known here.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        self.ask(|tx| Command::Get(key.to_vec(), tx)).await
+        let mut found = self.entries(key, false).await?;
+        Ok(found.pop().map(|e| e.value))
     }
 
     /// The shared keys starting with `prefix` that hold a value, with it, in key order.
     pub async fn list(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
-        self.ask(|tx| Command::List(prefix.to_vec(), tx)).await
+        let entries = self.entries(prefix, true).await?;
+        Ok(entries.into_iter().map(|e| (e.key, e.value)).collect())
     }
 
     /// The shared key `key` (or, with `prefix`, every key under it) that holds a value,
@@ -784,54 +793,28 @@ impl Driver {
             Command::Put(k, v, tx) => {
                 let _ = tx.send(self.core.put_shared(now, &k, v, None).map_err(Error::from));
             }
-            Command::Get(k, tx) => {
-                let phys = self.core.physical_time(now);
-                let v = match self.core.shared().get(&k, phys) {
-                    Some(grapevine_core::state::keyspace::Value::Lww(l)) => l.value.clone(),
-                    _ => None,
-                };
-                let _ = tx.send(v);
-            }
-            Command::List(prefix, tx) => {
-                let phys = self.core.physical_time(now);
-                let mut out: Vec<(Vec<u8>, Vec<u8>)> = self
-                    .core
-                    .shared()
-                    .iter(phys)
-                    .filter(|(k, _)| k.starts_with(&prefix))
-                    .filter_map(|(k, v)| match v {
-                        grapevine_core::state::keyspace::Value::Lww(l) => {
-                            l.value.clone().map(|v| (k.to_vec(), v))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                out.sort();
-                let _ = tx.send(out);
-            }
             Command::Entries(key, prefix, tx) => {
                 let phys = self.core.physical_time(now);
                 let ks = self.core.shared();
-                let mut out: Vec<KvEntry> = ks
-                    .iter(phys)
-                    .filter(|(k, _)| {
-                        if prefix {
-                            k.starts_with(&key)
-                        } else {
-                            *k == key.as_slice()
-                        }
+                let entry = |k: &[u8], v| {
+                    lww_value(v).map(|value| KvEntry {
+                        key: k.to_vec(),
+                        value: value.to_vec(),
+                        modify_index: ks.modified(k).unwrap_or(0),
                     })
-                    .filter_map(|(k, v)| match v {
-                        grapevine_core::state::keyspace::Value::Lww(l) => {
-                            l.value.clone().map(|v| KvEntry {
-                                key: k.to_vec(),
-                                value: v,
-                                modify_index: ks.modified(k).unwrap_or(0),
-                            })
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                };
+                let mut out: Vec<KvEntry> = if prefix {
+                    // Entries are kept in key-hash order: a prefix means a scan.
+                    ks.iter(phys)
+                        .filter(|(k, _)| k.starts_with(&key))
+                        .filter_map(|(k, v)| entry(k, v))
+                        .collect()
+                } else {
+                    ks.get(&key, phys)
+                        .and_then(|v| entry(&key, v))
+                        .into_iter()
+                        .collect()
+                };
                 out.sort_by(|a, b| a.key.cmp(&b.key));
                 let _ = tx.send(out);
             }
@@ -844,12 +827,10 @@ impl Driver {
                     .filter(|(k, _, _)| k.starts_with(&prefix))
                     .map(|(k, v, at)| KvChange {
                         key: k.to_vec(),
-                        value: match v {
-                            grapevine_core::state::keyspace::Value::Lww(l) if !v.is_gone(phys) => {
-                                l.value.clone()
-                            }
-                            _ => None,
-                        },
+                        value: (!v.is_gone(phys))
+                            .then(|| lww_value(v))
+                            .flatten()
+                            .map(<[u8]>::to_vec),
                         modify_index: at,
                     })
                     .collect();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::until;
+use common::{lists, until};
 use grapevine::{Event, Node, State};
 use std::time::Duration;
 use tokio::time::timeout;
@@ -72,12 +72,8 @@ async fn three_members_join_share_keys_and_one_leaves() {
 
     // A graceful leave is recorded as left, not failed.
     c.leave().await.unwrap();
-    let left = until(Duration::from_secs(10), || async {
-        a.members()
-            .await
-            .unwrap()
-            .iter()
-            .any(|m| m.name.as_str() == "c" && m.state == State::Left)
+    let left = until(Duration::from_secs(10), async || {
+        lists(&a, "c", State::Left).await
     })
     .await;
     println!("leave seen in {left:?}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::until;
+use common::{lists, until};
 use grapevine::{Config, Node, State};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -48,11 +48,7 @@ async fn a_restarted_member_comes_back_with_its_keys() {
     sleep(Duration::from_millis(2500)).await;
     b.stop().await.unwrap();
     let failed = until(Duration::from_secs(20), async || {
-        a.members()
-            .await
-            .unwrap()
-            .iter()
-            .any(|m| m.name.as_str() == "b" && m.state == State::Dead)
+        lists(&a, "b", State::Dead).await
     })
     .await;
     println!("b marked failed after {failed:?}");

@@ -7,12 +7,7 @@ use std::net::SocketAddr;
 
 /// `grapevine members`: the local agent's view, as a table or JSON.
 pub fn members_command(http: SocketAddr, json: bool) -> Result<String> {
-    let url = format!("http://{http}/v1/grapevine/members");
-    let body = ureq::get(&url)
-        .timeout(std::time::Duration::from_secs(5))
-        .call()
-        .map_err(|e| anyhow!("no agent answers at {http}: {e}"))?
-        .into_string()?;
+    let body = simple_command(http, "GET", "/v1/grapevine/members", None)?;
     let members: Vec<MemberView> = serde_json::from_str(&body)?;
     if json {
         return Ok(serde_json::to_string_pretty(&members)? + "\n");

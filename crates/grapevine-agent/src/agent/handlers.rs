@@ -71,12 +71,14 @@ fn describe(e: &grapevine::Event) -> Option<(&'static str, Option<String>, Vec<u
         )
         .into_bytes()
     };
+    let kind = super::log::kind(e)?;
     Some(match e {
-        E::Joined { member } => ("member-join", None, member_line(member)),
-        E::Left { member } => ("member-leave", None, member_line(member)),
-        E::Failed { member, .. } => ("member-failed", None, member_line(member)),
-        E::Updated { member } => ("member-update", None, member_line(member)),
-        E::User { name, payload, .. } => ("user", Some(name.clone()), payload.clone()),
+        // Serf's member events; suspicions, refutations and reaps are the stream's alone.
+        E::Joined { member }
+        | E::Left { member }
+        | E::Failed { member, .. }
+        | E::Updated { member } => (kind, None, member_line(member)),
+        E::User { name, payload, .. } => (kind, Some(name.clone()), payload.clone()),
         _ => return None,
     })
 }

@@ -64,21 +64,43 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// An event's kind, as the stream and the handlers name it (`GRAPEVINE_EVENT`).
+pub fn kind(e: &Event) -> Option<&'static str> {
+    Some(match e {
+        Event::Joined { .. } => "member-join",
+        Event::Suspected { .. } => "member-suspect",
+        Event::Alive { .. } => "member-alive",
+        Event::Failed { .. } => "member-failed",
+        Event::Left { .. } => "member-leave",
+        Event::Updated { .. } => "member-update",
+        Event::Reaped { .. } => "member-reap",
+        Event::Refuted { .. } => "refute",
+        Event::User { .. } => "user",
+        _ => return None,
+    })
+}
+
 impl StreamEvent {
     /// The stream's view of a node event, if it belongs in the stream.
     pub fn of(e: &Event, me: &str) -> Option<StreamEvent> {
-        let about = |event, reason: &str, m: &Member| StreamEvent {
+        let event = kind(e)?;
+        let bare = |reason: &str, name: &str| StreamEvent {
             event,
             reason: reason.to_string(),
-            name: m.name.as_str().to_string(),
-            addr: Some(m.addr.to_string()),
-            incarnation: Some(m.incarnation),
+            name: name.to_string(),
+            addr: None,
+            incarnation: None,
             accuser: None,
             local: None,
             time: unix_now(),
         };
+        let about = |reason: &str, m: &Member| StreamEvent {
+            addr: Some(m.addr.to_string()),
+            incarnation: Some(m.incarnation),
+            ..bare(reason, m.name.as_str())
+        };
         Some(match e {
-            Event::Joined { member } => about("member-join", "joined", member),
+            Event::Joined { member } => about("joined", member),
             Event::Suspected {
                 member,
                 accuser,
@@ -86,45 +108,22 @@ impl StreamEvent {
             } => StreamEvent {
                 accuser: Some(accuser.as_str().to_string()),
                 local: Some(*local),
-                ..about("member-suspect", "suspected", member)
+                ..about("suspected", member)
             },
-            Event::Alive { member } => about("member-alive", "refuted", member),
+            Event::Alive { member } => about("refuted", member),
             Event::Failed { member, local } => StreamEvent {
                 local: Some(*local),
-                ..about("member-failed", "failed", member)
+                ..about("failed", member)
             },
-            Event::Left { member } => about("member-leave", "left", member),
-            Event::Updated { member } => about("member-update", "updated", member),
-            Event::Reaped { name, .. } => StreamEvent {
-                event: "member-reap",
-                reason: "reaped".into(),
-                name: name.as_str().to_string(),
-                addr: None,
-                incarnation: None,
-                accuser: None,
-                local: None,
-                time: unix_now(),
-            },
+            Event::Left { member } => about("left", member),
+            Event::Updated { member } => about("updated", member),
+            Event::Reaped { name, .. } => bare("reaped", name.as_str()),
             Event::Refuted { incarnation, .. } => StreamEvent {
-                event: "refute",
-                reason: "refuted".into(),
-                name: me.to_string(),
-                addr: None,
                 incarnation: Some(*incarnation),
-                accuser: None,
                 local: Some(true),
-                time: unix_now(),
+                ..bare("refuted", me)
             },
-            Event::User { name, origin, .. } => StreamEvent {
-                event: "user",
-                reason: name.clone(),
-                name: origin.as_str().to_string(),
-                addr: None,
-                incarnation: None,
-                accuser: None,
-                local: None,
-                time: unix_now(),
-            },
+            Event::User { name, origin, .. } => bare(name, origin.as_str()),
             _ => return None,
         })
     }

@@ -16,23 +16,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_grapevine");
 /// that no outgoing connection can take it before the agent binds it, and never handed out
 /// twice by one test process.
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let seed = u64::from(std::process::id())
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-    let _ = STATE.compare_exchange(0, seed | 1, Ordering::SeqCst, Ordering::SeqCst);
+    use rand::Rng;
+    static HANDED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = rand::thread_rng();
     loop {
-        // A xorshift step per candidate; ports 20000-32767.
-        let mut x = STATE.load(Ordering::SeqCst);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        STATE.store(x, Ordering::SeqCst);
-        let port = 20_000 + (x % 12_768) as u16;
+        let port = rng.gen_range(20_000..32_768);
         let addr = SocketAddr::new(ip, port);
-        if UdpSocket::bind(addr).is_ok() && std::net::TcpListener::bind(addr).is_ok() {
+        if !handed.contains(&port)
+            && UdpSocket::bind(addr).is_ok()
+            && std::net::TcpListener::bind(addr).is_ok()
+        {
+            handed.push(port);
             return port;
         }
     }
@@ -230,11 +225,14 @@ pub fn members_json(http: SocketAddr) -> Option<serde_json::Value> {
 
 /// An agent's view, member name → status (empty if it did not answer).
 pub fn members(http: SocketAddr) -> HashMap<String, String> {
-    let url = format!("http://{http}/v1/grapevine/members");
-    let Some(body) = get(&url) else {
-        return HashMap::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    get(&format!("http://{http}/v1/grapevine/members"))
+        .map(|body| parse_members(&body))
+        .unwrap_or_default()
+}
+
+/// A `/v1/grapevine/members` answer as member name → status (empty if it is not one).
+pub fn parse_members(body: &str) -> HashMap<String, String> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     v.as_array()
         .map(|a| {
             a.iter()

@@ -128,6 +128,7 @@ pub struct Host {
 }
 
 /// A set of hosts. Dropping it kills every process in its namespaces and removes them.
+/// Build one only after `may_run`, which also removes what killed runs left.
 pub struct Lab {
     /// The hosts, in creation order.
     pub hosts: Vec<Host>,

@@ -1,5 +1,6 @@
 //! Helpers shared by the loopback tests.
 
+use grapevine::{Node, State};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
@@ -11,4 +12,12 @@ pub async fn until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Dur
         sleep(Duration::from_millis(20)).await;
     }
     t0.elapsed()
+}
+
+/// Whether `node` lists the member `name` in `state`.
+pub async fn lists(node: &Node, name: &str, state: State) -> bool {
+    node.members().await.is_ok_and(|m| {
+        m.iter()
+            .any(|m| m.name.as_str() == name && m.state == state)
+    })
 }
