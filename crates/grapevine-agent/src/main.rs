@@ -9,6 +9,7 @@ use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use grapevine_core::state::reconcile::Mode as FlowMode;
 use grapevine_core::{Detector, ProbeSelection};
+use grapevine_sim::scenario::aggregate;
 use grapevine_sim::scenario::merkle::{self, MerkleParams};
 use grapevine_sim::scenario::rumor::{self, RumorParams, Variant};
 use grapevine_sim::scenario::spread::{self, SpreadParams};
@@ -116,6 +117,42 @@ enum SimScenario {
     Merkle(MerkleArgs),
     /// The real protocol spreading per-node state and shared keys: rounds, bytes, lost writes.
     State(StateArgs),
+    /// The real protocol aggregating a metric by push-sum: relative error per round.
+    Aggregate(AggregateArgs),
+}
+
+#[derive(clap::Args)]
+struct AggregateArgs {
+    /// Cluster size.
+    #[arg(long, default_value_t = 1000)]
+    nodes: u32,
+    /// Rounds to run, from the contributions.
+    #[arg(long, default_value_t = 60)]
+    rounds: u32,
+    /// Round at which a share of the nodes leave.
+    #[arg(long)]
+    leave_at: Option<u32>,
+    /// The share that leaves.
+    #[arg(long, default_value_t = 0.1)]
+    leave_fraction: f64,
+    /// Rounds per aggregation epoch.
+    #[arg(long, default_value_t = grapevine_core::Config::lan().aggregate_epoch_rounds)]
+    epoch_rounds: u32,
+    /// Datagram loss probability, 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// The relative error to count rounds to.
+    #[arg(long, default_value_t = 1e-3)]
+    epsilon: f64,
+    /// RNG seed; the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Omit wall-clock time from the report, so two runs print identical output.
+    #[arg(long)]
+    no_wall_clock: bool,
 }
 
 #[derive(clap::Args)]
@@ -541,6 +578,21 @@ fn run(cli: Cli) -> Result<()> {
                     no_wall_clock: a.no_wall_clock,
                 };
                 let report = state::run(&params).map_err(|e| anyhow!(e))?;
+                print_report(&report, a.json)
+            }
+            SimScenario::Aggregate(a) => {
+                let params = aggregate::AggregateParams {
+                    nodes: a.nodes,
+                    rounds: a.rounds,
+                    leave_at: a.leave_at,
+                    leave_fraction: a.leave_fraction,
+                    epoch_rounds: a.epoch_rounds,
+                    loss: a.loss,
+                    epsilon: a.epsilon,
+                    seed: a.seed,
+                    no_wall_clock: a.no_wall_clock,
+                };
+                let report = aggregate::run(&params).map_err(|e| anyhow!(e))?;
                 print_report(&report, a.json)
             }
         },

@@ -141,6 +141,11 @@ pub struct Config {
     pub rumor_ttl: Duration,
     /// User events: forwarded at most this many times.
     pub rumor_max_hops: u8,
+    /// Aggregation: how often a node sends half its push-sum mass to a random member.
+    pub aggregate_interval: Duration,
+    /// Aggregation: rounds per epoch, after which estimates settle and restart from the
+    /// live members' contributions.
+    pub aggregate_epoch_rounds: u32,
 }
 
 impl Config {
@@ -184,6 +189,14 @@ impl Config {
     /// Events are best effort, as Serf's are: no anti-entropy backs them. Pushed to 2 members
     /// per gossip tick, so they spread in half the ticks; deduplicated for 60 s, at most 32
     /// hops (far above the log N rounds a rumour needs).
+    ///
+    /// Aggregation: a push-sum round every 250 ms, 80 rounds (20 s) per epoch. Every node's
+    /// relative error (average, sum and count) falls under 10⁻³ in 31 rounds at 1,000 nodes
+    /// and 37 at 10,000 (`grapevine sim aggregate`); an estimate is reported once a node has
+    /// run half an epoch (40 rounds, 10 s), so it is converged when shown. A departure ends
+    /// the running epoch early, so the departed member's contribution is gone from every
+    /// estimate within about one epoch. A round is one datagram of about 50 bytes per metric,
+    /// sent only while some metric is aggregated.
     pub fn lan() -> Self {
         Config {
             profile: "lan",
@@ -232,6 +245,8 @@ impl Config {
             rumor_fanout: 2,
             rumor_ttl: Duration::from_secs(60),
             rumor_max_hops: 32,
+            aggregate_interval: Duration::from_millis(250),
+            aggregate_epoch_rounds: 80,
         }
     }
 
@@ -241,7 +256,8 @@ impl Config {
     /// trip with retransmission fits in 3 s. Suspicion multiplier 6: refutations cross slower
     /// links. Gossip every 500 ms to 4 members: fewer, fuller packets, one more path against
     /// loss. Push-pull every 60 s, catch-up every 5 s; reconnect every 30 s. State rounds
-    /// every 2 s with 4 members: slower links, one more path.
+    /// every 2 s with 4 members: slower links, one more path. Aggregation rounds every
+    /// second, four times fewer datagrams on dearer links (an 80-s epoch).
     pub fn wan() -> Self {
         Config {
             profile: "wan",
@@ -257,6 +273,7 @@ impl Config {
             sync_timeout: Duration::from_secs(30),
             state_interval: Duration::from_secs(2),
             state_fanout: 4,
+            aggregate_interval: Duration::from_secs(1),
             ..Config::lan()
         }
     }
@@ -299,6 +316,7 @@ impl Config {
         if self.probe_interval.is_zero()
             || self.gossip_interval.is_zero()
             || self.state_interval.is_zero()
+            || self.aggregate_interval.is_zero()
         {
             return Err(ConfigError::ZeroInterval);
         }
@@ -310,6 +328,9 @@ impl Config {
         }
         if self.packet_budget < 256 || self.packet_budget > self.max_datagram {
             return Err(ConfigError::PacketBudget(self.packet_budget));
+        }
+        if self.aggregate_epoch_rounds < 2 {
+            return Err(ConfigError::AggregateEpoch(self.aggregate_epoch_rounds));
         }
         Ok(())
     }
@@ -347,7 +368,7 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// An interval of zero would spin.
-    #[error("probe, gossip and state intervals must be greater than zero")]
+    #[error("probe, gossip, state and aggregate intervals must be greater than zero")]
     ZeroInterval,
     /// The probe timeout must leave room for indirect probes within the interval.
     #[error("probe_timeout must be shorter than probe_interval")]
@@ -358,4 +379,7 @@ pub enum ConfigError {
     /// The packet budget cannot hold a probe, or exceeds a datagram.
     #[error("packet_budget {0} must be between 256 and max_datagram")]
     PacketBudget(usize),
+    /// An aggregation epoch too short to settle anything.
+    #[error("aggregate_epoch_rounds {0} must be at least 2")]
+    AggregateEpoch(u32),
 }

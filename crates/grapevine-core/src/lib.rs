@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod aggregate;
 mod awareness;
 mod broadcast;
 mod chunked;
@@ -33,6 +34,7 @@ mod suspicion;
 pub mod time;
 pub mod wire;
 
+pub use aggregate::{AggregateError, Estimate};
 pub use config::{Config, ConfigError, Detector, ProbeSelection};
 pub use event::Event;
 pub use member::{Member, State};

@@ -6,6 +6,7 @@
 //! the handler named after it (`on_ping`, `on_ack`, `on_alive`, `on_sync_request`, …).
 //! Handlers answer through `send_packet`/`send_frame`, which queue a [`Transmit`].
 
+use crate::aggregate::{AggregateError, Aggregates, Estimate};
 use crate::awareness::Awareness;
 use crate::broadcast::BroadcastQueue;
 use crate::config::{Config, ConfigError, Detector};
@@ -108,6 +109,8 @@ struct Timers {
     heartbeat: Time,
     /// The next push of user events (while any is spreading).
     rumor: Time,
+    /// The next aggregation round (while anything is aggregated).
+    aggregate: Time,
 }
 
 /// One member's protocol state machine.
@@ -154,6 +157,7 @@ pub struct Node {
     phi: PhiDetector,
     /// User events being spread, and those seen.
     rumors: Rumors,
+    aggregates: Aggregates,
     /// Targets whose value this node publishes for agreement checks.
     tracked: Vec<Target>,
     /// The tracked targets the cluster agreed on at the last check.
@@ -231,6 +235,7 @@ impl Node {
                 now + config.heartbeat_interval
             },
             rumor: now,
+            aggregate: jitter(&mut rng, config.aggregate_interval),
         };
         let awareness = Awareness::new(if config.lifeguard {
             config.awareness_max_multiplier
@@ -272,6 +277,7 @@ impl Node {
             replication: Replication::new(&config, name_for_state, seed, now),
             phi: PhiDetector::new(config.heartbeat_interval),
             rumors: Rumors::default(),
+            aggregates: Aggregates::new(config.aggregate_epoch_rounds),
             tracked: Vec::new(),
             agreed: Vec::new(),
             config,
@@ -499,6 +505,9 @@ impl Node {
         if self.rumors.spreading() > 0 {
             next = next.min(t.rumor);
         }
+        if self.aggregates.is_active() {
+            next = next.min(t.aggregate);
+        }
         // The gossip tick only matters when there is something to gossip; an idle node is not
         // woken five times a second for nothing. A rumour queued after a quiet spell goes out
         // at once, then at the gossip interval.
@@ -608,6 +617,11 @@ impl Node {
             | Message::TreeEntries(_)
             | Message::StateDeltas(_)) => self.on_state_message(now, from, &m),
             Message::UserEvent(m) => self.on_user_event(now, from, m),
+            Message::Aggregate(m) => {
+                let (me, members) = (&self.me.name, &self.members);
+                self.aggregates
+                    .on_message(&m, || Self::anchor_of(me, members));
+            }
             Message::RumorAck(m) => {
                 let rules = self.rumor_rules();
                 self.rumors.feedback(m.id, m.knew, &rules, &mut self.rng);
@@ -643,6 +657,10 @@ impl Node {
             self.convict(now);
         }
         self.state_round(now);
+        if now >= self.timers.aggregate {
+            self.timers.aggregate = now + self.config.aggregate_interval;
+            self.aggregate_round();
+        }
     }
 
     // ----- sending ----------------------------------------------------------------------
@@ -1288,6 +1306,11 @@ impl Node {
         if !overrides(rec.state, rec.incarnation, incarnation) {
             return None;
         }
+        if rec.state.is_live() {
+            // Its aggregation mass is gone with it: the running epoch ends early, unreported.
+            self.aggregates
+                .departed((self.config.aggregate_epoch_rounds / 6).max(1));
+        }
         self.suspicions.remove(name);
         self.members.update(idx, now, None, |r| {
             r.state = to;
@@ -1877,6 +1900,97 @@ impl Node {
                     agreed,
                 });
             }
+        }
+    }
+
+    // ----- aggregation ------------------------------------------------------------------
+
+    /// Sets (or, with `None`, withdraws) this node's contribution to the metric `name`,
+    /// aggregated cluster-wide by push-sum (see [`crate::aggregate`]).
+    pub fn contribute(&mut self, name: &str, value: Option<f64>) -> Result<(), AggregateError> {
+        let (me, members) = (&self.me.name, &self.members);
+        self.aggregates
+            .contribute(name, value, || Self::anchor_of(me, members))
+    }
+
+    /// This node's estimate of the cluster-wide aggregates of `name`.
+    pub fn aggregate(&self, name: &str) -> Option<Estimate> {
+        self.aggregates.estimate(name)
+    }
+
+    /// The running epoch's estimate of `name` (moving until the epoch settles).
+    pub fn aggregate_current(&self, name: &str) -> Option<Estimate> {
+        self.aggregates.current(name)
+    }
+
+    /// This node's own contribution to `name`.
+    pub fn contribution(&self, name: &str) -> Option<f64> {
+        self.aggregates.contribution(name)
+    }
+
+    /// The metrics aggregated here, sorted, without repeats.
+    pub fn aggregate_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.aggregates.names().map(str::to_string).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Whether `me` is the lowest-named live member: the one that brings the unit of
+    /// anchor mass to an epoch.
+    fn anchor_of(me: &Name, members: &Membership) -> bool {
+        crate::aggregate::is_anchor(
+            me,
+            members
+                .records()
+                .filter(|r| r.state.is_live())
+                .map(|r| &r.name),
+        )
+    }
+
+    /// A push-sum round: half of every mass to one random live member.
+    fn aggregate_round(&mut self) {
+        if !self.aggregates.is_active() {
+            return;
+        }
+        let (me, members) = (&self.me.name, &self.members);
+        let Some(msg) = self.aggregates.tick(|| Self::anchor_of(me, members)) else {
+            return;
+        };
+        let peer = self.random_members(1, None, |_, r| r.state.is_live());
+        let Some(&p) = peer.first() else {
+            // Alone: the half stays here.
+            self.aggregates.undo(&msg);
+            return;
+        };
+        let dst = self.members.addr_of(self.members.get(p));
+        let version = Self::version_for(self.members.get(p).protocol());
+        // Mass that does not fit one datagram goes in several; each is one message.
+        let mut batch = wire::Aggregate {
+            epoch: msg.epoch,
+            round: msg.round,
+            entries: Vec::new(),
+        };
+        let mut size = 0;
+        for e in msg.entries {
+            let len = e.name.len() + 42;
+            if !batch.entries.is_empty() && size + len > self.config.packet_budget - 64 {
+                let full = std::mem::take(&mut batch.entries);
+                self.send_packet(
+                    dst,
+                    version,
+                    &[Message::Aggregate(wire::Aggregate {
+                        entries: full,
+                        ..batch.clone()
+                    })],
+                );
+                size = 0;
+            }
+            size += len;
+            batch.entries.push(e);
+        }
+        if !batch.entries.is_empty() {
+            self.send_packet(dst, version, &[Message::Aggregate(batch)]);
         }
     }
 

@@ -227,6 +227,29 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), any::<bool>())
             .prop_map(|(id, knew)| Message::RumorAck(RumorAck { id, knew })),
         (
+            any::<u64>(),
+            any::<u32>(),
+            proptest::collection::vec(
+                ("[a-z.]{1,20}", proptest::array::uniform5(-1e12f64..1e12)),
+                0..5
+            )
+        )
+            .prop_map(|(epoch, round, entries)| Message::Aggregate(Aggregate {
+                epoch,
+                round,
+                entries: entries
+                    .into_iter()
+                    .map(|(name, [s, w, c, min, max])| AggregateMass {
+                        name,
+                        s,
+                        w,
+                        c,
+                        min,
+                        max
+                    })
+                    .collect()
+            })),
+        (
             any::<u32>(),
             any::<u8>(),
             proptest::collection::vec(

@@ -57,6 +57,8 @@ pub enum MessageType {
     UserEvent = 17,
     /// A recipient's feedback on a user event: whether it knew it.
     RumorAck = 18,
+    /// Push-sum mass for aggregation.
+    Aggregate = 19,
 }
 
 impl MessageType {
@@ -82,6 +84,7 @@ impl MessageType {
             16 => StateDeltas,
             17 => UserEvent,
             18 => RumorAck,
+            19 => Aggregate,
             _ => return None,
         })
     }
@@ -108,6 +111,7 @@ impl MessageType {
             StateDeltas => "state_deltas",
             UserEvent => "user_event",
             RumorAck => "rumor_ack",
+            Aggregate => "aggregate",
         }
     }
 }
@@ -268,7 +272,7 @@ pub struct SyncEntries {
 }
 
 /// Any protocol message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Message {
     /// See [`Ping`].
     Ping(Ping),
@@ -306,6 +310,39 @@ pub enum Message {
     UserEvent(UserEvent),
     /// See [`RumorAck`].
     RumorAck(RumorAck),
+    /// See [`Aggregate`].
+    Aggregate(Aggregate),
+}
+
+/// The longest aggregated metric's name, in bytes.
+pub const MAX_METRIC_NAME_LEN: usize = 128;
+
+/// Half of a node's push-sum mass for each metric it aggregates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aggregate {
+    /// The aggregation epoch it belongs to.
+    pub epoch: u64,
+    /// The sender's round in that epoch.
+    pub round: u32,
+    /// One mass per metric.
+    pub entries: Vec<AggregateMass>,
+}
+
+/// One metric's push-sum mass, and the extremes seen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateMass {
+    /// The metric.
+    pub name: String,
+    /// Value mass.
+    pub s: f64,
+    /// Weight of contributions.
+    pub w: f64,
+    /// Weight of the anchor's unit (for sums and counts).
+    pub c: f64,
+    /// Smallest contribution seen.
+    pub min: f64,
+    /// Largest contribution seen.
+    pub max: f64,
 }
 
 /// The longest user event name, in bytes.
@@ -615,6 +652,7 @@ impl Message {
             Message::StateDeltas(_) => MessageType::StateDeltas,
             Message::UserEvent(_) => MessageType::UserEvent,
             Message::RumorAck(_) => MessageType::RumorAck,
+            Message::Aggregate(_) => MessageType::Aggregate,
         }
     }
 
@@ -762,6 +800,17 @@ impl Message {
             Message::RumorAck(m) => {
                 w.u64(m.id);
                 w.u8(u8::from(m.knew));
+            }
+            Message::Aggregate(m) => {
+                w.u64(m.epoch);
+                w.varint(m.round);
+                w.varint(m.entries.len() as u32);
+                for e in &m.entries {
+                    w.lp(e.name.as_bytes());
+                    for x in [e.s, e.w, e.c, e.min, e.max] {
+                        w.u64(x.to_bits());
+                    }
+                }
             }
             Message::StateDeltas(m) => {
                 w.varint(m.id);
@@ -978,6 +1027,32 @@ impl Message {
                     payload,
                     hops: r.u8("event hops")?,
                     feedback: r.u8("event feedback flag")? != 0,
+                })
+            }
+            MessageType::Aggregate => {
+                let epoch = r.u64("aggregate epoch")?;
+                let round = r.varint("aggregate round")?;
+                let n = r.count("aggregate entries", crate::aggregate::MAX_METRICS, 41)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.str("metric name", MAX_METRIC_NAME_LEN)?.to_string();
+                    let mut x = [0f64; 5];
+                    for v in &mut x {
+                        *v = f64::from_bits(r.u64("aggregate mass")?);
+                    }
+                    entries.push(AggregateMass {
+                        name,
+                        s: x[0],
+                        w: x[1],
+                        c: x[2],
+                        min: x[3],
+                        max: x[4],
+                    });
+                }
+                Message::Aggregate(Aggregate {
+                    epoch,
+                    round,
+                    entries,
                 })
             }
             MessageType::RumorAck => Message::RumorAck(RumorAck {
