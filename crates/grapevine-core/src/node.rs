@@ -172,6 +172,9 @@ pub enum Target {
     Shared(Vec<u8>),
     /// `(member, key)`: a key of that member's state.
     NodeKey(Name, String),
+    /// The whole shared keyspace (its Merkle root): agreement means every live member holds
+    /// exactly the same keys, versions and tombstones.
+    Keyspace,
 }
 
 impl Target {
@@ -179,6 +182,7 @@ impl Target {
     pub fn seen_key(&self) -> String {
         let h = match self {
             Target::Shared(k) => xxhash_rust::xxh3::xxh3_64(k),
+            Target::Keyspace => 0x6b65_7973_7061_6365,
             Target::NodeKey(n, k) => {
                 let mut b = n.as_bytes().to_vec();
                 b.push(0);
@@ -1867,6 +1871,7 @@ impl Node {
                 .keyspace
                 .get(key, self.replication.physical(now))
                 .map_or(0, |v| crate::state::keyspace::item_hash(key, v)),
+            Target::Keyspace => self.replication.keyspace.tree().root(),
             Target::NodeKey(node, key) => self
                 .state_value(now, node, key)
                 .map_or(0, xxhash_rust::xxh3::xxh3_64),

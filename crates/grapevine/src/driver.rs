@@ -5,9 +5,13 @@ use crate::crypto::{Key, Keyring, KeyringError};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::transport;
 use bytes::Bytes;
-use grapevine_core::{Config, Event, Member, Name, Time};
+use grapevine_core::state::crdt::EpochRegister;
+use grapevine_core::state::keyspace::Value;
+use grapevine_core::{Agreement, Config, Estimate, Event, Member, Name, Target, Time};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
@@ -45,6 +49,22 @@ pub enum Error {
     /// The data directory's snapshot could not be read.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A contribution to an aggregate was refused.
+    #[error(transparent)]
+    Aggregate(#[from] grapevine_core::AggregateError),
+    /// A slot claim out of range.
+    #[error("slots {start}..{end} are not within 0..{max}")]
+    Slots {
+        /// First slot.
+        start: u32,
+        /// One past the last.
+        end: u32,
+        /// The number of slots a map has.
+        max: u32,
+    },
+    /// The wait ended before the cluster agreed.
+    #[error("no agreement within {0:?}")]
+    Timeout(Duration),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -226,6 +246,7 @@ impl NodeBuilder {
             joined: false,
             keyring: self.keyring,
             refused: HashMap::new(),
+            claims: BTreeMap::new(),
         };
         tokio::spawn(driver.run(cmd_rx));
         Ok(Node {
@@ -263,6 +284,12 @@ enum Command {
     Stop(oneshot::Sender<()>),
     Stats(oneshot::Sender<grapevine_core::Stats>),
     Block(Vec<SocketAddr>, oneshot::Sender<()>),
+    Contribute(String, Option<f64>, oneshot::Sender<Result<(), Error>>),
+    Aggregates(Option<String>, oneshot::Sender<Vec<(String, Estimate)>>),
+    Track(Target, oneshot::Sender<Agreement>),
+    Versions(String, oneshot::Sender<Versions>),
+    Claim(String, Range<u32>, Option<u64>, oneshot::Sender<u64>),
+    Slots(String, oneshot::Sender<SlotMap>),
 }
 
 /// A keyring operation.
@@ -293,6 +320,12 @@ pub struct KvEntry {
     pub value: Vec<u8>,
     /// The keyspace's change count when it last changed here.
     pub modify_index: u64,
+    /// The member whose write this value is: after concurrent writes, each writer can see
+    /// whether it won.
+    pub writer: String,
+    /// The write's hybrid-logical-clock timestamp (microseconds since the UNIX epoch, and a
+    /// logical count): later wins, ties by writer name.
+    pub written_at: (u64, u32),
 }
 
 /// A shared key that changed: its value now (`None`: deleted or expired) and the local
@@ -354,6 +387,61 @@ impl Watch {
             }
         }
     }
+}
+
+/// The most slots an ownership map has (Redis Cluster's 16,384).
+pub const MAX_SLOTS: u32 = 16_384;
+
+/// The shared-key prefix of an ownership map's slots.
+fn slot_prefix(map: &str) -> Vec<u8> {
+    format!("__own/{map}/").into_bytes()
+}
+
+/// The shared key of one slot.
+fn slot_key(map: &str, slot: u32) -> Vec<u8> {
+    format!("__own/{map}/{slot:05}").into_bytes()
+}
+
+/// What the live members publish under one key of their own state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Versions {
+    /// Every live member publishes the same value.
+    pub agreed: bool,
+    /// Each value published, with the members that publish it.
+    pub versions: BTreeMap<Vec<u8>, Vec<String>>,
+    /// Live members that publish nothing under the key.
+    pub unknown: Vec<String>,
+}
+
+/// Who owns a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotOwner {
+    /// The owner's name.
+    pub owner: String,
+    /// The epoch of its claim.
+    pub epoch: u64,
+    /// The address it claimed with.
+    pub addr: String,
+}
+
+/// A claim of this node that another, higher one overrode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostClaim {
+    /// The slot.
+    pub slot: u32,
+    /// The epoch this node claimed it at.
+    pub epoch: u64,
+    /// The claim that won.
+    pub winner: SlotOwner,
+}
+
+/// An ownership map as held here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotMap {
+    /// Each claimed slot's owner.
+    pub owners: BTreeMap<u32, SlotOwner>,
+    /// This node's claims that lost.
+    pub lost: Vec<LostClaim>,
 }
 
 /// One member's per-node state as known here (Cassandra's endpoint state).
@@ -582,6 +670,106 @@ impl Node {
         self.ask(|tx| Command::NodeState(name, tx)).await
     }
 
+    /// Sets this node's contribution to the cluster-wide metric `name` (push-sum: every
+    /// member can then read the cluster's sum, average, count, min and max locally).
+    pub async fn contribute(&self, name: &str, value: f64) -> Result<(), Error> {
+        self.ask(|tx| Command::Contribute(name.to_string(), Some(value), tx))
+            .await?
+    }
+
+    /// Withdraws this node's contribution to `name`.
+    pub async fn withdraw(&self, name: &str) -> Result<(), Error> {
+        self.ask(|tx| Command::Contribute(name.to_string(), None, tx))
+            .await?
+    }
+
+    /// This node's estimate of the cluster-wide aggregates of `name`.
+    pub async fn aggregate(&self, name: &str) -> Result<Option<Estimate>, Error> {
+        let mut v = self
+            .ask(|tx| Command::Aggregates(Some(name.to_string()), tx))
+            .await?;
+        Ok(v.pop().map(|(_, e)| e))
+    }
+
+    /// Every metric aggregated here, with this node's estimate.
+    pub async fn aggregates(&self) -> Result<Vec<(String, Estimate)>, Error> {
+        self.ask(|tx| Command::Aggregates(None, tx)).await
+    }
+
+    /// Starts publishing what this node holds of `target`, so that members can tell whether
+    /// the cluster agrees on it; returns whether the live members agree now. A member
+    /// answers for a target only once it tracks it too (agents track the whole keyspace).
+    pub async fn track(&self, target: Target) -> Result<Agreement, Error> {
+        self.ask(|tx| Command::Track(target, tx)).await
+    }
+
+    /// Waits until every live member publishes the value of `target` held here (convergence
+    /// detection); [`Error::Timeout`] if that does not happen within `timeout`.
+    pub async fn await_agreement(
+        &self,
+        target: Target,
+        timeout: Duration,
+    ) -> Result<Agreement, Error> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let a = self.track(target.clone()).await?;
+            if a.agreed {
+                return Ok(a);
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(Error::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What every live member publishes under `key` of its own state, grouped by value
+    /// (Cassandra's schema versions, with `key` = `"schema"`).
+    pub async fn versions(&self, key: &str) -> Result<Versions, Error> {
+        self.ask(|tx| Command::Versions(key.to_string(), tx)).await
+    }
+
+    /// Waits until every live member publishes one and the same value under `key` (as
+    /// Cassandra waits for schema agreement), or `timeout`.
+    pub async fn await_versions(&self, key: &str, timeout: Duration) -> Result<Versions, Error> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self.versions(key).await?;
+            if v.agreed {
+                return Ok(v);
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(Error::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Claims `slots` of the ownership map `map` for this node at `epoch` (default: one
+    /// above the highest epoch in the map here). A claim at a higher epoch wins; equal
+    /// epochs break by owner name. Returns the epoch claimed at.
+    pub async fn claim(
+        &self,
+        map: &str,
+        slots: Range<u32>,
+        epoch: Option<u64>,
+    ) -> Result<u64, Error> {
+        if slots.start >= slots.end || slots.end > MAX_SLOTS {
+            return Err(Error::Slots {
+                start: slots.start,
+                end: slots.end,
+                max: MAX_SLOTS,
+            });
+        }
+        self.ask(|tx| Command::Claim(map.to_string(), slots, epoch, tx))
+            .await
+    }
+
+    /// The ownership map `map` as held here, and this node's claims that lost to another.
+    pub async fn slots(&self, map: &str) -> Result<SlotMap, Error> {
+        self.ask(|tx| Command::Slots(map.to_string(), tx)).await
+    }
+
     /// Stops the node at once, without leaving: to the others it looks like a crash.
     pub async fn stop(&self) -> Result<(), Error> {
         self.ask(Command::Stop).await
@@ -613,6 +801,8 @@ struct Driver {
     blocked: Vec<SocketAddr>,
     kv_index: watch::Sender<u64>,
     exporter: crate::metrics::Exporter,
+    /// Slots this node claimed, by map, and at which epoch: to tell it when it lost one.
+    claims: BTreeMap<(String, u32), u64>,
 }
 
 impl Driver {
@@ -796,12 +986,15 @@ impl Driver {
             Command::Entries(key, prefix, tx) => {
                 let phys = self.core.physical_time(now);
                 let ks = self.core.shared();
-                let entry = |k: &[u8], v| {
-                    lww_value(v).map(|value| KvEntry {
+                let entry = |k: &[u8], v: &Value| match v {
+                    Value::Lww(l) => l.value.as_ref().map(|value| KvEntry {
                         key: k.to_vec(),
-                        value: value.to_vec(),
+                        value: value.clone(),
                         modify_index: ks.modified(k).unwrap_or(0),
-                    })
+                        writer: l.writer.as_str().to_string(),
+                        written_at: (l.at.physical, l.at.logical),
+                    }),
+                    _ => None,
                 };
                 let mut out: Vec<KvEntry> = if prefix {
                     // Entries are kept in key-hash order: a prefix means a scan.
@@ -904,8 +1097,124 @@ impl Driver {
                 self.blocked = addrs;
                 let _ = tx.send(());
             }
+            Command::Contribute(name, value, tx) => {
+                let _ = tx.send(self.core.contribute(&name, value).map_err(Error::from));
+            }
+            Command::Aggregates(name, tx) => {
+                let names = match name {
+                    Some(n) => vec![n],
+                    None => self.core.aggregate_names(),
+                };
+                let out = names
+                    .into_iter()
+                    .filter_map(|n| self.core.aggregate(&n).map(|e| (n, e)))
+                    .collect();
+                let _ = tx.send(out);
+            }
+            Command::Track(target, tx) => {
+                self.core.track(now, target.clone());
+                let _ = tx.send(self.core.agreement(now, &target));
+            }
+            Command::Versions(key, tx) => {
+                let _ = tx.send(self.versions(now, &key));
+            }
+            Command::Claim(map, slots, epoch, tx) => {
+                let _ = tx.send(self.claim(now, &map, slots, epoch));
+            }
+            Command::Slots(map, tx) => {
+                let _ = tx.send(self.slot_map(now, &map));
+            }
         }
         None
+    }
+
+    /// What each live member publishes under `key` of its own state.
+    fn versions(&self, now: Time, key: &str) -> Versions {
+        let mut out = Versions::default();
+        for m in self.core.members().filter(|m| m.state.is_live()) {
+            let name = m.name.as_str().to_string();
+            match self.core.state_value(now, &m.name, key) {
+                Some(v) => out.versions.entry(v.to_vec()).or_default().push(name),
+                None => out.unknown.push(name),
+            }
+        }
+        for names in out.versions.values_mut() {
+            names.sort();
+        }
+        out.unknown.sort();
+        out.agreed = out.unknown.is_empty() && out.versions.len() == 1;
+        out
+    }
+
+    /// Claims `slots` of `map` at `epoch` (default: one above the map's highest); returns
+    /// the epoch claimed at.
+    fn claim(&mut self, now: Time, map: &str, slots: Range<u32>, epoch: Option<u64>) -> u64 {
+        let epoch = epoch.unwrap_or_else(|| {
+            let phys = self.core.physical_time(now);
+            let prefix = slot_prefix(map);
+            self.core
+                .shared()
+                .iter(phys)
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .filter_map(|(_, v)| match v {
+                    Value::Epoch(e) => Some(e.epoch),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0)
+                .saturating_add(1)
+        });
+        let claim = Value::Epoch(EpochRegister {
+            epoch,
+            owner: self.core.name().clone(),
+            value: self.me.to_string().into_bytes(),
+        });
+        for slot in slots {
+            self.core.merge_shared(now, &slot_key(map, slot), &claim);
+            self.claims.insert((map.to_string(), slot), epoch);
+        }
+        epoch
+    }
+
+    /// The claimed slots of `map` as held here, and this node's claims that lost.
+    fn slot_map(&self, now: Time, map: &str) -> SlotMap {
+        let phys = self.core.physical_time(now);
+        let prefix = slot_prefix(map);
+        let me = self.core.name();
+        let mut owners = BTreeMap::new();
+        for (k, v) in self.core.shared().iter(phys) {
+            let Some(slot) = k
+                .strip_prefix(prefix.as_slice())
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Value::Epoch(e) = v {
+                owners.insert(
+                    slot,
+                    SlotOwner {
+                        owner: e.owner.as_str().to_string(),
+                        epoch: e.epoch,
+                        addr: String::from_utf8_lossy(&e.value).into_owned(),
+                    },
+                );
+            }
+        }
+        let lost = self
+            .claims
+            .iter()
+            .filter(|((m, _), _)| m == map)
+            .filter_map(|((_, slot), epoch)| {
+                let o = owners.get(slot)?;
+                (o.owner != me.as_str()).then(|| LostClaim {
+                    slot: *slot,
+                    epoch: *epoch,
+                    winner: o.clone(),
+                })
+            })
+            .collect();
+        SlotMap { owners, lost }
     }
 
     /// Adds what changed in the core's counters to the `metrics` facade.

@@ -29,9 +29,12 @@ pub mod snapshot;
 pub mod transport;
 
 pub use crypto::Keyring;
-pub use driver::{Error, Events, KvChange, KvEntry, Node, NodeBuilder, NodeStateView, Watch};
+pub use driver::{
+    Error, Events, KvChange, KvEntry, LostClaim, Node, NodeBuilder, NodeStateView, SlotMap,
+    SlotOwner, Versions, Watch, MAX_SLOTS,
+};
 /// The sans-IO protocol core, for what this crate does not wrap.
 pub use grapevine_core as core;
 pub use grapevine_core::{
-    Agreement, CommandError, Config, Detector, Event, Member, Name, State, Target,
+    Agreement, CommandError, Config, Detector, Estimate, Event, Member, Name, State, Target,
 };
