@@ -98,6 +98,19 @@ enum Command {
     },
     /// The local agent's name and address.
     Info,
+    /// Every service in the catalog: instances, addresses, health.
+    Services,
+    /// A cluster-wide aggregate (push-sum): contribute this agent's value and print the
+    /// estimate every member computes locally (average, sum, count, min, max).
+    Aggregate {
+        /// The metric.
+        name: String,
+        /// This agent's contribution.
+        value: Option<f64>,
+        /// Withdraw this agent's contribution.
+        #[arg(long, conflicts_with = "value")]
+        withdraw: bool,
+    },
     /// Run the deterministic simulator.
     Sim {
         #[command(subcommand)]
@@ -483,6 +496,12 @@ fn run(cli: Cli) -> Result<()> {
             print_out(&out)
         }
         Command::Info => print_out(&agent::simple_command(http, "GET", "/v1/agent/self", None)?),
+        Command::Services => print_out(&agent::services_command(http)?),
+        Command::Aggregate {
+            name,
+            value,
+            withdraw,
+        } => print_out(&agent::aggregate_command(http, &name, value, withdraw)?),
         Command::Members { format } => {
             let json = match format.as_str() {
                 "json" => true,

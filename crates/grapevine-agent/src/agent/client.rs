@@ -61,6 +61,25 @@ pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
             .collect())
     };
     match op {
+        KvOp::Await { prefix, timeout } => {
+            let t0 = std::time::Instant::now();
+            let r = call("GET", http, &format!("/v1/grapevine/converged?wait={timeout}"), None)?;
+            let status = r.status();
+            let v: serde_json::Value = serde_json::from_str(&r.into_string()?)?;
+            if status != 200 {
+                return Err(anyhow!(
+                    "not converged within {timeout}: differ {}, unknown {}",
+                    v["Differ"],
+                    v["Unknown"]
+                ));
+            }
+            let mut out = format!(
+                "converged: every live member holds this keyspace ({:.3} s)\n",
+                t0.elapsed().as_secs_f64()
+            );
+            out += &kv_command(http, &KvOp::List { prefix: prefix.clone() })?;
+            Ok(out)
+        }
         KvOp::Get { key } => {
             let r = call("GET", http, &format!("/v1/kv/{key}"), None)?;
             if r.status() == 404 {
@@ -159,6 +178,92 @@ pub enum KvOp {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Wait until every live member holds the keyspace this agent holds (so the latest
+    /// versions under the prefix it knows), then print them; exit 1 after the timeout.
+    Await {
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// How long to wait (10s, 1m, ...).
+        #[arg(long, default_value = "60s")]
+        timeout: String,
+    },
+}
+
+/// `grapevine services`: every service in the catalog with its instances and health.
+pub fn services_command(http: SocketAddr) -> Result<String> {
+    let names: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&simple_command(http, "GET", "/v1/catalog/services", None)?)?;
+    let mut out = format!(
+        "{:<20} {:<20} {:<24} {:<9} {}\n",
+        "SERVICE", "NODE", "ADDRESS", "STATUS", "TAGS"
+    );
+    for name in names.keys() {
+        let body = simple_command(http, "GET", &format!("/v1/health/service/{name}"), None)?;
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+        for e in entries {
+            let svc = &e["Service"];
+            let addr = match svc["Address"].as_str() {
+                Some(a) if !a.is_empty() => a.to_string(),
+                _ => e["Node"]["Address"].as_str().unwrap_or("?").to_string(),
+            };
+            let worst = e["Checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["Status"].as_str())
+                .max_by_key(|s| match *s {
+                    "passing" => 0,
+                    "warning" => 1,
+                    _ => 2,
+                })
+                .unwrap_or("passing")
+                .to_string();
+            let tags: Vec<&str> = svc["Tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .collect();
+            out += &format!(
+                "{:<20} {:<20} {:<24} {:<9} {}\n",
+                name,
+                e["Node"]["Node"].as_str().unwrap_or("?"),
+                format!("{addr}:{}", svc["Port"]),
+                worst,
+                tags.join(",")
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `grapevine aggregate NAME [VALUE]`: contributes a value if given, then prints this
+/// agent's estimate of the cluster-wide aggregates.
+pub fn aggregate_command(http: SocketAddr, name: &str, value: Option<f64>, withdraw: bool) -> Result<String> {
+    let path = format!("/v1/grapevine/aggregate/{name}");
+    if let Some(v) = value {
+        simple_command(http, "PUT", &path, Some(v.to_string().as_bytes()))?;
+    }
+    if withdraw {
+        simple_command(http, "DELETE", &path, None)?;
+    }
+    let r = call("GET", http, &path, None)?;
+    if r.status() == 404 {
+        return Ok(format!("no estimate of {name} yet\n"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.into_string()?)?;
+    let f = |k: &str| v[k].as_f64().map_or("-".to_string(), |x| format!("{x}"));
+    Ok(format!(
+        "{name}: average {} sum {} count {} min {} max {} (epoch {}, {})\n",
+        f("Average"),
+        f("Sum"),
+        f("Count"),
+        f("Min"),
+        f("Max"),
+        v["Epoch"],
+        if v["Settled"].as_bool() == Some(true) { "settled" } else { "converging" }
+    ))
 }
 
 /// `grapevine event`, `join`, `leave`, `info`: one call each.

@@ -49,6 +49,9 @@ pub struct AgentArgs {
     /// `key`, `key:PREFIX`, comma-separated; none: all). Repeatable.
     #[arg(long = "event-handler")]
     pub event_handler: Vec<String>,
+    /// The DNS interface's address (default 127.0.0.1:8600), or `off`.
+    #[arg(long)]
+    pub dns: Option<String>,
 }
 
 /// The config file: the same settings as the flags.
@@ -77,6 +80,11 @@ pub struct FileConfig {
     /// See `--event-handler`.
     #[serde(default)]
     pub event_handlers: Vec<String>,
+    /// The DNS interface's address, or `off`.
+    pub dns: Option<String>,
+    /// Services to register at start (`[[services]]` tables with Consul's fields).
+    #[serde(default)]
+    pub services: Vec<super::services::ServiceDef>,
 }
 
 impl FileConfig {
@@ -109,7 +117,14 @@ pub struct Settings {
     pub http: SocketAddr,
     /// Event handler specs.
     pub event_handlers: Vec<String>,
+    /// Where DNS is served, unless off.
+    pub dns: Option<SocketAddr>,
+    /// Services registered at start.
+    pub services: Vec<super::services::ServiceDef>,
 }
+
+/// The DNS interface's default address (Consul's port).
+pub const DEFAULT_DNS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8600);
 
 impl Settings {
     /// Merges the file named by `--config` (if any) with the flags; `http` is the global
@@ -142,6 +157,14 @@ impl Settings {
         join.extend(a.join.iter().cloned());
         let mut event_handlers = f.event_handlers;
         event_handlers.extend(a.event_handler.iter().cloned());
+        let dns = match a.dns.clone().or(f.dns).as_deref() {
+            None => Some(DEFAULT_DNS),
+            Some("off") => None,
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|_| anyhow!("--dns {addr:?}: an address like 127.0.0.1:8600, or off"))?,
+            ),
+        };
         Ok(Settings {
             name,
             bind: a.bind.or(f.bind).unwrap_or(DEFAULT_BIND),
@@ -152,6 +175,8 @@ impl Settings {
             encrypt_key_file: a.encrypt_key_file.clone().or(f.encrypt_key_file),
             http: http.or(f.http).unwrap_or(DEFAULT_HTTP),
             event_handlers,
+            dns,
+            services: f.services,
         })
     }
 }

@@ -26,6 +26,10 @@ pub struct App {
     pub log: Arc<EventLog>,
     /// Renders `/metrics`.
     pub prom: PrometheusHandle,
+    /// The services registered here.
+    pub registry: super::services::Registry,
+    /// The catalog as known here, with its index.
+    pub catalog: tokio::sync::watch::Receiver<(u64, Arc<super::services::Catalog>)>,
 }
 
 impl FromRef<App> for Node {
@@ -64,11 +68,12 @@ pub fn router(app: App) -> Router {
         .route("/v1/grapevine/keyring", get(keyring_list))
         .route("/v1/grapevine/keyring/{op}", put(keyring_op))
         .route("/metrics", get(metrics))
+        .merge(super::apps::router())
         .with_state(app)
 }
 
 /// An API error: the status and a plain-text reason.
-struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -260,17 +265,17 @@ async fn force_leave(
 
 /// The `?index=` and `?wait=` of a blocking query: the index to wait past and for how long
 /// (default 5 minutes, at most 10, as Consul).
-fn blocking(q: &HashMap<String, String>) -> Option<(u64, Duration)> {
+pub(super) fn blocking(q: &HashMap<String, String>) -> Option<(u64, Duration)> {
     let index = q.get("index")?.parse::<u64>().ok()?;
     let wait = q
         .get("wait")
-        .and_then(|w| consul_duration(w))
+        .and_then(|w| super::services::duration(w))
         .unwrap_or(Duration::from_secs(300))
         .min(Duration::from_secs(600));
     Some((index, wait))
 }
 
-fn index_header(index: u64) -> HeaderMap {
+pub(super) fn index_header(index: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&index.max(1).to_string()) {
         headers.insert("X-Consul-Index", v);
@@ -409,22 +414,6 @@ async fn event_stream(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-/// A Consul duration (`10s`, `5m`, `250ms`, or seconds): the blocking query's wait.
-fn consul_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s.trim().split_at(
-        s.trim()
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.trim().len()),
-    );
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return None,
-    })
-}
 
 async fn kv_get(
     State(node): State<Node>,

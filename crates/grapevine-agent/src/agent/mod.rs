@@ -1,13 +1,19 @@
 //! `grapevine agent`: a member of the cluster with an HTTP API, until SIGTERM or SIGINT,
 //! which leave gracefully; and the CLI commands that talk to it.
 
+mod apps;
 mod client;
 mod config;
+mod dns;
 mod handlers;
 mod http;
 mod log;
+mod services;
 
-pub use client::{kv_command, members_command, monitor_command, simple_command, KvOp};
+pub use client::{
+    aggregate_command, kv_command, members_command, monitor_command, services_command,
+    simple_command, KvOp,
+};
 pub use config::{AgentArgs, Settings, DEFAULT_HTTP};
 
 use anyhow::{Context, Result};
@@ -77,6 +83,20 @@ pub async fn run(s: Settings) -> Result<()> {
         tokio::spawn(handlers::run(node.clone(), handlers));
     }
     let log = log::EventLog::spawn(node.clone());
+    // Every agent publishes what it holds of the keyspace, so any can tell when all agree.
+    node.track(grapevine::Target::Keyspace).await?;
+    let registry = services::Registry::new(node.clone());
+    for def in s.services.clone() {
+        let id = def.id().to_string();
+        registry
+            .register(def)
+            .await
+            .with_context(|| format!("registering the service {id:?} from the config file"))?;
+    }
+    let catalog = services::spawn_catalog(node.clone());
+    if let Some(addr) = s.dns {
+        tokio::spawn(dns::serve(addr, catalog.clone()));
+    }
     {
         let prom = prom.clone();
         tokio::spawn(async move {
@@ -91,6 +111,8 @@ pub async fn run(s: Settings) -> Result<()> {
         node: node.clone(),
         log,
         prom,
+        registry,
+        catalog,
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     wait_for_signal().await;

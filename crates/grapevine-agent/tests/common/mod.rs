@@ -159,6 +159,10 @@ impl Spec {
             .args(["--http", &http.to_string()])
             .args(&self.args)
             .stdout(Stdio::null());
+        // Agents on one host cannot share DNS's port: off unless a test asks for it.
+        if !self.args.iter().any(|a| a == "--dns") {
+            cmd.args(["--dns", "off"]);
+        }
         match &self.log {
             Some(path) => {
                 let f = std::fs::File::create(path).expect("log file");
@@ -177,6 +181,15 @@ impl Spec {
             http,
             gossip,
         }
+    }
+}
+
+/// A PUT with a body; the status code (0 if nothing answered).
+pub fn put(url: &str, body: &str) -> u16 {
+    match ureq::put(url).timeout(Duration::from_secs(5)).send_string(body) {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(_) => 0,
     }
 }
 

@@ -1,0 +1,671 @@
+//! Service discovery: services registered with this agent (config file or Consul's
+//! `/v1/agent/service/register`), their health checks run here (HTTP, TCP, script, TTL),
+//! and each service with its checks' status published in this member's own state under
+//! `svc/ID`, so every member holds the catalog. The catalog is read back from every
+//! member's state together with membership: an instance on a member that is not alive is
+//! critical, as Consul's `serfHealth` makes it.
+
+use grapevine::{Node, State};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The per-node state key prefix services are published under.
+pub const KEY_PREFIX: &str = "svc/";
+
+/// A check's status, Consul's words.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Healthy.
+    Passing,
+    /// Degraded, still serving.
+    Warning,
+    /// Failing.
+    Critical,
+}
+
+/// A health check definition, Consul's fields.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CheckDef {
+    /// Its id (default `service:SERVICE_ID`, numbered when there are several).
+    #[serde(rename = "CheckID", alias = "ID", default)]
+    pub check_id: Option<String>,
+    /// A name for people.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// GET this URL: 2xx passing, 429 warning, else critical.
+    #[serde(rename = "HTTP", default)]
+    pub http: Option<String>,
+    /// Connect to this `host:port`: passing if it accepts.
+    #[serde(rename = "TCP", default)]
+    pub tcp: Option<String>,
+    /// Run this: exit 0 passing, 1 warning, else critical.
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// Critical unless passed (`/v1/agent/check/pass/ID`) within this long.
+    #[serde(rename = "TTL", default)]
+    pub ttl: Option<String>,
+    /// How often to run an HTTP, TCP or script check (default 10 s).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// How long one run may take (default 10 s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// The status before the first run (default critical).
+    #[serde(default)]
+    pub status: Option<Status>,
+    /// Notes, ignored.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// Consul's field, accepted and ignored (checks are never deregistered by time).
+    #[serde(default)]
+    pub deregister_critical_service_after: Option<String>,
+}
+
+/// A service registration, Consul's fields.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ServiceDef {
+    /// Unique on this agent (default: the name).
+    #[serde(rename = "ID", default)]
+    pub id: Option<String>,
+    /// The service's name.
+    pub name: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Its address (default: this member's).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Its port.
+    #[serde(default)]
+    pub port: u16,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// One check.
+    #[serde(default)]
+    pub check: Option<CheckDef>,
+    /// More checks.
+    #[serde(default)]
+    pub checks: Vec<CheckDef>,
+    /// Consul's field, accepted and ignored.
+    #[serde(default)]
+    pub enable_tag_override: Option<bool>,
+}
+
+impl ServiceDef {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A check's result as published.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CheckRecord {
+    /// Its id.
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its status.
+    pub status: Status,
+    /// What the last run said.
+    pub output: String,
+}
+
+/// A service as published in its member's state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceRecord {
+    /// Its id.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Address ("" for the member's).
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// Metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Its checks.
+    pub checks: Vec<CheckRecord>,
+}
+
+/// One instance of a service, as the catalog shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    /// The member it runs on.
+    pub node: String,
+    /// That member's IP.
+    pub node_addr: IpAddr,
+    /// Whether that member is alive (Consul's `serfHealth`).
+    pub node_alive: bool,
+    /// The service.
+    pub service: ServiceRecord,
+}
+
+impl Instance {
+    /// Its address: the service's own, else its member's.
+    pub fn address(&self) -> String {
+        if self.service.address.is_empty() {
+            self.node_addr.to_string()
+        } else {
+            self.service.address.clone()
+        }
+    }
+
+    /// Its worst status, its member's health included.
+    pub fn status(&self) -> Status {
+        let node = if self.node_alive {
+            Status::Passing
+        } else {
+            Status::Critical
+        };
+        self.service
+            .checks
+            .iter()
+            .map(|c| c.status)
+            .fold(node, Ord::max)
+    }
+
+    /// Whether it has `tag` (any tag if `None`).
+    pub fn has_tag(&self, tag: Option<&str>) -> bool {
+        tag.is_none_or(|t| self.service.tags.iter().any(|x| x == t))
+    }
+}
+
+/// Every instance of every service, as known here, in a stable order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Catalog {
+    /// The instances, by service name then node then id.
+    pub instances: Vec<Instance>,
+}
+
+impl Catalog {
+    /// The instances of `name` with `tag`, passing ones only if asked.
+    pub fn service(&self, name: &str, tag: Option<&str>, passing: bool) -> Vec<&Instance> {
+        self.instances
+            .iter()
+            .filter(|i| i.service.name == name && i.has_tag(tag))
+            .filter(|i| !passing || i.status() == Status::Passing)
+            .collect()
+    }
+
+    /// Service names with the union of their tags.
+    pub fn services(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for i in &self.instances {
+            let tags = out.entry(i.service.name.clone()).or_default();
+            for t in &i.service.tags {
+                if !tags.contains(t) {
+                    tags.push(t.clone());
+                }
+            }
+        }
+        for tags in out.values_mut() {
+            tags.sort();
+        }
+        out
+    }
+}
+
+/// A registered service with its checks' current results.
+struct Registered {
+    def: ServiceDef,
+    checks: Vec<CheckRecord>,
+    tasks: Vec<JoinHandle<()>>,
+    /// TTL checks: their TTL and when they were last updated.
+    ttl: Vec<Option<(Duration, tokio::time::Instant)>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What can go wrong registering a service.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// A check with none or several of HTTP, TCP, Args and TTL.
+    #[error("check {0:?} must have exactly one of HTTP, TCP, Args or TTL")]
+    CheckKind(String),
+    /// A duration that does not parse.
+    #[error("{what} {value:?} is not a duration (like 10s, 500ms, 1m)")]
+    Duration {
+        /// Which field.
+        what: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// No such check.
+    #[error("no TTL check {0:?} is registered here")]
+    NoCheck(String),
+    /// A bad name or id.
+    #[error("a service needs a name, and its id may not contain '/'")]
+    BadName,
+}
+
+/// The services registered with this agent.
+#[derive(Clone)]
+pub struct Registry {
+    node: Node,
+    inner: Arc<Mutex<BTreeMap<String, Registered>>>,
+}
+
+/// Parses Consul's durations: `10s`, `500ms`, `1m`, `1h`, or bare seconds.
+pub fn duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return None,
+    })
+}
+
+fn parse_duration(
+    what: &'static str,
+    v: &Option<String>,
+    default: Duration,
+) -> Result<Duration, RegisterError> {
+    match v {
+        None => Ok(default),
+        Some(s) => duration(s).ok_or(RegisterError::Duration {
+            what,
+            value: s.clone(),
+        }),
+    }
+}
+
+impl Registry {
+    /// An empty registry publishing through `node`.
+    pub fn new(node: Node) -> Self {
+        Registry {
+            node,
+            inner: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Registers (or replaces) a service and starts its checks.
+    pub async fn register(&self, def: ServiceDef) -> Result<(), RegisterError> {
+        let id = def.id().to_string();
+        if def.name.is_empty() || id.is_empty() || id.contains('/') {
+            return Err(RegisterError::BadName);
+        }
+        let defs: Vec<CheckDef> = def.check.iter().chain(&def.checks).cloned().collect();
+        let many = defs.len() > 1;
+        let mut checks = Vec::new();
+        let mut ttl = Vec::new();
+        let mut kinds = Vec::new();
+        for (i, c) in defs.iter().enumerate() {
+            let check_id = c.check_id.clone().unwrap_or_else(|| {
+                if many {
+                    format!("service:{id}:{}", i + 1)
+                } else {
+                    format!("service:{id}")
+                }
+            });
+            let n = [c.http.is_some(), c.tcp.is_some(), c.args.is_some(), c.ttl.is_some()]
+                .iter()
+                .filter(|x| **x)
+                .count();
+            if n != 1 {
+                return Err(RegisterError::CheckKind(check_id));
+            }
+            let interval = parse_duration("Interval", &c.interval, Duration::from_secs(10))?;
+            let timeout = parse_duration("Timeout", &c.timeout, Duration::from_secs(10))?;
+            let t = match &c.ttl {
+                Some(_) => Some((
+                    parse_duration("TTL", &c.ttl, Duration::from_secs(30))?,
+                    tokio::time::Instant::now(),
+                )),
+                None => None,
+            };
+            ttl.push(t);
+            kinds.push((c.clone(), interval.max(Duration::from_millis(100)), timeout));
+            checks.push(CheckRecord {
+                name: c
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("Service '{}' check", def.name)),
+                check_id,
+                status: c.status.unwrap_or(Status::Critical),
+                output: String::new(),
+            });
+        }
+        let mut tasks = Vec::new();
+        for (i, (c, interval, timeout)) in kinds.into_iter().enumerate() {
+            let me = self.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                me.run_check(id, i, c, interval, timeout).await;
+            }));
+        }
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.insert(
+                id.clone(),
+                Registered {
+                    def,
+                    checks,
+                    tasks,
+                    ttl,
+                },
+            );
+        }
+        tracing::info!(service = %id, "service registered");
+        self.publish(&id).await;
+        Ok(())
+    }
+
+    /// Deregisters a service; `false` if none has that id.
+    pub async fn deregister(&self, id: &str) -> bool {
+        let found = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.remove(id).is_some()
+        };
+        if found {
+            let _ = self.node.delete_state(&format!("{KEY_PREFIX}{id}")).await;
+            tracing::info!(service = %id, "service deregistered");
+        }
+        found
+    }
+
+    /// The services registered here.
+    pub fn local(&self) -> Vec<ServiceRecord> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.values().map(record).collect()
+    }
+
+    /// Updates a TTL check (`/v1/agent/check/pass|warn|fail/ID`).
+    pub async fn update_ttl(
+        &self,
+        check_id: &str,
+        status: Status,
+        note: &str,
+    ) -> Result<(), RegisterError> {
+        let service = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = None;
+            for (sid, r) in inner.iter_mut() {
+                if let Some(i) = r.checks.iter().position(|c| c.check_id == check_id) {
+                    if let Some((ttl, _)) = r.ttl[i] {
+                        r.ttl[i] = Some((ttl, tokio::time::Instant::now()));
+                        r.checks[i].status = status;
+                        r.checks[i].output = note.to_string();
+                        found = Some(sid.clone());
+                    }
+                    break;
+                }
+            }
+            found.ok_or_else(|| RegisterError::NoCheck(check_id.to_string()))?
+        };
+        self.publish(&service).await;
+        Ok(())
+    }
+
+    /// Records a check's result; publishes if it changed.
+    async fn set_status(&self, service: &str, i: usize, status: Status, output: String) {
+        let changed = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(c) = inner.get_mut(service).and_then(|r| r.checks.get_mut(i)) else {
+                return;
+            };
+            let changed = c.status != status;
+            if changed {
+                tracing::info!(service, check = %c.check_id, ?status, output = %output, "check changed");
+            }
+            c.status = status;
+            c.output = output;
+            changed
+        };
+        if changed {
+            self.publish(service).await;
+        }
+    }
+
+    async fn publish(&self, id: &str) {
+        let rec = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.get(id).map(record)
+        };
+        if let Some(rec) = rec {
+            if let Ok(json) = serde_json::to_vec(&rec) {
+                if let Err(e) = self.node.set_state(&format!("{KEY_PREFIX}{id}"), json).await {
+                    tracing::warn!(service = %id, error = %e, "cannot publish the service");
+                }
+            }
+        }
+    }
+
+    async fn run_check(
+        &self,
+        service: String,
+        i: usize,
+        c: CheckDef,
+        interval: Duration,
+        timeout: Duration,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if c.ttl.is_some() {
+            // A TTL check turns critical when not updated in time.
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let expired = {
+                    let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                    inner
+                        .get(&service)
+                        .and_then(|r| r.ttl.get(i).copied().flatten())
+                        .is_some_and(|(ttl, at)| at.elapsed() > ttl)
+                };
+                if expired {
+                    self.set_status(&service, i, Status::Critical, "TTL expired".into())
+                        .await;
+                }
+            }
+        }
+        loop {
+            tick.tick().await;
+            let (status, output) = if let Some(url) = &c.http {
+                http_check(url.clone(), timeout).await
+            } else if let Some(addr) = &c.tcp {
+                tcp_check(addr, timeout).await
+            } else if let Some(args) = &c.args {
+                script_check(args, timeout).await
+            } else {
+                return;
+            };
+            self.set_status(&service, i, status, output).await;
+        }
+    }
+}
+
+fn record(r: &Registered) -> ServiceRecord {
+    ServiceRecord {
+        id: r.def.id().to_string(),
+        name: r.def.name.clone(),
+        tags: r.def.tags.clone(),
+        address: r.def.address.clone().unwrap_or_default(),
+        port: r.def.port,
+        meta: r.def.meta.clone(),
+        checks: r.checks.clone(),
+    }
+}
+
+async fn http_check(url: String, timeout: Duration) -> (Status, String) {
+    let r = tokio::task::spawn_blocking(move || {
+        ureq::get(&url).timeout(timeout).call().map(|r| r.status())
+    })
+    .await;
+    match r {
+        Ok(Ok(code)) if (200..300).contains(&code) => (Status::Passing, format!("HTTP GET: {code}")),
+        Ok(Err(ureq::Error::Status(429, _))) => (Status::Warning, "HTTP GET: 429".into()),
+        Ok(Ok(code)) | Ok(Err(ureq::Error::Status(code, _))) => {
+            (Status::Critical, format!("HTTP GET: {code}"))
+        }
+        Ok(Err(e)) => (Status::Critical, format!("HTTP GET: {e}")),
+        Err(e) => (Status::Critical, format!("check task failed: {e}")),
+    }
+}
+
+async fn tcp_check(addr: &str, timeout: Duration) -> (Status, String) {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => (Status::Passing, format!("TCP connect {addr}: success")),
+        Ok(Err(e)) => (Status::Critical, format!("TCP connect {addr}: {e}")),
+        Err(_) => (Status::Critical, format!("TCP connect {addr}: timed out")),
+    }
+}
+
+async fn script_check(args: &[String], timeout: Duration) -> (Status, String) {
+    let Some((prog, rest)) = args.split_first() else {
+        return (Status::Critical, "no command".into());
+    };
+    let run = tokio::process::Command::new(prog)
+        .args(rest)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stdout).chars().take(4096).collect();
+            let status = match out.status.code() {
+                Some(0) => Status::Passing,
+                Some(1) => Status::Warning,
+                _ => Status::Critical,
+            };
+            (status, text)
+        }
+        Ok(Err(e)) => (Status::Critical, format!("cannot run {prog}: {e}")),
+        Err(_) => (Status::Critical, format!("{prog} timed out")),
+    }
+}
+
+/// Reads the catalog from every member's state, with membership.
+pub async fn read_catalog(node: &Node) -> Option<Catalog> {
+    let members = node.members().await.ok()?;
+    let states = node.node_states(None).await.ok()?;
+    let mut instances = Vec::new();
+    for s in states {
+        let Some(m) = members.iter().find(|m| m.name.as_str() == s.name) else {
+            continue;
+        };
+        // A member that left or failed long ago, or was reaped, drops out of the catalog
+        // when it is forgotten; until then it is listed critical.
+        let alive = matches!(m.state, State::Alive | State::Suspect);
+        for (k, v, _) in &s.keys {
+            if !k.starts_with(KEY_PREFIX) {
+                continue;
+            }
+            let Ok(service) = serde_json::from_slice::<ServiceRecord>(v) else {
+                continue;
+            };
+            instances.push(Instance {
+                node: s.name.clone(),
+                node_addr: m.addr.ip(),
+                node_alive: alive,
+                service,
+            });
+        }
+    }
+    instances.sort_by(|a, b| {
+        (&a.service.name, &a.node, &a.service.id).cmp(&(&b.service.name, &b.node, &b.service.id))
+    });
+    Some(Catalog { instances })
+}
+
+/// Keeps a catalog current: re-read every 200 ms, with an index that moves when it changes
+/// (what blocking queries and the DNS server wait on and read).
+pub fn spawn_catalog(node: Node) -> watch::Receiver<(u64, Arc<Catalog>)> {
+    let (tx, rx) = watch::channel((1u64, Arc::new(Catalog::default())));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let Some(c) = read_catalog(&node).await else {
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            };
+            tx.send_if_modified(|(index, cur)| {
+                if **cur == c {
+                    return false;
+                }
+                *index += 1;
+                *cur = Arc::new(c);
+                true
+            });
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consul_registration_json_parses() {
+        let def: ServiceDef = serde_json::from_str(
+            r#"{"ID":"web-1","Name":"web","Tags":["v1","primary"],"Address":"10.0.0.5",
+                "Port":8080,"Meta":{"version":"1.2"},
+                "Check":{"HTTP":"http://127.0.0.1:8080/health","Interval":"1s","Timeout":"500ms"},
+                "Checks":[{"CheckID":"web-ttl","TTL":"15s"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(def.id(), "web-1");
+        assert_eq!(def.checks[0].ttl.as_deref(), Some("15s"));
+        assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));
+        assert!(serde_json::from_str::<ServiceDef>(r#"{"Name":"x","Bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn an_instance_is_as_healthy_as_its_worst_check_and_its_member() {
+        let check = |status| CheckRecord {
+            check_id: "c".into(),
+            name: "c".into(),
+            status,
+            output: String::new(),
+        };
+        let mut i = Instance {
+            node: "a".into(),
+            node_addr: "127.0.0.1".parse().unwrap(),
+            node_alive: true,
+            service: ServiceRecord {
+                id: "web".into(),
+                name: "web".into(),
+                tags: vec!["v1".into()],
+                address: String::new(),
+                port: 80,
+                meta: BTreeMap::new(),
+                checks: vec![check(Status::Passing), check(Status::Warning)],
+            },
+        };
+        assert_eq!(i.status(), Status::Warning);
+        assert_eq!(i.address(), "127.0.0.1");
+        assert!(i.has_tag(Some("v1")) && !i.has_tag(Some("v2")) && i.has_tag(None));
+        i.service.checks.pop();
+        assert_eq!(i.status(), Status::Passing);
+        i.node_alive = false;
+        assert_eq!(i.status(), Status::Critical);
+    }
+}
