@@ -43,4 +43,35 @@ assert c.kv.delete("app/b") is True
 _, v = c.kv.get("app/b")
 assert v is None, v
 assert any(m["Name"] for m in c.agent.members())
-print(f"python-consul: put, get, recurse, keys, cas, watch ({took:.2f} s), delete, members: ok")
+
+# Services, as Prometheus's consul_sd_configs reads them: the agent's datacenter, the
+# catalog's services (a blocking query), then each service's health.
+assert c.agent.service.register("api", service_id="api-1", port=9101, tags=["metrics"],
+                                address="127.0.0.1", check=consul.Check.ttl("10m")) is True
+assert c.agent.check.ttl_pass("service:api-1") is True
+dc = c.agent.self()["Config"]["Datacenter"]
+deadline = time.time() + 10
+while True:
+    index, services = c.catalog.services(dc=dc)
+    if "api" in services:
+        break
+    assert time.time() < deadline, services
+    time.sleep(0.1)
+assert services["api"] == ["metrics"], services
+_, nodes = c.health.service("api", passing=True, dc=dc)
+assert [(n["Service"]["ID"], n["Service"]["Port"]) for n in nodes] == [("api-1", 9101)], nodes
+_, entries = c.catalog.service("api")
+assert entries[0]["ServiceAddress"] == "127.0.0.1", entries
+def dereg():
+    time.sleep(0.5)
+    c.agent.service.deregister("api-1")
+threading.Thread(target=dereg).start()
+t0 = time.time()
+while True:
+    index, services = c.catalog.services(index=index, wait="5s")
+    if "api" not in services:
+        break
+    assert time.time() - t0 < 5, services
+gone = time.time() - t0
+print(f"python-consul: put, get, recurse, keys, cas, watch ({took:.2f} s), delete, members, "
+      f"service register, ttl pass, catalog, health, blocking deregistration ({gone:.2f} s): ok")

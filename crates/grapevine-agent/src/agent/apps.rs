@@ -54,7 +54,7 @@ impl From<RegisterError> for ApiError {
 }
 
 async fn register(State(app): State<App>, body: Bytes) -> Result<Json<bool>, ApiError> {
-    let def: ServiceDef = serde_json::from_slice(&body).map_err(bad)?;
+    let def = ServiceDef::from_json(&body).map_err(bad)?;
     app.registry.register(def).await?;
     Ok(Json(true))
 }

@@ -107,6 +107,47 @@ impl ServiceDef {
     }
 }
 
+/// Field names as Consul spells them. Consul (Go's JSON decoding) accepts any case, and
+/// clients rely on it (python-consul sends `name`, `ttl`): keys are mapped to these before
+/// parsing.
+const SERVICE_FIELDS: &[&str] = &[
+    "ID", "Name", "Tags", "Address", "Port", "Meta", "Check", "Checks", "EnableTagOverride",
+];
+const CHECK_FIELDS: &[&str] = &[
+    "CheckID", "ID", "Name", "HTTP", "TCP", "Args", "TTL", "Interval", "Timeout", "Status",
+    "Notes", "DeregisterCriticalServiceAfter",
+];
+
+fn canonical_keys(v: &mut serde_json::Value, names: &[&str]) {
+    if let serde_json::Value::Object(map) = v {
+        let old = std::mem::take(map);
+        for (k, val) in old {
+            let key = names
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(&k))
+                .map_or(k, |n| n.to_string());
+            map.insert(key, val);
+        }
+    }
+}
+
+impl ServiceDef {
+    /// Parses a registration as Consul does: field names in any case.
+    pub fn from_json(body: &[u8]) -> Result<ServiceDef, serde_json::Error> {
+        let mut v: serde_json::Value = serde_json::from_slice(body)?;
+        canonical_keys(&mut v, SERVICE_FIELDS);
+        if let Some(c) = v.get_mut("Check") {
+            canonical_keys(c, CHECK_FIELDS);
+        }
+        if let Some(serde_json::Value::Array(cs)) = v.get_mut("Checks") {
+            for c in cs {
+                canonical_keys(c, CHECK_FIELDS);
+            }
+        }
+        serde_json::from_value(v)
+    }
+}
+
 /// A check's result as published.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "PascalCase")]
@@ -625,13 +666,16 @@ mod tests {
 
     #[test]
     fn consul_registration_json_parses() {
-        let def: ServiceDef = serde_json::from_str(
-            r#"{"ID":"web-1","Name":"web","Tags":["v1","primary"],"Address":"10.0.0.5",
-                "Port":8080,"Meta":{"version":"1.2"},
-                "Check":{"HTTP":"http://127.0.0.1:8080/health","Interval":"1s","Timeout":"500ms"},
-                "Checks":[{"CheckID":"web-ttl","TTL":"15s"}]}"#,
+        let def = ServiceDef::from_json(
+            br#"{"ID":"web-1","name":"web","Tags":["v1","primary"],"address":"10.0.0.5",
+                "Port":8080,"Meta":{"version":"1.2", "name": "kept"},
+                "check":{"http":"http://127.0.0.1:8080/health","Interval":"1s","Timeout":"500ms"},
+                "Checks":[{"CheckID":"web-ttl","ttl":"15s"}]}"#,
         )
         .unwrap();
+        assert_eq!(def.name, "web");
+        assert_eq!(def.meta["name"], "kept", "metadata keys are the user's");
+        assert!(def.check.as_ref().unwrap().http.is_some());
         assert_eq!(def.id(), "web-1");
         assert_eq!(def.checks[0].ttl.as_deref(), Some("15s"));
         assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));

@@ -68,6 +68,14 @@ pub fn clean_leftovers() {
             }
         }
     }
+    if let Ok(dirs) = std::fs::read_dir("/etc/netns") {
+        for d in dirs.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if owner(&name).is_some_and(|p| !pid_alive(p)) {
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+    }
     if let Ok(out) = run(&["ip", "-o", "link", "show"]) {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             // "7: gv123b0: <...>" or "8: gv123h0@if2: <...>"
@@ -134,6 +142,8 @@ pub struct Lab {
     pub hosts: Vec<Host>,
     bridge: Option<String>,
     links: Vec<String>,
+    /// `/etc/netns/NS` directories made for the hosts.
+    etc: Vec<String>,
 }
 
 impl Lab {
@@ -154,6 +164,7 @@ impl Lab {
             }],
             bridge: None,
             links: Vec::new(),
+            etc: Vec::new(),
         };
         must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         lab.nft_init(0);
@@ -172,6 +183,7 @@ impl Lab {
             hosts: Vec::new(),
             bridge: Some(bridge.clone()),
             links: Vec::new(),
+            etc: Vec::new(),
         };
         let subnet = (200 + (k % 50) as u8, (std::process::id() % 250) as u8);
         for i in 0..n {
@@ -342,6 +354,34 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// An HTTP PUT from inside host `i`'s namespace: whether it answered 2xx.
+    pub fn http_put(&self, i: usize, url: &str, body: &str) -> bool {
+        self.command(i, "python3")
+            .args([
+                "-c",
+                "import sys, urllib.request\n\
+                 r = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method='PUT')\n\
+                 urllib.request.urlopen(r, timeout=5).read()",
+                url,
+                body,
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Makes host `i`'s resolver the given nameserver (`/etc/netns/NS/resolv.conf`, which
+    /// `ip netns exec` mounts over `/etc/resolv.conf`); removed with the lab.
+    pub fn resolver(&mut self, i: usize, nameserver: &str) {
+        let dir = format!("/etc/netns/{}", self.hosts[i].ns);
+        std::fs::create_dir_all(&dir).expect("/etc/netns/NS");
+        std::fs::write(format!("{dir}/resolv.conf"), format!("nameserver {nameserver}\n"))
+            .expect("resolv.conf");
+        self.etc.push(dir);
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for h in &self.hosts {
@@ -357,6 +397,9 @@ impl Drop for Lab {
         }
         if let Some(b) = &self.bridge {
             let _ = run(&["ip", "link", "del", b]);
+        }
+        for d in &self.etc {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
