@@ -181,3 +181,55 @@ fn agents_on_ipv6_loopback_join_and_share_keys() {
         a.members().get("six-b").map(String::as_str) == Some("left")
     });
 }
+
+/// Ten agents each contribute a value; every agent then reads the cluster's average, sum
+/// and count locally, exact to 10⁻³; a write is awaited with `kv await`.
+#[test]
+fn ten_agents_agree_on_the_average_and_a_write_is_awaited() {
+    let first = Spec::new("g0").start();
+    let seed = first.gossip;
+    let mut agents = vec![first];
+    for i in 1..10 {
+        agents.push(Spec::new(&format!("g{i}")).join(seed).start());
+    }
+    let names: Vec<String> = (0..10).map(|i| format!("g{i}")).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let refs: Vec<&Agent> = agents.iter().collect();
+    eventually(Duration::from_secs(30), || common::all_alive(&refs, &all));
+    let values: Vec<f64> = (0..10).map(|i| 1.5 + f64::from(i) * 7.25).collect();
+    let t0 = Instant::now();
+    for (a, v) in agents.iter().zip(&values) {
+        let (ok, _, err) = a.cli(&["aggregate", "load", &v.to_string()]);
+        assert!(ok, "{err}");
+    }
+    let sum: f64 = values.iter().sum();
+    let avg = sum / 10.0;
+    let close = |got: &serde_json::Value, want: f64| {
+        got.as_f64().is_some_and(|g| ((g - want) / want).abs() <= 1e-3)
+    };
+    let took = eventually(Duration::from_secs(60), || {
+        agents.iter().all(|a| {
+            get(&format!("http://{}/v1/grapevine/aggregate/load", a.http))
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .is_some_and(|e| {
+                    close(&e["Average"], avg) && close(&e["Sum"], sum) && close(&e["Count"], 10.0)
+                })
+        })
+    });
+    println!("10 agents read the average within 1e-3 after {took:?} ({:?} since the first contribution)", t0.elapsed());
+    let (ok, out, _) = agents[3].cli(&["aggregate", "load"]);
+    assert!(ok && out.starts_with("load: average "), "{out}");
+
+    // kv await: returns once every agent holds the write.
+    let (ok, _, err) = agents[0].cli(&["kv", "put", "cfg/flag", "on"]);
+    assert!(ok, "{err}");
+    let t0 = Instant::now();
+    let (ok, out, err) = agents[0].cli(&["kv", "await", "cfg/", "--timeout", "30s"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("converged") && out.contains("cfg/flag\ton"), "{out}");
+    println!("kv await returned after {:?}", t0.elapsed());
+    for a in &agents {
+        let (_, v, _) = a.cli(&["kv", "get", "cfg/flag"]);
+        assert_eq!(v, "on\n", "{} holds the write when await returns", a.name);
+    }
+}
