@@ -205,7 +205,8 @@ fn ten_agents_agree_on_the_average_and_a_write_is_awaited() {
     let sum: f64 = values.iter().sum();
     let avg = sum / 10.0;
     let close = |got: &serde_json::Value, want: f64| {
-        got.as_f64().is_some_and(|g| ((g - want) / want).abs() <= 1e-3)
+        got.as_f64()
+            .is_some_and(|g| ((g - want) / want).abs() <= 1e-3)
     };
     let took = eventually(Duration::from_secs(60), || {
         agents.iter().all(|a| {
@@ -216,7 +217,10 @@ fn ten_agents_agree_on_the_average_and_a_write_is_awaited() {
                 })
         })
     });
-    println!("10 agents read the average within 1e-3 after {took:?} ({:?} since the first contribution)", t0.elapsed());
+    println!(
+        "10 agents read the average within 1e-3 after {took:?} ({:?} since the first contribution)",
+        t0.elapsed()
+    );
     let (ok, out, _) = agents[3].cli(&["aggregate", "load"]);
     assert!(ok && out.starts_with("load: average "), "{out}");
 
@@ -226,7 +230,10 @@ fn ten_agents_agree_on_the_average_and_a_write_is_awaited() {
     let t0 = Instant::now();
     let (ok, out, err) = agents[0].cli(&["kv", "await", "cfg/", "--timeout", "30s"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("converged") && out.contains("cfg/flag\ton"), "{out}");
+    assert!(
+        out.contains("converged") && out.contains("cfg/flag\ton"),
+        "{out}"
+    );
     println!("kv await returned after {:?}", t0.elapsed());
     for a in &agents {
         let (_, v, _) = a.cli(&["kv", "get", "cfg/flag"]);

@@ -15,6 +15,16 @@ use common::{eventually, BIN};
 use std::process::Stdio;
 use std::time::Duration;
 
+/// A process killed and reaped when dropped (the lab's drop would kill it too).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `instance` labels of the targets Prometheus discovered for the job.
 fn discovered(lab: &Lab) -> Vec<String> {
     let Some(body) = lab.http_get(0, "http://127.0.0.1:9090/api/v1/targets?state=active") else {
@@ -52,15 +62,16 @@ fn prometheus_discovers_registered_instances_and_drops_a_deregistered_one() {
     let mut lab = Lab::loopback();
     lab.resolver(0, "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
-    let _agent = lab
-        .command(0, BIN)
-        .args(["agent", "--name", "prom-sd", "--profile", "local"])
-        .args(["--bind", "127.0.0.1:7946", "--http", "127.0.0.1:8500"])
-        .args(["--dns", "127.0.0.1:53"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
-        .spawn()
-        .expect("agent starts");
+    let _agent = Killed(
+        lab.command(0, BIN)
+            .args(["agent", "--name", "prom-sd", "--profile", "local"])
+            .args(["--bind", "127.0.0.1:7946", "--http", "127.0.0.1:8500"])
+            .args(["--dns", "127.0.0.1:53"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .expect("agent starts"),
+    );
     eventually(Duration::from_secs(15), || {
         lab.http_get(0, "http://127.0.0.1:8500/v1/agent/self")
             .is_some()
@@ -80,15 +91,19 @@ fn prometheus_discovers_registered_instances_and_drops_a_deregistered_one() {
          refresh_interval: 1s\n",
     )
     .unwrap();
-    let _prom = lab
-        .command(0, "prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg("--web.listen-address=127.0.0.1:9090")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus starts");
+    let _prom = Killed(
+        lab.command(0, "prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:9090")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus starts"),
+    );
     let all = [
         "prom-sd.node.grapevine:9101",
         "prom-sd.node.grapevine:9102",

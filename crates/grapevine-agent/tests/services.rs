@@ -68,7 +68,10 @@ fn dig(port: u16, name: &str, rtype: &str) -> Vec<String> {
 }
 
 fn register(agent: &Agent, body: &str) {
-    let code = put(&format!("http://{}/v1/agent/service/register", agent.http), body);
+    let code = put(
+        &format!("http://{}/v1/agent/service/register", agent.http),
+        body,
+    );
     assert_eq!(code, 200, "register on {}: {body}", agent.name);
 }
 
@@ -98,7 +101,12 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
     let seed = first.gossip;
     let mut agents = vec![first];
     for (i, name) in names.iter().enumerate().skip(1) {
-        agents.push(Spec::new(name).join(seed).args(&["--dns", &dns_arg(i)]).start());
+        agents.push(
+            Spec::new(name)
+                .join(seed)
+                .args(&["--dns", &dns_arg(i)])
+                .start(),
+        );
     }
     let refs: Vec<&Agent> = agents.iter().collect();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -106,7 +114,9 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
 
     // Three backends on three loopback addresses, each registered on its own agent with an
     // HTTP check every 500 ms.
-    let backends: Vec<Backend> = (0..3).map(|i| Backend::start(&format!("127.0.0.{}", 11 + i))).collect();
+    let backends: Vec<Backend> = (0..3)
+        .map(|i| Backend::start(&format!("127.0.0.{}", 11 + i)))
+        .collect();
     for (i, b) in backends.iter().enumerate() {
         let body = format!(
             r#"{{"ID":"web-{i}","Name":"web","Tags":["v1","{role}"],"Address":"{ip}","Port":{port},
@@ -121,19 +131,27 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
     }
     let srv_of = |b: &Backend, i: usize| format!("1 1 {} s{i}.node.grapevine.", b.addr.port());
     let all_srv: Vec<String> = {
-        let mut v: Vec<String> = backends.iter().enumerate().map(|(i, b)| srv_of(b, i)).collect();
+        let mut v: Vec<String> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| srv_of(b, i))
+            .collect();
         v.sort();
         v
     };
     let took = eventually(Duration::from_secs(20), || {
-        dns.iter().all(|&p| dig(p, "web.service.grapevine", "SRV") == all_srv)
+        dns.iter()
+            .all(|&p| dig(p, "web.service.grapevine", "SRV") == all_srv)
     });
     println!("3 instances in DNS on all 5 agents {took:?} after registration");
     assert_eq!(
         dig(dns[4], "web.service.grapevine", "A"),
         ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
     );
-    assert_eq!(dig(dns[3], "primary.web.service.grapevine", "A"), ["127.0.0.11"]);
+    assert_eq!(
+        dig(dns[3], "primary.web.service.grapevine", "A"),
+        ["127.0.0.11"]
+    );
     assert_eq!(dig(dns[2], "s1.node.grapevine", "A"), ["127.0.0.1"]);
     assert!(dig(dns[2], "nothing.service.grapevine", "A").is_empty());
 
@@ -141,10 +159,16 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
     let h = agents[4].http;
     let services: serde_json::Value =
         serde_json::from_str(&get(&format!("http://{h}/v1/catalog/services")).unwrap()).unwrap();
-    assert_eq!(services["web"], serde_json::json!(["primary", "replica", "v1"]));
+    assert_eq!(
+        services["web"],
+        serde_json::json!(["primary", "replica", "v1"])
+    );
     assert_eq!(services["db"], serde_json::json!(["primary"]));
     let health: serde_json::Value = serde_json::from_str(
-        &get(&format!("http://{h}/v1/health/service/web?passing&tag=replica")).unwrap(),
+        &get(&format!(
+            "http://{h}/v1/health/service/web?passing&tag=replica"
+        ))
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(health.as_array().unwrap().len(), 2);
@@ -162,9 +186,11 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
         .unwrap();
     let blocked = std::thread::spawn(move || {
         let t0 = Instant::now();
-        let r = ureq::get(&format!("http://{h}/v1/health/service/web?passing&index={index}&wait=30s"))
-            .call()
-            .unwrap();
+        let r = ureq::get(&format!(
+            "http://{h}/v1/health/service/web?passing&index={index}&wait=30s"
+        ))
+        .call()
+        .unwrap();
         let n = serde_json::from_str::<serde_json::Value>(&r.into_string().unwrap())
             .unwrap()
             .as_array()
@@ -179,7 +205,10 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
     expected.retain(|r| *r != srv_of(&backends[1], 1));
     let mut gone_at = vec![None; 5];
     while gone_at.iter().any(Option::is_none) {
-        assert!(stopped.elapsed() < Duration::from_secs(5), "not gone everywhere within 5 s: {gone_at:?}");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "not gone everywhere within 5 s: {gone_at:?}"
+        );
         for (i, &p) in dns.iter().enumerate() {
             if gone_at[i].is_none() && dig(p, "web.service.grapevine", "SRV") == expected {
                 gone_at[i] = Some(stopped.elapsed());
@@ -193,10 +222,8 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
     println!("blocking health query returned after {waited:?} with {n} passing");
     assert!(n <= 3 && waited < Duration::from_secs(30));
     // Critical, not gone, over HTTP.
-    let all: serde_json::Value = serde_json::from_str(
-        &get(&format!("http://{h}/v1/health/service/web")).unwrap(),
-    )
-    .unwrap();
+    let all: serde_json::Value =
+        serde_json::from_str(&get(&format!("http://{h}/v1/health/service/web")).unwrap()).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 3);
     // The backend comes back: so does its record.
     drop(backends);
@@ -204,27 +231,50 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
     // TTL checks: fail and pass through the API.
     let db_check = format!("http://{}/v1/agent/check/fail/service:db-1", agents[0].http);
     assert_eq!(put(&db_check, ""), 200);
-    eventually(Duration::from_secs(5), || dig(dns[3], "db.service.grapevine", "A").is_empty());
+    eventually(Duration::from_secs(5), || {
+        dig(dns[3], "db.service.grapevine", "A").is_empty()
+    });
     assert_eq!(put(&db_check.replace("/fail/", "/pass/"), ""), 200);
-    eventually(Duration::from_secs(5), || dig(dns[3], "db.service.grapevine", "A") == ["127.0.0.1"]);
-    assert_eq!(put(&format!("http://{}/v1/agent/check/pass/nope", agents[0].http), ""), 404);
+    eventually(Duration::from_secs(5), || {
+        dig(dns[3], "db.service.grapevine", "A") == ["127.0.0.1"]
+    });
+    assert_eq!(
+        put(
+            &format!("http://{}/v1/agent/check/pass/nope", agents[0].http),
+            ""
+        ),
+        404
+    );
 
     // `grapevine services` lists them.
     let (ok, out, err) = agents[2].cli(&["services"]);
     assert!(ok, "{err}");
-    assert!(out.contains("db ") && out.contains("s0") && out.contains("critical"), "{out}");
+    assert!(
+        out.contains("db ") && out.contains("s0") && out.contains("critical"),
+        "{out}"
+    );
 
     // Deregistration removes the instance everywhere.
     assert_eq!(
-        put(&format!("http://{}/v1/agent/service/deregister/web-0", agents[0].http), ""),
+        put(
+            &format!(
+                "http://{}/v1/agent/service/deregister/web-0",
+                agents[0].http
+            ),
+            ""
+        ),
         200
     );
     eventually(Duration::from_secs(5), || {
-        dns.iter().all(|&p| !dig(p, "web.service.grapevine", "A").contains(&"127.0.0.11".to_string()))
+        dns.iter()
+            .all(|&p| !dig(p, "web.service.grapevine", "A").contains(&"127.0.0.11".to_string()))
     });
     // Bad registrations are refused with a reason.
     assert_eq!(
-        put(&format!("http://{}/v1/agent/service/register", agents[0].http), r#"{"Name":"x","Check":{"HTTP":"http://a","TTL":"1s"}}"#),
+        put(
+            &format!("http://{}/v1/agent/service/register", agents[0].http),
+            r#"{"Name":"x","Check":{"HTTP":"http://a","TTL":"1s"}}"#
+        ),
         400
     );
 }

@@ -167,12 +167,12 @@ async fn schema_agreement_and_keyspace_convergence_are_detected() {
         .await
         .unwrap();
     assert_eq!(v.versions.len(), 1);
-    assert_eq!(v.versions[&b"v1".to_vec()].len(), 4);
+    assert_eq!(v.versions[b"v1".as_slice()].len(), 4);
     // One node moves on: no agreement, and who differs is named.
     nodes[3].set_state("schema", b"v2".to_vec()).await.unwrap();
     until(Duration::from_secs(10), || async {
         let v = nodes[0].versions("schema").await.unwrap();
-        !v.agreed && v.versions.get(&b"v2".to_vec()) == Some(&vec!["sch3".to_string()])
+        !v.agreed && v.versions.get(b"v2".as_slice()) == Some(&vec!["sch3".to_string()])
     })
     .await;
     assert!(matches!(

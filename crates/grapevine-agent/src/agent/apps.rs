@@ -59,9 +59,15 @@ async fn register(State(app): State<App>, body: Bytes) -> Result<Json<bool>, Api
     Ok(Json(true))
 }
 
-async fn deregister(State(app): State<App>, Path(id): Path<String>) -> Result<Json<bool>, ApiError> {
+async fn deregister(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<bool>, ApiError> {
     if !app.registry.deregister(&id).await {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no service {id:?} here")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no service {id:?} here"),
+        ));
     }
     Ok(Json(true))
 }
@@ -201,7 +207,10 @@ async fn aggregate(
 ) -> Result<Json<Value>, ApiError> {
     match app.node.aggregate(&name).await? {
         Some(e) => Ok(Json(estimate_json(&name, &e))),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no aggregate {name:?} here"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no aggregate {name:?} here"),
+        )),
     }
 }
 
@@ -219,7 +228,10 @@ async fn contribute(
     Ok(Json(true))
 }
 
-async fn withdraw(State(app): State<App>, Path(name): Path<String>) -> Result<Json<bool>, ApiError> {
+async fn withdraw(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Json<bool>, ApiError> {
     app.node.withdraw(&name).await.map_err(bad)?;
     Ok(Json(true))
 }
@@ -257,12 +269,21 @@ async fn claim(
     Path(map): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let spec = q.get("slots").ok_or_else(|| bad("slots=FROM-TO is required"))?;
+    let spec = q
+        .get("slots")
+        .ok_or_else(|| bad("slots=FROM-TO is required"))?;
     let (a, b) = spec.split_once('-').unwrap_or((spec, spec));
-    let parse = |s: &str| s.trim().parse::<u32>().map_err(|_| bad(format!("bad slot {s:?}")));
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| bad(format!("bad slot {s:?}")))
+    };
     let (a, b) = (parse(a)?, parse(b)?);
     let epoch = match q.get("epoch") {
-        Some(e) => Some(e.parse::<u64>().map_err(|_| bad(format!("bad epoch {e:?}")))?),
+        Some(e) => Some(
+            e.parse::<u64>()
+                .map_err(|_| bad(format!("bad epoch {e:?}")))?,
+        ),
         None => None,
     };
     let end = b.checked_add(1).ok_or_else(|| bad("slot out of range"))?;
@@ -296,7 +317,9 @@ async fn versions(
         .iter()
         .map(|(val, who)| (String::from_utf8_lossy(val).into_owned(), json!(who)))
         .collect();
-    Ok(Json(json!({"Agreed": v.agreed, "Versions": versions, "Unknown": v.unknown})))
+    Ok(Json(
+        json!({"Agreed": v.agreed, "Versions": versions, "Unknown": v.unknown}),
+    ))
 }
 
 /// Whether every live member holds the same shared keyspace as this one; `?wait=` waits for
@@ -313,9 +336,14 @@ async fn converged(
         },
         None => app.node.track(Target::Keyspace).await?,
     };
-    let names = |v: &[grapevine::Name]| v.iter().map(|n| n.as_str().to_string()).collect::<Vec<_>>();
+    let names =
+        |v: &[grapevine::Name]| v.iter().map(|n| n.as_str().to_string()).collect::<Vec<_>>();
     let body = json!({"Converged": a.agreed, "Differ": names(&a.differ), "Unknown": names(&a.unknown),
                       "Index": app.node.kv_index()});
-    let code = if a.agreed { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let code = if a.agreed {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((code, Json(body)).into_response())
 }

@@ -63,7 +63,12 @@ pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
     match op {
         KvOp::Await { prefix, timeout } => {
             let t0 = std::time::Instant::now();
-            let r = call("GET", http, &format!("/v1/grapevine/converged?wait={timeout}"), None)?;
+            let r = call(
+                "GET",
+                http,
+                &format!("/v1/grapevine/converged?wait={timeout}"),
+                None,
+            )?;
             let status = r.status();
             let v: serde_json::Value = serde_json::from_str(&r.into_string()?)?;
             if status != 200 {
@@ -77,7 +82,12 @@ pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
                 "converged: every live member holds this keyspace ({:.3} s)\n",
                 t0.elapsed().as_secs_f64()
             );
-            out += &kv_command(http, &KvOp::List { prefix: prefix.clone() })?;
+            out += &kv_command(
+                http,
+                &KvOp::List {
+                    prefix: prefix.clone(),
+                },
+            )?;
             Ok(out)
         }
         KvOp::Get { key } => {
@@ -240,7 +250,12 @@ pub fn services_command(http: SocketAddr) -> Result<String> {
 
 /// `grapevine aggregate NAME [VALUE]`: contributes a value if given, then prints this
 /// agent's estimate of the cluster-wide aggregates.
-pub fn aggregate_command(http: SocketAddr, name: &str, value: Option<f64>, withdraw: bool) -> Result<String> {
+pub fn aggregate_command(
+    http: SocketAddr,
+    name: &str,
+    value: Option<f64>,
+    withdraw: bool,
+) -> Result<String> {
     let path = format!("/v1/grapevine/aggregate/{name}");
     if let Some(v) = value {
         simple_command(http, "PUT", &path, Some(v.to_string().as_bytes()))?;
@@ -262,7 +277,11 @@ pub fn aggregate_command(http: SocketAddr, name: &str, value: Option<f64>, withd
         f("Min"),
         f("Max"),
         v["Epoch"],
-        if v["Settled"].as_bool() == Some(true) { "settled" } else { "converging" }
+        if v["Settled"].as_bool() == Some(true) {
+            "settled"
+        } else {
+            "converging"
+        }
     ))
 }
 

@@ -157,14 +157,14 @@ impl Settings {
         join.extend(a.join.iter().cloned());
         let mut event_handlers = f.event_handlers;
         event_handlers.extend(a.event_handler.iter().cloned());
-        let dns = match a.dns.clone().or(f.dns).as_deref() {
-            None => Some(DEFAULT_DNS),
-            Some("off") => None,
-            Some(addr) => Some(
-                addr.parse()
-                    .map_err(|_| anyhow!("--dns {addr:?}: an address like 127.0.0.1:8600, or off"))?,
-            ),
-        };
+        let dns =
+            match a.dns.clone().or(f.dns).as_deref() {
+                None => Some(DEFAULT_DNS),
+                Some("off") => None,
+                Some(addr) => Some(addr.parse().map_err(|_| {
+                    anyhow!("--dns {addr:?}: an address like 127.0.0.1:8600, or off")
+                })?),
+            };
         Ok(Settings {
             name,
             bind: a.bind.or(f.bind).unwrap_or(DEFAULT_BIND),

@@ -93,7 +93,8 @@ impl Handler {
                         continue;
                     };
                     if rt == RecordType::SRV {
-                        let Ok(target) = Name::from_str(&format!("{}.node.{DOMAIN}", i.node)) else {
+                        let Ok(target) = Name::from_str(&format!("{}.node.{DOMAIN}", i.node))
+                        else {
                             continue;
                         };
                         answers.push(Record::from_rdata(
@@ -136,7 +137,8 @@ impl RequestHandler for Handler {
                 return send(&mut response, builder.build_no_records(header)).await;
             }
         };
-        if info.header.message_type() != MessageType::Query || info.header.op_code() != OpCode::Query
+        if info.header.message_type() != MessageType::Query
+            || info.header.op_code() != OpCode::Query
         {
             header.set_response_code(ResponseCode::NotImp);
             return send(&mut response, builder.build_no_records(header)).await;

@@ -414,7 +414,6 @@ async fn event_stream(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-
 async fn kv_get(
     State(node): State<Node>,
     Path(key): Path<String>,

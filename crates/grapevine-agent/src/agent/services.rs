@@ -111,11 +111,29 @@ impl ServiceDef {
 /// clients rely on it (python-consul sends `name`, `ttl`): keys are mapped to these before
 /// parsing.
 const SERVICE_FIELDS: &[&str] = &[
-    "ID", "Name", "Tags", "Address", "Port", "Meta", "Check", "Checks", "EnableTagOverride",
+    "ID",
+    "Name",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "Check",
+    "Checks",
+    "EnableTagOverride",
 ];
 const CHECK_FIELDS: &[&str] = &[
-    "CheckID", "ID", "Name", "HTTP", "TCP", "Args", "TTL", "Interval", "Timeout", "Status",
-    "Notes", "DeregisterCriticalServiceAfter",
+    "CheckID",
+    "ID",
+    "Name",
+    "HTTP",
+    "TCP",
+    "Args",
+    "TTL",
+    "Interval",
+    "Timeout",
+    "Status",
+    "Notes",
+    "DeregisterCriticalServiceAfter",
 ];
 
 fn canonical_keys(v: &mut serde_json::Value, names: &[&str]) {
@@ -364,10 +382,15 @@ impl Registry {
                     format!("service:{id}")
                 }
             });
-            let n = [c.http.is_some(), c.tcp.is_some(), c.args.is_some(), c.ttl.is_some()]
-                .iter()
-                .filter(|x| **x)
-                .count();
+            let n = [
+                c.http.is_some(),
+                c.tcp.is_some(),
+                c.args.is_some(),
+                c.ttl.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
             if n != 1 {
                 return Err(RegisterError::CheckKind(check_id));
             }
@@ -490,7 +513,11 @@ impl Registry {
         };
         if let Some(rec) = rec {
             if let Ok(json) = serde_json::to_vec(&rec) {
-                if let Err(e) = self.node.set_state(&format!("{KEY_PREFIX}{id}"), json).await {
+                if let Err(e) = self
+                    .node
+                    .set_state(&format!("{KEY_PREFIX}{id}"), json)
+                    .await
+                {
                     tracing::warn!(service = %id, error = %e, "cannot publish the service");
                 }
             }
@@ -554,16 +581,19 @@ fn record(r: &Registered) -> ServiceRecord {
 }
 
 async fn http_check(url: String, timeout: Duration) -> (Status, String) {
-    let r = tokio::task::spawn_blocking(move || {
-        ureq::get(&url).timeout(timeout).call().map(|r| r.status())
+    // ureq blocks: run it off the runtime, and reduce its error to a code or a message.
+    let r = tokio::task::spawn_blocking(move || match ureq::get(&url).timeout(timeout).call() {
+        Ok(r) => Ok(r.status()),
+        Err(ureq::Error::Status(code, _)) => Ok(code),
+        Err(e) => Err(e.to_string()),
     })
     .await;
     match r {
-        Ok(Ok(code)) if (200..300).contains(&code) => (Status::Passing, format!("HTTP GET: {code}")),
-        Ok(Err(ureq::Error::Status(429, _))) => (Status::Warning, "HTTP GET: 429".into()),
-        Ok(Ok(code)) | Ok(Err(ureq::Error::Status(code, _))) => {
-            (Status::Critical, format!("HTTP GET: {code}"))
+        Ok(Ok(code)) if (200..300).contains(&code) => {
+            (Status::Passing, format!("HTTP GET: {code}"))
         }
+        Ok(Ok(429)) => (Status::Warning, "HTTP GET: 429".into()),
+        Ok(Ok(code)) => (Status::Critical, format!("HTTP GET: {code}")),
         Ok(Err(e)) => (Status::Critical, format!("HTTP GET: {e}")),
         Err(e) => (Status::Critical, format!("check task failed: {e}")),
     }
@@ -587,7 +617,10 @@ async fn script_check(args: &[String], timeout: Duration) -> (Status, String) {
         .output();
     match tokio::time::timeout(timeout, run).await {
         Ok(Ok(out)) => {
-            let text = String::from_utf8_lossy(&out.stdout).chars().take(4096).collect();
+            let text = String::from_utf8_lossy(&out.stdout)
+                .chars()
+                .take(4096)
+                .collect();
             let status = match out.status.code() {
                 Some(0) => Status::Passing,
                 Some(1) => Status::Warning,

@@ -186,7 +186,10 @@ impl Spec {
 
 /// A PUT with a body; the status code (0 if nothing answered).
 pub fn put(url: &str, body: &str) -> u16 {
-    match ureq::put(url).timeout(Duration::from_secs(5)).send_string(body) {
+    match ureq::put(url)
+        .timeout(Duration::from_secs(5))
+        .send_string(body)
+    {
         Ok(r) => r.status(),
         Err(ureq::Error::Status(code, _)) => code,
         Err(_) => 0,

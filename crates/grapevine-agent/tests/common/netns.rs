@@ -376,8 +376,11 @@ impl Lab {
     pub fn resolver(&mut self, i: usize, nameserver: &str) {
         let dir = format!("/etc/netns/{}", self.hosts[i].ns);
         std::fs::create_dir_all(&dir).expect("/etc/netns/NS");
-        std::fs::write(format!("{dir}/resolv.conf"), format!("nameserver {nameserver}\n"))
-            .expect("resolv.conf");
+        std::fs::write(
+            format!("{dir}/resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )
+        .expect("resolv.conf");
         self.etc.push(dir);
     }
 }
