@@ -195,3 +195,54 @@ fn the_keyring_can_be_rotated_through_the_cli() {
     assert!(!keys(&["install", "not-base64!"]).0);
     let _ = std::fs::remove_file(file);
 }
+
+/// Handler scripts get every member event with its reason, the time and the accuser.
+#[test]
+fn handlers_hear_each_member_event_with_its_reason_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events");
+    let handler = format!(
+        "member-join,member-suspect,member-failed,member-leave=echo \"$GRAPEVINE_EVENT $GRAPEVINE_REASON $GRAPEVINE_TIME $GRAPEVINE_MEMBER $GRAPEVINE_ACCUSER\" >> {}",
+        log.display()
+    );
+    let a = Spec::new("watcher")
+        .args(&["--event-handler", &handler])
+        .start();
+    let mut b = Spec::new("leaver").join(a.gossip).start();
+    let c = Spec::new("crasher").join(a.gossip).start();
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually(Duration::from_secs(15), || {
+        let l = lines();
+        l.contains("member-join joined") && l.contains(" leaver") && l.contains(" crasher")
+    });
+    c.signal("KILL");
+    eventually(Duration::from_secs(15), || {
+        lines().contains("member-failed failed")
+    });
+    b.signal("TERM");
+    let _ = b.child.wait();
+    eventually(Duration::from_secs(10), || {
+        lines().contains("member-leave left")
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let text = lines();
+    println!("{text}");
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let t: f64 = f[2].parse().expect("GRAPEVINE_TIME is seconds");
+        assert!(now - t < 60.0 && t <= now, "{line}");
+    }
+    // A suspicion names its accuser: whichever survivor's probe failed first.
+    let suspect = text
+        .lines()
+        .find(|l| l.starts_with("member-suspect suspected"))
+        .expect("the crash was suspected first");
+    assert!(
+        suspect.ends_with(" crasher watcher") || suspect.ends_with(" crasher leaver"),
+        "{suspect}"
+    );
+    assert!(text.contains("member-failed failed") && text.contains(" crasher"));
+}

@@ -3,9 +3,14 @@
 //!
 //! | event | `GRAPEVINE_EVENT` | stdin |
 //! |---|---|---|
-//! | member joined, left, failed, updated | `member-join`, `member-leave`, `member-failed`, `member-update` | `NAME\tIP\tTAGS` |
+//! | member joined, left, failed, updated (Serf's) | `member-join`, `member-leave`, `member-failed`, `member-update` | `NAME\tIP\tTAGS` |
+//! | member suspected, refuted, reaped (grapevine's) | `member-suspect`, `member-alive`, `member-reap` | `NAME\tIP\tTAGS` (`NAME` for a reap) |
 //! | user event | `user` (and `GRAPEVINE_USER_EVENT=NAME`) | the payload |
 //! | shared keys changed | `key-change` | `set\tKEY\tBASE64-VALUE` or `delete\tKEY`, one line per key |
+//!
+//! Member events also set `GRAPEVINE_REASON` (joined, suspected, refuted, failed, left,
+//! updated, reaped), `GRAPEVINE_TIME` (when this agent saw it, seconds since the UNIX epoch,
+//! with microseconds), `GRAPEVINE_MEMBER`, and for a suspicion `GRAPEVINE_ACCUSER`.
 
 use base64::Engine;
 use grapevine::Node;
@@ -59,8 +64,16 @@ impl Handler {
     }
 }
 
-/// A member event as handlers see it: its kind, the user event's name, and stdin.
-fn describe(e: &grapevine::Event) -> Option<(&'static str, Option<String>, Vec<u8>)> {
+/// An event as handlers see it: its kind, the user event's name, stdin, and for member
+/// events the extra environment.
+type Described = (
+    &'static str,
+    Option<String>,
+    Vec<u8>,
+    Vec<(&'static str, String)>,
+);
+
+fn describe(e: &grapevine::Event, me: &str) -> Option<Described> {
     use grapevine::Event as E;
     let member_line = |m: &grapevine::Member| {
         format!(
@@ -72,24 +85,51 @@ fn describe(e: &grapevine::Event) -> Option<(&'static str, Option<String>, Vec<u
         .into_bytes()
     };
     let kind = super::log::kind(e)?;
+    let env = |s: super::log::StreamEvent| {
+        let mut v = vec![
+            ("GRAPEVINE_REASON", s.reason),
+            ("GRAPEVINE_TIME", format!("{:.6}", s.time)),
+            ("GRAPEVINE_MEMBER", s.name),
+        ];
+        if let Some(a) = s.accuser {
+            v.push(("GRAPEVINE_ACCUSER", a));
+        }
+        v
+    };
+    let stream = super::log::StreamEvent::of(e, me)?;
     Some(match e {
-        // Serf's member events; suspicions, refutations and reaps are the stream's alone.
         E::Joined { member }
         | E::Left { member }
         | E::Failed { member, .. }
-        | E::Updated { member } => (kind, None, member_line(member)),
-        E::User { name, payload, .. } => (kind, Some(name.clone()), payload.clone()),
+        | E::Updated { member }
+        | E::Suspected { member, .. }
+        | E::Alive { member } => (kind, None, member_line(member), env(stream)),
+        E::Reaped { name, .. } => (
+            kind,
+            None,
+            format!("{}\n", name.as_str()).into_bytes(),
+            env(stream),
+        ),
+        E::User { name, payload, .. } => (kind, Some(name.clone()), payload.clone(), Vec::new()),
         _ => return None,
     })
 }
 
 /// Runs `h` for an event of `kind` with `input` on stdin, without waiting for it.
-fn spawn(h: &Handler, kind: &str, me: &str, user: Option<&str>, input: Vec<u8>) {
+fn spawn(
+    h: &Handler,
+    kind: &str,
+    me: &str,
+    user: Option<&str>,
+    input: Vec<u8>,
+    env: &[(&'static str, String)],
+) {
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
         .arg(&h.script)
         .env("GRAPEVINE_EVENT", kind)
         .env("GRAPEVINE_SELF_NAME", me)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null());
     if let Some(u) = user {
@@ -127,9 +167,9 @@ pub async fn run(node: Node, handlers: Vec<Handler>) {
         tokio::select! {
             e = events.next() => {
                 let Some(e) = e else { return };
-                let Some((kind, user, input)) = describe(&e) else { continue };
+                let Some((kind, user, input, env)) = describe(&e, &me) else { continue };
                 for h in handlers.iter().filter(|h| h.matches(kind, user.as_deref())) {
-                    spawn(h, kind, &me, user.as_deref(), input.clone());
+                    spawn(h, kind, &me, user.as_deref(), input.clone(), &env);
                 }
             }
             changes = async { keys.as_mut()?.next().await.ok() }, if keys.is_some() => {
@@ -148,7 +188,7 @@ pub async fn run(node: Node, handlers: Vec<Handler>) {
                         }
                     }
                     if !input.is_empty() {
-                        spawn(h, "key-change", &me, None, input.into_bytes());
+                        spawn(h, "key-change", &me, None, input.into_bytes(), &[]);
                     }
                 }
             }
