@@ -84,7 +84,7 @@ fn scenario(name: &str, args: &[&str]) -> String {
 
 #[test]
 fn every_state_scenario_is_deterministic_and_reports_its_fields() {
-    let cases: [(&str, &[&str], &[&str]); 4] = [
+    let cases: [(&str, &[&str], &[&str]); 5] = [
         (
             "spread",
             &["--nodes", "5000", "--mode", "push-pull", "--runs", "5"],
@@ -115,6 +115,11 @@ fn every_state_scenario_is_deterministic_and_reports_its_fields() {
                 "bytes_per_node_per_round",
                 "lost_writes",
             ],
+        ),
+        (
+            "aggregate",
+            &["--nodes", "60", "--rounds", "30", "--leave-at", "15"],
+            &["rounds_to_epsilon", "rounds_to_recover", "errors", "left"],
         ),
     ];
     for (name, args, fields) in cases {
