@@ -18,7 +18,8 @@
 
 use crate::name::Name;
 use crate::wire::{Aggregate, AggregateMass};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 
 /// The most metrics a node aggregates: more are refused (locally) or ignored (received).
 pub const MAX_METRICS: usize = 256;
@@ -113,6 +114,10 @@ pub struct Aggregates {
     /// A member left or failed during the running epoch: its mass, and whatever it was
     /// sent, is gone, so the epoch's estimate is not reported.
     tainted: bool,
+    /// Who sent this node mass in the running epoch: a departure matters to the epoch only
+    /// if the departed member took part in it. News of older departures, which can arrive
+    /// long after (anti-entropy), then does not restart epochs that never held their mass.
+    heard_from: HashSet<SocketAddr>,
     anchor: bool,
     own: BTreeMap<String, f64>,
     mass: BTreeMap<String, Mass>,
@@ -131,6 +136,7 @@ impl Aggregates {
             entered: 0,
             end_at: None,
             tainted: false,
+            heard_from: HashSet::new(),
             anchor: false,
             own: BTreeMap::new(),
             mass: BTreeMap::new(),
@@ -266,11 +272,12 @@ impl Aggregates {
             .map(|m| m.estimate(self.epoch, self.round))
     }
 
-    /// A member left or failed: its contribution and the mass it held are gone. The running
-    /// epoch is not reported, and ends early: `grace` rounds from now (so that every member
-    /// hears of the departure before the next epoch starts), but not before half its rounds.
-    pub fn departed(&mut self, grace: u32) {
-        if !self.is_active() {
+    /// The member at `addr` left or failed. If it sent this node mass in the running epoch,
+    /// its contribution and the mass it held are gone: the epoch is not reported, and ends
+    /// early, `grace` rounds from now (so that every member hears of the departure before
+    /// the next epoch starts) but not before half its rounds.
+    pub fn departed(&mut self, addr: SocketAddr, grace: u32) {
+        if !self.is_active() || !self.heard_from.contains(&addr) {
             return;
         }
         self.tainted = true;
@@ -296,6 +303,7 @@ impl Aggregates {
         self.entered = round;
         self.end_at = None;
         self.tainted = false;
+        self.heard_from.clear();
         self.anchor = anchor;
         let names: Vec<String> = self.mass.keys().cloned().collect();
         let had_weight: Vec<String> = self
@@ -368,8 +376,13 @@ impl Aggregates {
         self.merge_masses(msg);
     }
 
-    /// Takes in a received half.
-    pub fn on_message(&mut self, msg: &Aggregate, anchor: impl FnOnce() -> bool) {
+    /// Takes in a half received from `from`.
+    pub fn on_message(
+        &mut self,
+        from: SocketAddr,
+        msg: &Aggregate,
+        anchor: impl FnOnce() -> bool,
+    ) {
         if msg.epoch < self.epoch {
             self.stale += 1;
             return;
@@ -377,6 +390,10 @@ impl Aggregates {
         if msg.epoch > self.epoch || !self.is_active() {
             let round = msg.round.min(self.epoch_rounds.saturating_sub(1));
             self.restart(msg.epoch, round, anchor());
+        }
+        // Bounded: one entry per member heard from, cleared every epoch.
+        if self.heard_from.len() < 1 << 16 {
+            self.heard_from.insert(from);
         }
         // Rounds are not aligned within an epoch: taking the furthest round seen would let
         // chains of messages within one interval run the count ahead of time. Whoever ends
@@ -412,6 +429,10 @@ pub fn is_anchor<'a>(me: &Name, mut live: impl Iterator<Item = &'a Name>) -> boo
 mod tests {
     use super::*;
 
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 7946))
+    }
+
     /// Runs push-sum among `n` nodes with perfect pairing by a simple LCG: returns the masses.
     fn run(n: usize, rounds: u32, epoch_rounds: u32) -> Vec<Aggregates> {
         let mut nodes: Vec<Aggregates> = (0..n).map(|_| Aggregates::new(epoch_rounds)).collect();
@@ -429,7 +450,7 @@ mod tests {
                     j += 1;
                 }
                 if let Some(m) = nodes[i].tick(|| i == 0) {
-                    nodes[j].on_message(&m, || j == 0);
+                    nodes[j].on_message(addr(i), &m, || j == 0);
                 }
             }
         }
@@ -479,10 +500,16 @@ mod tests {
     #[test]
     fn a_departure_taints_the_epoch_and_brings_its_end_forward() {
         let mut nodes = run(50, 10, 40);
+        // A member nobody heard from in this epoch (it left before): no effect.
+        let stranger = SocketAddr::from(([192, 0, 2, 1], 1));
+        nodes[0].departed(stranger, 5);
+        assert_eq!((nodes[0].end_at, nodes[0].tainted), (None, false));
         for a in &mut nodes {
-            a.departed(5);
+            // One that sent mass in this epoch: the epoch is tainted and ends early.
+            a.heard_from.insert(addr(7));
+            a.departed(addr(7), 5);
             assert_eq!(a.end_at, Some(20));
-            a.departed(5);
+            a.departed(addr(7), 5);
             assert_eq!(
                 a.end_at,
                 Some(20),
@@ -517,12 +544,12 @@ mod tests {
                 max: 5.0,
             }],
         };
-        a.on_message(&old, || false);
+        a.on_message(addr(1), &old, || false);
         assert_eq!(a.stale, 1);
         let mut bad = old.clone();
         bad.epoch = 3;
         bad.entries[0].s = f64::NAN;
-        a.on_message(&bad, || false);
+        a.on_message(addr(1), &bad, || false);
         assert_eq!(a.current("x").unwrap().average, Some(1.0));
         assert_eq!(
             a.contribute("x", Some(f64::INFINITY), || false),

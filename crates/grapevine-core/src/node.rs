@@ -624,7 +624,7 @@ impl Node {
             Message::Aggregate(m) => {
                 let (me, members) = (&self.me.name, &self.members);
                 self.aggregates
-                    .on_message(&m, || Self::anchor_of(me, members));
+                    .on_message(from, &m, || Self::anchor_of(me, members));
             }
             Message::RumorAck(m) => {
                 let rules = self.rumor_rules();
@@ -1312,8 +1312,9 @@ impl Node {
         }
         if rec.state.is_live() {
             // Its aggregation mass is gone with it: the running epoch ends early, unreported.
+            let addr = self.members.addr_of(rec);
             self.aggregates
-                .departed((self.config.aggregate_epoch_rounds / 6).max(1));
+                .departed(addr, (self.config.aggregate_epoch_rounds / 6).max(1));
         }
         self.suspicions.remove(name);
         self.members.update(idx, now, None, |r| {
