@@ -377,12 +377,7 @@ impl Aggregates {
     }
 
     /// Takes in a half received from `from`.
-    pub fn on_message(
-        &mut self,
-        from: SocketAddr,
-        msg: &Aggregate,
-        anchor: impl FnOnce() -> bool,
-    ) {
+    pub fn on_message(&mut self, from: SocketAddr, msg: &Aggregate, anchor: impl FnOnce() -> bool) {
         if msg.epoch < self.epoch {
             self.stale += 1;
             return;
