@@ -134,6 +134,20 @@ enum SimScenario {
     Aggregate(AggregateArgs),
 }
 
+/// The options the simulator's scenarios share.
+#[derive(clap::Args)]
+struct RunOpts {
+    /// RNG seed; the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Omit wall-clock time (and memory) from the report, so two runs print identical output.
+    #[arg(long)]
+    no_wall_clock: bool,
+}
+
 #[derive(clap::Args)]
 struct AggregateArgs {
     /// Cluster size.
@@ -157,15 +171,8 @@ struct AggregateArgs {
     /// The relative error to count rounds to.
     #[arg(long, default_value_t = 1e-3)]
     epsilon: f64,
-    /// RNG seed; the same seed gives the same run.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Omit wall-clock time from the report, so two runs print identical output.
-    #[arg(long)]
-    no_wall_clock: bool,
+    #[command(flatten)]
+    run: RunOpts,
 }
 
 #[derive(clap::Args)]
@@ -203,15 +210,8 @@ struct StateArgs {
     /// The failure detector: swim, or phi (heartbeats in every node's state).
     #[arg(long, value_enum, default_value = "swim")]
     detector: DetectorArg,
-    /// RNG seed; the same seed gives the same run.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Omit wall-clock time from the report, so two runs print identical output.
-    #[arg(long)]
-    no_wall_clock: bool,
+    #[command(flatten)]
+    run: RunOpts,
 }
 
 fn detector(d: DetectorArg) -> Detector {
@@ -245,15 +245,8 @@ struct MerkleArgs {
     /// Bytes of each value.
     #[arg(long, default_value_t = 16)]
     value_len: usize,
-    /// RNG seed; the same seed gives the same report.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Omit wall-clock time from the report, so two runs print identical output.
-    #[arg(long)]
-    no_wall_clock: bool,
+    #[command(flatten)]
+    run: RunOpts,
 }
 
 #[derive(clap::Args)]
@@ -273,15 +266,8 @@ struct SpreadArgs {
     /// Independent runs to average.
     #[arg(long, default_value_t = 20)]
     runs: u32,
-    /// RNG seed; the same seed gives the same report.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Omit wall-clock time from the report, so two runs print identical output.
-    #[arg(long)]
-    no_wall_clock: bool,
+    #[command(flatten)]
+    run: RunOpts,
 }
 
 #[derive(clap::Args)]
@@ -298,15 +284,8 @@ struct RumorArgs {
     /// Independent runs to average.
     #[arg(long, default_value_t = 100)]
     runs: u32,
-    /// RNG seed; the same seed gives the same report.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Omit wall-clock time from the report, so two runs print identical output.
-    #[arg(long)]
-    no_wall_clock: bool,
+    #[command(flatten)]
+    run: RunOpts,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -327,9 +306,6 @@ struct SwimArgs {
     /// Cluster size.
     #[arg(long, default_value_t = 100)]
     nodes: u32,
-    /// RNG seed; the same seed gives the same run.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Datagram loss probability, 0..1.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
@@ -369,12 +345,8 @@ struct SwimArgs {
     /// Protocol profile: lan, wan or local.
     #[arg(long, default_value = "lan")]
     profile: String,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Omit wall-clock time and memory from the report, so two runs print identical output.
-    #[arg(long)]
-    no_wall_clock: bool,
+    #[command(flatten)]
+    run: RunOpts,
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
@@ -514,7 +486,7 @@ fn run(cli: Cli) -> Result<()> {
             SimScenario::Swim(a) => {
                 let params = SwimParams {
                     nodes: a.nodes,
-                    seed: a.seed,
+                    seed: a.run.seed,
                     loss: a.loss,
                     periods: a.periods,
                     crash: a.crash,
@@ -531,10 +503,10 @@ fn run(cli: Cli) -> Result<()> {
                     },
                     detector: detector(a.detector),
                     profile: a.profile,
-                    no_wall_clock: a.no_wall_clock,
+                    no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = swim::run(&params).map_err(|e| anyhow!(e))?;
-                print_report(&report, a.json)
+                print_report(&report, a.run.json)
             }
             SimScenario::Spread(a) => {
                 let params = SpreadParams {
@@ -543,11 +515,11 @@ fn run(cli: Cli) -> Result<()> {
                     fanout: a.fanout,
                     loss: a.loss,
                     runs: a.runs,
-                    seed: a.seed,
-                    no_wall_clock: a.no_wall_clock,
+                    seed: a.run.seed,
+                    no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = spread::run(&params).map_err(|e| anyhow!(e))?;
-                print_report(&report, a.json)
+                print_report(&report, a.run.json)
             }
             SimScenario::Rumor(a) => {
                 let params = RumorParams {
@@ -555,11 +527,11 @@ fn run(cli: Cli) -> Result<()> {
                     variant: Variant::parse(&a.variant).map_err(|e| anyhow!(e))?,
                     k: a.k,
                     runs: a.runs,
-                    seed: a.seed,
-                    no_wall_clock: a.no_wall_clock,
+                    seed: a.run.seed,
+                    no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = rumor::run(&params).map_err(|e| anyhow!(e))?;
-                print_report(&report, a.json)
+                print_report(&report, a.run.json)
             }
             SimScenario::Merkle(a) => {
                 let params = MerkleParams {
@@ -574,11 +546,11 @@ fn run(cli: Cli) -> Result<()> {
                         }
                     },
                     value_len: a.value_len,
-                    seed: a.seed,
-                    no_wall_clock: a.no_wall_clock,
+                    seed: a.run.seed,
+                    no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = merkle::run(&params).map_err(|e| anyhow!(e))?;
-                print_report(&report, a.json)
+                print_report(&report, a.run.json)
             }
             SimScenario::State(a) => {
                 let params = StateParams {
@@ -593,11 +565,11 @@ fn run(cli: Cli) -> Result<()> {
                     rounds: a.rounds,
                     bandwidth: a.bandwidth,
                     detector: detector(a.detector),
-                    seed: a.seed,
-                    no_wall_clock: a.no_wall_clock,
+                    seed: a.run.seed,
+                    no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = state::run(&params).map_err(|e| anyhow!(e))?;
-                print_report(&report, a.json)
+                print_report(&report, a.run.json)
             }
             SimScenario::Aggregate(a) => {
                 let params = aggregate::AggregateParams {
@@ -608,11 +580,11 @@ fn run(cli: Cli) -> Result<()> {
                     epoch_rounds: a.epoch_rounds,
                     loss: a.loss,
                     epsilon: a.epsilon,
-                    seed: a.seed,
-                    no_wall_clock: a.no_wall_clock,
+                    seed: a.run.seed,
+                    no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = aggregate::run(&params).map_err(|e| anyhow!(e))?;
-                print_report(&report, a.json)
+                print_report(&report, a.run.json)
             }
         },
     }

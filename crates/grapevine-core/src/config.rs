@@ -284,7 +284,8 @@ impl Config {
     /// so a missed 200 ms deadline means a stopped process. Gossip every 100 ms,
     /// retransmit multiplier 3, push-pull 15 s, reconnect 3 s: fast feedback for development,
     /// at a cost that does not matter on one host. Dead names are reclaimable after 5 s so a
-    /// restarted local process may take a new port. State rounds every 500 ms.
+    /// restarted local process may take a new port. State rounds every 500 ms; aggregation
+    /// rounds every 100 ms (an 8-s epoch), so estimates settle within seconds.
     pub fn local() -> Self {
         Config {
             profile: "local",
@@ -297,6 +298,7 @@ impl Config {
             dead_reclaim_time: Some(Duration::from_secs(5)),
             sync_timeout: Duration::from_secs(5),
             state_interval: Duration::from_millis(500),
+            aggregate_interval: Duration::from_millis(100),
             ..Config::lan()
         }
     }

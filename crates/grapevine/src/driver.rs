@@ -389,6 +389,30 @@ impl Watch {
     }
 }
 
+/// Asks `ask` every 50 ms until `done` holds of its answer (which is returned), or
+/// [`Error::Timeout`] after `timeout`.
+async fn poll_until<T, F, Fut>(
+    timeout: Duration,
+    mut ask: F,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        let answer = ask().await?;
+        if done(&answer) {
+            return Ok(answer);
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(Error::Timeout(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The most slots an ownership map has (Redis Cluster's 16,384).
 pub const MAX_SLOTS: u32 = 16_384;
 
@@ -710,17 +734,7 @@ impl Node {
         target: Target,
         timeout: Duration,
     ) -> Result<Agreement, Error> {
-        let until = tokio::time::Instant::now() + timeout;
-        loop {
-            let a = self.track(target.clone()).await?;
-            if a.agreed {
-                return Ok(a);
-            }
-            if tokio::time::Instant::now() >= until {
-                return Err(Error::Timeout(timeout));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until(timeout, || self.track(target.clone()), |a| a.agreed).await
     }
 
     /// What every live member publishes under `key` of its own state, grouped by value
@@ -732,17 +746,7 @@ impl Node {
     /// Waits until every live member publishes one and the same value under `key` (as
     /// Cassandra waits for schema agreement), or `timeout`.
     pub async fn await_versions(&self, key: &str, timeout: Duration) -> Result<Versions, Error> {
-        let until = tokio::time::Instant::now() + timeout;
-        loop {
-            let v = self.versions(key).await?;
-            if v.agreed {
-                return Ok(v);
-            }
-            if tokio::time::Instant::now() >= until {
-                return Err(Error::Timeout(timeout));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until(timeout, || self.versions(key), |v| v.agreed).await
     }
 
     /// Claims `slots` of the ownership map `map` for this node at `epoch` (default: one

@@ -4,20 +4,9 @@
 
 mod common;
 
-use common::until;
+use common::{start, until};
 use grapevine::{Node, State, Target};
 use std::time::Duration;
-
-async fn start(name: &str, seeds: Vec<String>) -> Node {
-    Node::builder()
-        .name(name)
-        .bind("127.0.0.1:0".parse().unwrap())
-        .seeds(seeds)
-        .profile("local")
-        .start()
-        .await
-        .expect("starts")
-}
 
 /// `n` members named `prefix0..`, joined through the first, all alive everywhere.
 async fn cluster(prefix: &str, n: usize) -> Vec<Node> {

@@ -2,21 +2,10 @@
 
 mod common;
 
-use common::{lists, until};
+use common::{lists, start, until};
 use grapevine::{Event, Node, State};
 use std::time::Duration;
 use tokio::time::timeout;
-
-async fn start(name: &str, seeds: Vec<String>) -> Node {
-    Node::builder()
-        .name(name)
-        .bind("127.0.0.1:0".parse().unwrap())
-        .seeds(seeds)
-        .profile("local")
-        .start()
-        .await
-        .expect("starts")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_join_share_keys_and_one_leaves() {

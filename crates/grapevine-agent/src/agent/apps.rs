@@ -133,19 +133,31 @@ fn catalog_entry(i: &Instance) -> Value {
     })
 }
 
+/// The instances of service NAME (`?tag=`, passing ones only if `passing`), each in
+/// `shape`, after a blocking wait.
+async fn instances(
+    app: &App,
+    name: &str,
+    q: &HashMap<String, String>,
+    passing: bool,
+    shape: fn(&Instance) -> Value,
+) -> Response {
+    let (index, catalog) = catalog_after(app, q).await;
+    let tag = q.get("tag").map(String::as_str);
+    let out: Vec<Value> = catalog
+        .service(name, tag, passing)
+        .into_iter()
+        .map(shape)
+        .collect();
+    (index_header(index), Json(out)).into_response()
+}
+
 async fn catalog_service(
     State(app): State<App>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (index, catalog) = catalog_after(&app, &q).await;
-    let tag = q.get("tag").map(String::as_str);
-    let out: Vec<Value> = catalog
-        .service(&name, tag, false)
-        .into_iter()
-        .map(catalog_entry)
-        .collect();
-    (index_header(index), Json(out)).into_response()
+    instances(&app, &name, &q, false, catalog_entry).await
 }
 
 fn health_entry(i: &Instance) -> Value {
@@ -178,15 +190,8 @@ async fn health_service(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (index, catalog) = catalog_after(&app, &q).await;
-    let tag = q.get("tag").map(String::as_str);
     let passing = q.contains_key("passing");
-    let out: Vec<Value> = catalog
-        .service(&name, tag, passing)
-        .into_iter()
-        .map(health_entry)
-        .collect();
-    (index_header(index), Json(out)).into_response()
+    instances(&app, &name, &q, passing, health_entry).await
 }
 
 fn estimate_json(name: &str, e: &Estimate) -> Value {

@@ -5,9 +5,8 @@
 //! nodes leave gracefully at round R, and the run measures the rounds until every
 //! remaining node reports (settled or not) the remaining members' aggregates again.
 
-use crate::net::NetConfig;
 use crate::sim::{NoObserver, Sim};
-use grapevine_core::{Config, Estimate, Time};
+use grapevine_core::{Config, Estimate};
 use rand::Rng;
 use serde::Serialize;
 use std::time::Instant;
@@ -133,29 +132,11 @@ pub fn run(p: &AggregateParams) -> Result<AggregateReport, String> {
     config.aggregate_epoch_rounds = p.epoch_rounds;
     config.validate().map_err(|e| e.to_string())?;
     let round = config.aggregate_interval;
-    let mut net = NetConfig::lan();
-    net.loss = p.loss;
-    let mut sim = Sim::new(p.seed, net);
     let n = p.nodes;
-    for _ in 0..n {
-        sim.add_node();
-    }
+    // Membership first: every node must know every other to pick partners.
+    let mut sim = super::joined_cluster(p.seed, n, &config, p.loss, 400);
     let obs = &mut NoObserver;
-    sim.start(0, config.clone(), &[], obs);
-    for i in 1..n {
-        let at = Time::ZERO + config.probe_interval.mul_f64(sim.rng().gen::<f64>());
-        sim.run_until(at.max(sim.now()), obs);
-        sim.start(i, config.clone(), &[0], obs);
-    }
-    // Membership first: push-sum picks its partners among the live members.
     let mut t = sim.now();
-    for _ in 0..400 {
-        t = t + config.probe_interval;
-        sim.run_until(t, obs);
-        if (0..n).all(|i| sim.node(i).is_some_and(|x| x.num_live() == n as usize)) {
-            break;
-        }
-    }
 
     let values: Vec<f64> = (0..n).map(|_| sim.rng().gen_range(0.0..100.0)).collect();
     for i in 0..n {

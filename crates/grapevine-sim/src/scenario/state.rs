@@ -8,11 +8,10 @@
 //! splits into halves at round R, half of the writes are made on each side during the
 //! split, and convergence is counted from the heal.
 
-use crate::net::NetConfig;
 use crate::sim::{NoObserver, Sim};
 use grapevine_core::state::keyspace::Value;
 use grapevine_core::state::reconcile::Mode;
-use grapevine_core::{Config, Detector, Time};
+use grapevine_core::{Config, Detector};
 use rand::Rng;
 use serde::Serialize;
 use std::time::Instant;
@@ -117,29 +116,9 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
     config.state_bandwidth = p.bandwidth;
     config.detector = p.detector;
     let round = config.state_interval;
-    let mut net = NetConfig::lan();
-    net.loss = p.loss;
-    let mut sim = Sim::new(p.seed, net);
     let n = p.nodes;
-    for _ in 0..n {
-        sim.add_node();
-    }
-    let obs = &mut NoObserver;
-    sim.start(0, config.clone(), &[], obs);
-    for i in 1..n {
-        let at = Time::ZERO + config.probe_interval.mul_f64(sim.rng().gen::<f64>());
-        sim.run_until(at.max(sim.now()), obs);
-        sim.start(i, config.clone(), &[0], obs);
-    }
-    // Let membership converge first: every node must know every other to pick partners.
-    let mut t = sim.now();
-    for _ in 0..200 {
-        t = t + config.probe_interval;
-        sim.run_until(t, obs);
-        if (0..n).all(|i| sim.node(i).is_some_and(|x| x.num_live() == n as usize)) {
-            break;
-        }
-    }
+    // Membership first: every node must know every other to pick partners.
+    let mut sim = super::joined_cluster(p.seed, n, &config, p.loss, 200);
 
     let partitioned = p.partition_at.is_some();
     // Writers: random; under a partition, alternately in the first and the second half.

@@ -1,4 +1,5 @@
 //! Helpers shared by the loopback tests.
+#![allow(dead_code)]
 
 use grapevine::{Node, State};
 use std::time::Duration;
@@ -20,4 +21,16 @@ pub async fn lists(node: &Node, name: &str, state: State) -> bool {
         m.iter()
             .any(|m| m.name.as_str() == name && m.state == state)
     })
+}
+
+/// A node named `name` on 127.0.0.1 (a free port), `local` profile, joining through `seeds`.
+pub async fn start(name: &str, seeds: Vec<String>) -> Node {
+    Node::builder()
+        .name(name)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .seeds(seeds)
+        .profile("local")
+        .start()
+        .await
+        .expect("starts")
 }
