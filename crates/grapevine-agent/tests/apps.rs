@@ -94,10 +94,23 @@ fn ownership_versions_convergence_and_aggregates_over_http() {
             .is_some_and(|v| v["Agreed"] == false)
     });
 
-    // Convergence of the keyspace.
+    assert_eq!(
+        put(
+            &format!("http://{ha}/v1/grapevine/ownership/a%2Fb?slots=1-2"),
+            ""
+        ),
+        400
+    );
+
+    // Convergence of the keyspace; every key says whose write it holds.
     assert_eq!(put(&format!("http://{ha}/v1/kv/cfg/x"), "1"), 200);
     let v = json(&format!("http://{hb}/v1/grapevine/converged?wait=10s")).unwrap();
     assert_eq!(v["Converged"], true, "{v}");
+    let kv = json(&format!("http://{hb}/v1/kv/cfg/x")).unwrap();
+    assert_eq!(kv[0]["Writer"], "app-a");
+    assert!(kv[0]["WrittenAt"]
+        .as_u64()
+        .is_some_and(|t| t > 1_700_000_000_000_000));
 
     // Aggregates: contributions through HTTP, estimates on both.
     assert_eq!(

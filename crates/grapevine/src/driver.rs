@@ -62,6 +62,9 @@ pub enum Error {
         /// The number of slots a map has.
         max: u32,
     },
+    /// An ownership map's name that cannot be one.
+    #[error("a map name is 1 to 128 bytes with no '/': {0:?}")]
+    MapName(String),
     /// The wait ended before the cluster agreed.
     #[error("no agreement within {0:?}")]
     Timeout(Duration),
@@ -758,6 +761,9 @@ impl Node {
         slots: Range<u32>,
         epoch: Option<u64>,
     ) -> Result<u64, Error> {
+        if map.is_empty() || map.len() > 128 || map.contains('/') {
+            return Err(Error::MapName(map.to_string()));
+        }
         if slots.start >= slots.end || slots.end > MAX_SLOTS {
             return Err(Error::Slots {
                 start: slots.start,

@@ -446,6 +446,9 @@ async fn kv_get(
                 "Value": b64.encode(&e.value),
                 "Flags": 0, "LockIndex": 0,
                 "CreateIndex": e.modify_index, "ModifyIndex": e.modify_index,
+                // grapevine's: whose write this is and when, so racing writers can tell
+                // which write won.
+                "Writer": e.writer, "WrittenAt": e.written_at.0,
             })
         })
         .collect();
