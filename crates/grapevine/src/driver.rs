@@ -170,22 +170,7 @@ impl NodeBuilder {
         }
         let name = Name::new(self.name.as_deref().ok_or(Error::NoName)?)?;
         self.config.validate()?;
-        let udp = UdpSocket::bind(self.bind)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: self.bind,
-                source,
-            })?;
-        let bound = udp.local_addr().map_err(|source| Error::Bind {
-            addr: self.bind,
-            source,
-        })?;
-        let tcp = TcpListener::bind(bound)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: bound,
-                source,
-            })?;
+        let (udp, tcp, bound) = bind_pair(self.bind).await?;
         let advertise = self.advertise.unwrap_or(bound);
         let epoch = Instant::now();
         let seed = rand::random::<u64>();
@@ -259,6 +244,33 @@ impl NodeBuilder {
             events: events_tx,
             kv_index: kv_rx,
         })
+    }
+}
+
+/// Binds UDP and TCP on one port. With port 0 the kernel picks a UDP port, which TCP may
+/// have in use (another process's connection): then another port is tried.
+async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), Error> {
+    let mut attempt = 0;
+    loop {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let bound = udp
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e) if addr.port() == 0 && attempt < 16 => {
+                tracing::debug!(%bound, error = %e, "TCP cannot take the UDP port; another");
+                attempt += 1;
+            }
+            Err(source) => {
+                return Err(Error::Bind {
+                    addr: bound,
+                    source,
+                })
+            }
+        }
     }
 }
 
