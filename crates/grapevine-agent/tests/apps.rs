@@ -102,9 +102,10 @@ fn ownership_versions_convergence_and_aggregates_over_http() {
         400
     );
 
-    // Convergence of the keyspace; every key says whose write it holds.
+    // Convergence of the keyspace, asked of the agent that wrote (convergence is to the
+    // keyspace the asking agent holds); every key says whose write it holds.
     assert_eq!(put(&format!("http://{ha}/v1/kv/cfg/x"), "1"), 200);
-    let v = json(&format!("http://{hb}/v1/grapevine/converged?wait=10s")).unwrap();
+    let v = json(&format!("http://{ha}/v1/grapevine/converged?wait=10s")).unwrap();
     assert_eq!(v["Converged"], true, "{v}");
     let kv = json(&format!("http://{hb}/v1/kv/cfg/x")).unwrap();
     assert_eq!(kv[0]["Writer"], "app-a");
