@@ -278,3 +278,63 @@ fn a_stopped_backend_leaves_dns_on_every_agent_within_five_seconds() {
         400
     );
 }
+
+/// A restart from the data directory does not bring back, frozen, a service registered over
+/// HTTP (its checks no longer run); one from the config file comes back live.
+#[test]
+fn a_restart_drops_http_registrations_and_keeps_the_config_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "[[services]]\nName = \"cfg-svc\"\nPort = 1\nCheck = { TTL = \"1m\", Status = \"passing\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let start = || {
+        Spec::new("restarted")
+            .port(port)
+            .args(&[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .start()
+    };
+    let services = |a: &Agent| -> Vec<String> {
+        let v: serde_json::Value = get(&format!("http://{}/v1/catalog/services", a.http))
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or_default();
+        let mut names: Vec<String> = v
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let mut a = start();
+    a.wait_up();
+    register(
+        &a,
+        r#"{"Name":"http-svc","Port":2,"Check":{"TTL":"1m","Status":"passing"}}"#,
+    );
+    eventually(Duration::from_secs(5), || {
+        services(&a) == ["cfg-svc", "http-svc"]
+    });
+    // Long enough for the snapshot (every 2 s), then a graceful stop.
+    std::thread::sleep(Duration::from_millis(2500));
+    a.signal("TERM");
+    let _ = a.child.wait();
+    drop(a);
+    let b = start();
+    b.wait_up();
+    eventually(Duration::from_secs(5), || services(&b) == ["cfg-svc"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        services(&b),
+        ["cfg-svc"],
+        "the HTTP registration stays gone"
+    );
+}

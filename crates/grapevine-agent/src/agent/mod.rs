@@ -86,6 +86,7 @@ pub async fn run(s: Settings) -> Result<()> {
     // Every agent publishes what it holds of the keyspace, so any can tell when all agree.
     node.track(grapevine::Target::Keyspace).await?;
     let registry = services::Registry::new(node.clone());
+    registry.forget_restored(&s.services).await;
     for def in s.services.clone() {
         let id = def.id().to_string();
         registry

@@ -446,11 +446,40 @@ impl Registry {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             inner.remove(id).is_some()
         };
-        if found {
-            let _ = self.node.delete_state(&format!("{KEY_PREFIX}{id}")).await;
+        // A record published without a registration behind it (restored from the data
+        // directory) goes too.
+        let deleted = self
+            .node
+            .delete_state(&format!("{KEY_PREFIX}{id}"))
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if found || deleted {
             tracing::info!(service = %id, "service deregistered");
         }
-        found
+        found || deleted
+    }
+
+    /// Removes the service records a restart restored from the data directory: their checks
+    /// are not running any more, so their status would never change. Services from the
+    /// config file are registered again right after; those registered over HTTP must be
+    /// registered again (as with a Consul agent without persistence).
+    pub async fn forget_restored(&self, keep: &[ServiceDef]) {
+        let Ok(states) = self.node.node_states(Some(self.node.name().as_str())).await else {
+            return;
+        };
+        for s in states {
+            for (k, _, _) in &s.keys {
+                let Some(id) = k.strip_prefix(KEY_PREFIX) else {
+                    continue;
+                };
+                if !keep.iter().any(|d| d.id() == id) {
+                    let _ = self.node.delete_state(k).await;
+                    tracing::info!(service = %id, "dropped a service restored without its checks");
+                }
+            }
+        }
     }
 
     /// The services registered here.
