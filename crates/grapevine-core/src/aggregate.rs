@@ -371,6 +371,21 @@ impl Aggregates {
         })
     }
 
+    /// Corrects this node's anchor role in the running epoch: a node that took the anchor's
+    /// unit of `c` mass while it knew too few members (alone at start, say) gives it back as
+    /// negative mass once it learns of a lower-named member, and the rightful anchor adds its
+    /// unit. Totals stay exact: push-sum is linear, and negative mass mixes like any other.
+    pub fn set_anchor(&mut self, anchor: bool) {
+        if anchor == self.anchor || !self.is_active() {
+            return;
+        }
+        let delta = if anchor { 1.0 } else { -1.0 };
+        for m in self.mass.values_mut() {
+            m.c += delta;
+        }
+        self.anchor = anchor;
+    }
+
     /// Mass sent that could not go anywhere (no live member): taken back.
     pub fn undo(&mut self, msg: &Aggregate) {
         self.merge_masses(msg);
@@ -520,6 +535,27 @@ mod tests {
         }
         assert!(nodes.iter().all(|a| a.epoch() == 1 && !a.tainted));
         assert!(nodes.iter().all(|a| a.settled.is_empty()));
+    }
+
+    #[test]
+    fn a_wrong_anchor_gives_its_unit_back() {
+        // Two nodes both believe they are the anchor (each alone when it started).
+        let mut nodes: Vec<Aggregates> = (0..2).map(|_| Aggregates::new(1000)).collect();
+        nodes[0].contribute("x", Some(2.0), || true).unwrap();
+        nodes[1].contribute("x", Some(4.0), || true).unwrap();
+        nodes[1].set_anchor(false);
+        for _ in 0..40 {
+            for i in 0..2 {
+                if let Some(m) = nodes[i].tick(|| i == 0) {
+                    nodes[1 - i].on_message(addr(i), &m, || 1 - i == 0);
+                }
+            }
+        }
+        for a in &nodes {
+            let e = a.current("x").unwrap();
+            assert!((e.count.unwrap() - 2.0).abs() < 1e-9, "{e:?}");
+            assert!((e.sum.unwrap() - 6.0).abs() < 1e-9, "{e:?}");
+        }
     }
 
     #[test]

@@ -1960,6 +1960,11 @@ impl Node {
             return;
         }
         let (me, members) = (&self.me.name, &self.members);
+        // Membership grows after a node starts aggregating: every 16 rounds it checks it is
+        // still the anchor (an O(N) look, so not every round).
+        if self.aggregates.round() % 16 == 15 {
+            self.aggregates.set_anchor(Self::anchor_of(me, members));
+        }
         let Some(msg) = self.aggregates.tick(|| Self::anchor_of(me, members)) else {
             return;
         };
