@@ -33,6 +33,17 @@ impl NetConfig {
         }
     }
 
+    /// The network a configuration profile is made for: `wan` links for the `wan` profile,
+    /// LAN links otherwise (`local` too: loopback is faster still, but the LAN's delays are
+    /// the conservative choice).
+    pub fn for_profile(profile: &str) -> Self {
+        if profile == "wan" {
+            NetConfig::wan()
+        } else {
+            NetConfig::lan()
+        }
+    }
+
     /// A wide-area network: 10–150 ms links, 10 ms jitter.
     pub fn wan() -> Self {
         NetConfig {

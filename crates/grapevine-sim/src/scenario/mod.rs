@@ -12,7 +12,7 @@ use crate::sim::{NoObserver, Sim};
 use grapevine_core::{Config, Time};
 use rand::Rng;
 
-/// `n` nodes on a LAN with datagram loss `loss`, joined through node 0 (each starting at a
+/// `n` nodes on the network `config`'s profile is made for, with datagram loss `loss`, joined through node 0 (each starting at a
 /// random moment of the first probe interval), run until every node lists all `n` as live
 /// (or `max_periods` probe periods have passed): the starting point of the scenarios that
 /// measure something other than the join.
@@ -23,7 +23,7 @@ pub(crate) fn joined_cluster(
     loss: f64,
     max_periods: u32,
 ) -> Sim {
-    let mut net = NetConfig::lan();
+    let mut net = NetConfig::for_profile(config.profile);
     net.loss = loss;
     let mut sim = Sim::new(seed, net);
     for _ in 0..n {

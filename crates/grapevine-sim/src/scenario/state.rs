@@ -14,15 +14,19 @@ use grapevine_core::state::reconcile::Mode;
 use grapevine_core::{Config, Detector};
 use rand::Rng;
 use serde::Serialize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Parameters of a `state` run.
 #[derive(Clone, Debug)]
 pub struct StateParams {
     /// Cluster size.
     pub nodes: u32,
-    /// Members each node exchanges with per round.
-    pub fanout: usize,
+    /// The configuration profile the nodes run (`lan`, `wan`, `local`).
+    pub profile: String,
+    /// Members each node exchanges with per round (the profile's if none).
+    pub fanout: Option<usize>,
+    /// The time between a node's exchanges (the profile's if none).
+    pub interval: Option<Duration>,
     /// Push, pull or push-pull.
     pub mode: Mode,
     /// Writes made (each to a per-node key and a shared key).
@@ -41,6 +45,9 @@ pub struct StateParams {
     pub bandwidth: Option<u64>,
     /// The failure detector (phi-accrual adds heartbeats to every node's state).
     pub detector: Detector,
+    /// Start from a cluster where no node holds state (the first write spreads by push alone,
+    /// as empty nodes open no exchanges); by default every node holds state first.
+    pub cold: bool,
     /// RNG seed.
     pub seed: u64,
     /// Leave `wall_seconds` out, so the output is byte-identical across runs.
@@ -51,7 +58,9 @@ impl Default for StateParams {
     fn default() -> Self {
         StateParams {
             nodes: 1000,
-            fanout: 3,
+            profile: "lan".into(),
+            fanout: None,
+            interval: None,
             mode: Mode::PushPull,
             writes: 1,
             shared_keys: 4,
@@ -61,6 +70,7 @@ impl Default for StateParams {
             rounds: 60,
             bandwidth: None,
             detector: Detector::Swim,
+            cold: false,
             seed: 1,
             no_wall_clock: false,
         }
@@ -72,8 +82,12 @@ impl Default for StateParams {
 pub struct StateReport {
     /// Cluster size.
     pub nodes: u32,
+    /// The configuration profile.
+    pub profile: String,
     /// Partners per round.
     pub fanout: usize,
+    /// Seconds between a node's exchanges: one round.
+    pub round_seconds: f64,
     /// The mode.
     pub mode: String,
     /// Writes made.
@@ -84,11 +98,20 @@ pub struct StateReport {
     pub bandwidth: Option<u64>,
     /// The failure detector.
     pub detector: String,
+    /// Whether the cluster held no state before the writes.
+    pub cold: bool,
     /// Rounds from the last write (or the heal) until every live node held identical state;
     /// none if that never happened within the run.
     pub rounds_to_converge: Option<u32>,
     /// Fraction of nodes holding the first write, after each round from it.
     pub reached_by_round: Vec<f64>,
+    /// Seconds from the first write (or the heal) until half the nodes held it (measured
+    /// every twentieth of a round).
+    pub seconds_to_half: Option<f64>,
+    /// Seconds until 99 % of the nodes held it.
+    pub seconds_to_99: Option<f64>,
+    /// Seconds until every node held it.
+    pub seconds_to_all: Option<f64>,
     /// State bytes sent per node per round while the writes spread.
     pub bytes_per_node_per_round: f64,
     /// State bytes sent per node per round once converged (ten rounds measured).
@@ -101,6 +124,12 @@ pub struct StateReport {
     pub wall_seconds: Option<f64>,
 }
 
+/// Rounds the warm-up may take at most.
+const WARM_ROUNDS: u32 = 60;
+
+/// Steps per round at which the spread of the first write is timed.
+const STEPS_PER_ROUND: u32 = 20;
+
 /// Runs the scenario.
 pub fn run(p: &StateParams) -> Result<StateReport, String> {
     let started = Instant::now();
@@ -110,8 +139,23 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
     if p.writes == 0 || p.shared_keys == 0 {
         return Err("--writes and --shared-keys must be at least 1".into());
     }
-    let mut config = Config::lan();
-    config.state_fanout = p.fanout;
+    let mut config =
+        Config::profile(&p.profile).ok_or_else(|| format!("unknown profile {:?}", p.profile))?;
+    if let Some(f) = p.fanout {
+        if f == 0 {
+            return Err("--fanout must be at least 1".into());
+        }
+        config.state_fanout = f;
+    }
+    if let Some(i) = p.interval {
+        if i < Duration::from_millis(10) {
+            return Err("--interval must be at least 10 ms".into());
+        }
+        config.state_interval = i;
+    }
+    if !(0.0..1.0).contains(&p.loss) {
+        return Err("--loss must be at least 0 and below 1".into());
+    }
     config.state_mode = p.mode;
     config.state_bandwidth = p.bandwidth;
     config.detector = p.detector;
@@ -161,6 +205,30 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
         live.iter().all(|&i| roots(i) == first)
     };
 
+    // Warm: every node writes the same shared key, so every node holds state (as agents
+    // do) and takes part in rounds; the last write wins everywhere within a few rounds.
+    // A node holding no state opens no exchange, so in a cold cluster the first write
+    // spreads by push alone.
+    if !p.cold {
+        let now = sim.now();
+        for i in 0..n {
+            if let Some(node) = sim.node_mut(i) {
+                let _ = node.put_shared(now, b"warm", Some(b"1".to_vec()), None);
+            }
+            sim.poke(i, &mut NoObserver);
+        }
+        let mut t = sim.now();
+        for _ in 0..WARM_ROUNDS {
+            t = t + round;
+            sim.run_until(t, &mut NoObserver);
+            if converged(&sim) {
+                break;
+            }
+        }
+        // Start the measured write at a random moment of a round, as a client would.
+        let at = sim.now() + round.mul_f64(sim.rng().gen::<f64>());
+        sim.run_until(at, &mut NoObserver);
+    }
     let t0 = sim.now();
     let mut reached = Vec::new();
     let first_writer = writers[0];
@@ -188,6 +256,7 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
         }
     }
     let mut from = t0;
+    let (mut to_half, mut to_99, mut to_all) = (None, None, None);
     for r in 0..p.rounds + p.heal_at.unwrap_or(0) {
         if p.partition_at == Some(r) {
             let groups = (0..n).map(|i| u16::from(i >= n / 2)).collect();
@@ -201,9 +270,27 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
             sim.topology.heal();
             from = sim.now();
         }
+        let counting = !partitioned || p.heal_at.is_some_and(|h| r >= h);
+        if counting {
+            // Twenty steps a round, to time the spread finer than whole rounds.
+            let step = round / STEPS_PER_ROUND;
+            for _ in 0..STEPS_PER_ROUND {
+                let at = sim.now() + step;
+                sim.run_until(at, &mut NoObserver);
+                let f = holds_first(&sim);
+                let since = sim.now().saturating_since(from).as_secs_f64();
+                for (threshold, slot) in
+                    [(0.5, &mut to_half), (0.99, &mut to_99), (1.0, &mut to_all)]
+                {
+                    if f >= threshold && slot.is_none() {
+                        *slot = Some((since * 1e3).round() / 1e3);
+                    }
+                }
+            }
+        }
         t = t + round;
         sim.run_until(t, &mut NoObserver);
-        if !partitioned || p.heal_at.is_some_and(|h| r >= h) {
+        if counting {
             reached.push((holds_first(&sim) * 1e4).round() / 1e4);
             if converged(&sim) {
                 rounds_to_converge = Some(
@@ -259,14 +346,20 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
     };
     Ok(StateReport {
         nodes: n,
-        fanout: p.fanout,
+        profile: p.profile.clone(),
+        fanout: config.state_fanout,
+        round_seconds: round.as_secs_f64(),
         mode: format!("{:?}", p.mode),
         writes: p.writes,
         loss: p.loss,
         bandwidth: p.bandwidth,
         detector: format!("{:?}", p.detector).to_lowercase(),
+        cold: p.cold,
         rounds_to_converge,
         reached_by_round: reached,
+        seconds_to_half: to_half,
+        seconds_to_99: to_99,
+        seconds_to_all: to_all,
         bytes_per_node_per_round: (per_round * 10.0).round() / 10.0,
         steady_bytes_per_node_per_round: (steady * 10.0).round() / 10.0,
         lost_writes: lost,

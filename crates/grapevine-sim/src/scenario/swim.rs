@@ -40,6 +40,10 @@ pub struct SwimParams {
     pub probe_selection: ProbeSelection,
     /// The failure detector: SWIM probing, phi-accrual on heartbeats, or both.
     pub detector: Detector,
+    /// Members each gossip round sends to (the profile's if none).
+    pub fanout: Option<usize>,
+    /// The probe interval (the profile's if none); the probe timeout keeps its share of it.
+    pub interval: Option<Duration>,
     /// Profile name (`lan`, `wan`, `local`).
     pub profile: String,
     /// Leave `wall_seconds` and `peak_rss_mib` out, so the output is byte-identical across runs.
@@ -63,6 +67,8 @@ impl Default for SwimParams {
             no_fallback: false,
             probe_selection: ProbeSelection::RoundRobin,
             detector: Detector::Swim,
+            fanout: None,
+            interval: None,
             profile: "lan".into(),
             no_wall_clock: false,
         }
@@ -149,6 +155,21 @@ pub fn config_for(p: &SwimParams) -> Result<Config, String> {
         Config::profile(&p.profile).ok_or_else(|| format!("unknown profile {:?}", p.profile))?;
     if let Some(k) = p.indirect {
         c.indirect_checks = k;
+    }
+    if let Some(f) = p.fanout {
+        if f == 0 {
+            return Err("--fanout must be at least 1".into());
+        }
+        c.fanout = f;
+    }
+    if let Some(i) = p.interval {
+        if i < Duration::from_millis(10) {
+            return Err("--interval must be at least 10 ms".into());
+        }
+        c.probe_timeout = c
+            .probe_timeout
+            .mul_f64(i.as_secs_f64() / c.probe_interval.as_secs_f64());
+        c.probe_interval = i;
     }
     c.suspicion = !p.no_suspicion;
     c.lifeguard = !p.no_lifeguard;
@@ -410,11 +431,7 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
         return Err("--crash must be smaller than --nodes".into());
     }
     let period = config.probe_interval;
-    let mut net = if p.profile == "wan" {
-        NetConfig::wan()
-    } else {
-        NetConfig::lan()
-    };
+    let mut net = NetConfig::for_profile(&p.profile);
     net.loss = p.loss;
     let mut sim = Sim::new(p.seed, net);
     let n = p.nodes as usize;
