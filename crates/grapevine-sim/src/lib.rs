@@ -9,6 +9,7 @@
 pub mod net;
 pub mod scenario;
 pub mod sim;
+pub mod tune;
 
 pub use net::{NetConfig, Topology};
 pub use sim::{sim_addr, sim_name, NoObserver, Observer, Sim, Slowness};
