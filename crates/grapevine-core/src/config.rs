@@ -161,7 +161,7 @@ impl Config {
     /// failed to reach the suspect; a lone accuser waits six times as long. The minimum is
     /// what a refutation needs: the suspect hears the rumour and its denial spreads back, each
     /// in about log₄ N gossip ticks of 200 ms (under a second at 1,000 nodes). Together these
-    /// detect a crash in under half of Serf's time on the same machine (docs/results.md) with
+    /// detect a crash in under half of Serf's time on the same machine (docs/measurements.md) with
     /// no more idle traffic. Gossip every 200 ms to 3 members: the epidemic reaches 1,000
     /// nodes in about 2 s. Push-pull every 30 s (scaled with N); our push-pull sends a 16-byte
     /// digest when in sync, so it is cheap, and a 250 ms catch-up interval while views differ
