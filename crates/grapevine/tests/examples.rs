@@ -1,5 +1,7 @@
 //! Every program in `examples/` runs to completion (each starts its own cluster on loopback
-//! and checks what it shows). `cargo test` builds the examples next to the test binaries.
+//! and checks what it shows). A whole-package `cargo test` builds the examples next to the
+//! test binaries; `cargo test --test examples` alone does not, so the test builds any that
+//! are missing.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,13 +25,30 @@ fn example(name: &str) -> PathBuf {
     dir.join("examples").join(name)
 }
 
+/// Builds the example with the test's own profile if it is not there.
+fn build(name: &str, path: &std::path::Path) {
+    if path.exists() {
+        return;
+    }
+    let release = path
+        .parent()
+        .and_then(|d| d.parent())
+        .and_then(|d| d.file_name())
+        .is_some_and(|p| p == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "grapevine", "--example", name]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("cargo runs");
+    assert!(status.success(), "building the example {name} failed");
+}
+
 fn run(name: &str) {
     let path = example(name);
-    assert!(
-        path.exists(),
-        "{} is not built (cargo test builds examples)",
-        path.display()
-    );
+    build(name, &path);
+    assert!(path.exists(), "{} is not built", path.display());
     let mut child = Command::new(&path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -8,7 +8,7 @@ mod dns;
 mod handlers;
 mod http;
 mod log;
-mod services;
+pub(crate) mod services;
 
 pub use client::{
     aggregate_command, kv_command, members_command, monitor_command, services_command,

@@ -30,25 +30,11 @@ pub fn run(command: SimCommand) -> Result<()> {
     }
 }
 
-/// Parses a duration such as `250ms`, `1.5s` or `2m`.
+/// Parses a duration as the agent's configuration writes them: `250ms`, `2s`, `1m`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "s"), |i| s.split_at(i));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 250ms, 1.5s or 2m"))?;
-    let secs = match unit {
-        "ms" => v / 1e3,
-        "s" => v,
-        "m" => v * 60.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?}: ms, s or m")),
-    };
-    if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    crate::agent::services::duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a duration such as 250ms, 2s or 1m"))
 }
 
 impl Scenario {

@@ -911,10 +911,12 @@ fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         md += "\n";
     }
     let mut worst: f64 = 0.0;
+    let mut compared = 0;
     for m in ["push", "push-pull"] {
         for (n, r) in &model[m] {
             if let Some(v) = num(r, "rounds_mean") {
                 worst = worst.max((v - theory_rounds(m, *n)).abs());
+                compared += 1;
             }
         }
     }
@@ -922,7 +924,7 @@ fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         "Phone-call model against theory (issue 2/6)",
         "push and push-pull rounds follow their laws",
         format!("largest gap to the leading terms: {worst:.2} rounds"),
-        worst < 2.0,
+        worst < 2.0 && compared == 2 * z.spread_nodes.len(),
     );
     let mut s = Vec::new();
     for (c, m) in MODES.iter().enumerate() {
@@ -1120,6 +1122,7 @@ fn rumor(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     );
     let mut s = Vec::new();
     let mut worst: f64 = 0.0;
+    let mut compared = 0;
     for (c, (variant, paper)) in [
         ("push-feedback-counter", DEMERS_FEEDBACK_COUNTER),
         ("push-blind-coin", DEMERS_BLIND_COIN),
@@ -1132,6 +1135,7 @@ fn rumor(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
             let r = lab.run(&format!("rumor --variant {variant} --k {k} --runs {runs}"));
             let (a, t) = (num(&r, "residue"), num(&r, "traffic"));
             if let (Some(a), Some(t)) = (a, t) {
+                compared += 1;
                 worst = worst.max(((a - res) / res).abs().min((a - res).abs() / 0.005));
                 worst = worst.max((t - traffic).abs() / 0.1);
             }
@@ -1162,7 +1166,7 @@ fn rumor(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         "Rumour mongering against the paper (issue 2/6)",
         "residue and traffic as in Demers et al., Tables 1 and 2",
         format!("largest gap {worst:.2} (1 = 10 % of the residue or 0.005, or 0.1 in traffic)"),
-        worst <= 1.0 || z.model_runs < 20,
+        compared == 10 && (worst <= 1.0 || z.model_runs < 20),
     );
     md += "\nMore traffic buys exponentially less residue: each extra message per site cuts \
            the share of sites that miss the rumour by a constant factor, as the paper found.\n";
