@@ -26,6 +26,9 @@ pub struct ReportArgs {
     /// Simultaneous runs [default: the machine's cores]; the output does not depend on it.
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Print the files written and the acceptance checks as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The cluster sizes and run counts of a report.
@@ -1547,6 +1550,32 @@ pub fn run(a: &ReportArgs) -> Result<()> {
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     let failed: Vec<&Check> = built.checks.iter().filter(|c| !c.holds).collect();
     let charts: usize = built.sections.iter().map(|s| s.charts.len()).sum();
+    if a.json {
+        let checks: Vec<Value> = built
+            .checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({"check": c.what, "required": c.required, "measured": c.measured, "holds": c.holds})
+            })
+            .collect();
+        let names: Vec<String> = built
+            .sections
+            .iter()
+            .flat_map(|s| {
+                s.charts
+                    .iter()
+                    .map(|(n, _)| plots.join(format!("{n}.svg")).display().to_string())
+            })
+            .collect();
+        let v = serde_json::json!({
+            "results": path.display().to_string(),
+            "plots": names,
+            "runs": lab.results.len(),
+            "wall_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "checks": checks,
+        });
+        crate::print_out(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+    }
     let mut text = format!(
         "wrote {} and {charts} plots in {} from {} runs in {:.0} s\n",
         path.display(),
@@ -1563,7 +1592,9 @@ pub fn run(a: &ReportArgs) -> Result<()> {
             c.measured
         );
     }
-    crate::print_out(&text)?;
+    if !a.json {
+        crate::print_out(&text)?;
+    }
     if !failed.is_empty() && !a.quick {
         return Err(anyhow!("{} acceptance checks fail", failed.len()));
     }
