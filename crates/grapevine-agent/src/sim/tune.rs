@@ -113,7 +113,7 @@ pub fn text(r: &TuneReport) -> String {
     s += &convergence_text(&r.convergence);
     let d = &r.detection;
     s += &format!(
-        "\nFailure detection ({} crashed nodes a run)\n  first suspicion          {:>7.2} s median, {:.2} s p99\n  dead on every node       {:>7.2} s median, {:.2} s p99 (slowest node)\n  false positives          {} in {:.1} node-hours ({:.3} per node-hour); {} false suspicions, refuted\n  membership traffic       {:.0} B/s per node\n",
+        "\nFailure detection ({} crashed nodes a run)\n  first suspicion          {:>7.2} s median, {:.2} s p99\n  dead on every node       {:>7.2} s median, {:.2} s p99 (slowest node)\n  false positives          {} in {:.1} node-hours ({:.3} per node-hour); {} suspicions of live nodes\n  membership traffic       {:.0} B/s per node\n",
         d.crashed,
         d.first_suspicion_seconds.median,
         d.first_suspicion_seconds.p99,

@@ -12,6 +12,22 @@ use crate::sim::{NoObserver, Sim};
 use grapevine_core::{Config, Time};
 use rand::Rng;
 
+/// The named profile's configuration, with the fanout and interval a run overrides checked
+/// (at least one partner, at least 10 ms).
+pub(crate) fn profile_config(
+    profile: &str,
+    fanout: Option<usize>,
+    interval: Option<std::time::Duration>,
+) -> Result<Config, String> {
+    if fanout == Some(0) {
+        return Err("--fanout must be at least 1".into());
+    }
+    if interval.is_some_and(|i| i < std::time::Duration::from_millis(10)) {
+        return Err("--interval must be at least 10 ms".into());
+    }
+    Config::profile(profile).ok_or_else(|| format!("unknown profile {profile:?}"))
+}
+
 /// `n` nodes on the network `config`'s profile is made for, with datagram loss `loss`, joined through node 0 (each starting at a
 /// random moment of the first probe interval), run until every node lists all `n` as live
 /// (or `max_periods` probe periods have passed): the starting point of the scenarios that

@@ -24,10 +24,10 @@
 //! The paper does not spell out these two details (a necessary contact restarting the
 //! counter, and synchronous feedback). With them, the model reproduces its Table 1 (push,
 //! feedback, counter) to within 0.0002 in residue and 0.02 in traffic for k = 1..5; without
-//! them it does not (k = 2 then gives residue 0.047 and traffic 3.04). The measures are the paper's: the residue `s` (fraction of
-//! sites that never heard the rumour), the traffic `m` (transmissions per site), `t_ave`
-//! (mean cycle in which a site that heard the rumour heard it) and `t_last` (the cycle in
-//! which the last one did).
+//! them it does not (k = 2 then gives residue 0.047 and traffic 3.04). The measures are the
+//! paper's: the residue `s` (fraction of sites that never heard the rumour), the traffic `m`
+//! (transmissions per site), `t_ave` (mean cycle in which a site that heard the rumour heard
+//! it) and `t_last` (the cycle in which the last one did).
 
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;

@@ -11,7 +11,7 @@
 use crate::sim::{NoObserver, Sim};
 use grapevine_core::state::keyspace::Value;
 use grapevine_core::state::reconcile::Mode;
-use grapevine_core::{Config, Detector};
+use grapevine_core::Detector;
 use rand::Rng;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -139,18 +139,11 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
     if p.writes == 0 || p.shared_keys == 0 {
         return Err("--writes and --shared-keys must be at least 1".into());
     }
-    let mut config =
-        Config::profile(&p.profile).ok_or_else(|| format!("unknown profile {:?}", p.profile))?;
+    let mut config = super::profile_config(&p.profile, p.fanout, p.interval)?;
     if let Some(f) = p.fanout {
-        if f == 0 {
-            return Err("--fanout must be at least 1".into());
-        }
         config.state_fanout = f;
     }
     if let Some(i) = p.interval {
-        if i < Duration::from_millis(10) {
-            return Err("--interval must be at least 10 ms".into());
-        }
         config.state_interval = i;
     }
     if !(0.0..1.0).contains(&p.loss) {

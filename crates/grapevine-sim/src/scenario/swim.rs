@@ -151,21 +151,14 @@ pub struct SwimReport {
 
 /// Builds the protocol configuration a run uses.
 pub fn config_for(p: &SwimParams) -> Result<Config, String> {
-    let mut c =
-        Config::profile(&p.profile).ok_or_else(|| format!("unknown profile {:?}", p.profile))?;
+    let mut c = super::profile_config(&p.profile, p.fanout, p.interval)?;
     if let Some(k) = p.indirect {
         c.indirect_checks = k;
     }
     if let Some(f) = p.fanout {
-        if f == 0 {
-            return Err("--fanout must be at least 1".into());
-        }
         c.fanout = f;
     }
     if let Some(i) = p.interval {
-        if i < Duration::from_millis(10) {
-            return Err("--interval must be at least 10 ms".into());
-        }
         c.probe_timeout = c
             .probe_timeout
             .mul_f64(i.as_secs_f64() / c.probe_interval.as_secs_f64());
