@@ -117,6 +117,21 @@ pub struct Candidate {
     pub steady_bytes_per_second: f64,
 }
 
+/// One setting run at full seeds while confirming.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Trial {
+    /// Fanout.
+    pub fanout: usize,
+    /// Interval, seconds.
+    pub interval_seconds: f64,
+    /// p99 over seeds of the time to every node, seconds.
+    pub p99_seconds: f64,
+    /// Steady state bytes per node per second.
+    pub steady_bytes_per_second: f64,
+    /// Whether every run reached every node within the target.
+    pub meets_target: bool,
+}
+
 /// The suggested setting and its confirmation.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Suggestion {
@@ -124,6 +139,8 @@ pub struct Suggestion {
     pub target_seconds: f64,
     /// Every fanout tried.
     pub candidates: Vec<Candidate>,
+    /// The settings run to confirm, in order.
+    pub trials: Vec<Trial>,
     /// The setting, run at full seeds: it meets the target if `meets_target`.
     pub confirmed: Convergence,
     /// Whether its p99 time to every node is within the target.
@@ -420,6 +437,7 @@ fn suggest(
     });
     let mut best: Option<Convergence> = None;
     let mut last = None;
+    let mut trials = Vec::new();
     for (i, cand) in order.iter().enumerate() {
         if best
             .as_ref()
@@ -436,7 +454,15 @@ fn suggest(
                 p.seeds,
                 if i == 0 && attempt == 0 { tick } else { &|| {} },
             )?;
-            if c.unconverged_runs == 0 && c.all.seconds.p99 <= t {
+            let meets = c.unconverged_runs == 0 && c.all.seconds.p99 <= t;
+            trials.push(Trial {
+                fanout: c.fanout,
+                interval_seconds: c.interval_seconds,
+                p99_seconds: c.all.seconds.p99,
+                steady_bytes_per_second: c.steady_bytes_per_second,
+                meets_target: meets,
+            });
+            if meets {
                 if best
                     .as_ref()
                     .is_none_or(|b| c.steady_bytes_per_second < b.steady_bytes_per_second)
@@ -457,6 +483,7 @@ fn suggest(
     Ok(Suggestion {
         target_seconds: t,
         candidates,
+        trials,
         confirmed,
         meets_target,
     })

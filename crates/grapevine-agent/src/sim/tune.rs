@@ -140,6 +140,21 @@ pub fn text(r: &TuneReport) -> String {
                 c.fanout, c.rounds_p99, c.interval_seconds, c.steady_bytes_per_second
             );
         }
+        s += "Run at full seeds, cheapest first:\n";
+        for t in &g.trials {
+            s += &format!(
+                "  fanout {} every {:.2} s: p99 {:.2} s, {:.0} B/s steady{}\n",
+                t.fanout,
+                t.interval_seconds,
+                t.p99_seconds,
+                t.steady_bytes_per_second,
+                if t.meets_target {
+                    ", meets"
+                } else {
+                    ", misses"
+                }
+            );
+        }
         s += &format!(
             "Suggested: --fanout {} --interval {}ms. Run at that setting:\n",
             g.confirmed.fanout,
