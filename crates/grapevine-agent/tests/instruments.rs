@@ -264,3 +264,31 @@ fn a_quick_report_produces_every_plot_and_table() {
         md
     );
 }
+
+#[test]
+fn a_sweep_without_metric_plots_a_field_that_varies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf-8 path");
+    let summary = json(&[
+        "sim",
+        "sweep",
+        "spread",
+        "--param",
+        "mode",
+        "--values",
+        "push,push-pull",
+        "--seeds",
+        "1",
+        "--out",
+        out,
+        "--json",
+        "--",
+        "--nodes",
+        "2000",
+        "--runs",
+        "3",
+    ]);
+    let svg = std::fs::read_to_string(summary["svg"].as_str().expect("svg")).expect("svg");
+    // `nodes` and `fanout` echo fixed options; the rounds differ between the modes.
+    assert!(svg.contains("rounds_mean against mode"), "{svg:.400}");
+}

@@ -12,12 +12,11 @@
 //!   is run at full seeds (its interval shortened while it misses) until no remaining pair is
 //!   predicted cheaper than the cheapest that met the target.
 
+use crate::parallel::par_map;
 use crate::scenario::state::{self, StateParams, StateReport};
 use crate::scenario::swim::{self, SwimParams, SwimReport};
 use grapevine_core::Config;
 use serde::Serialize;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// What to plan for.
@@ -167,35 +166,6 @@ pub struct TuneReport {
     /// With `--target`: the cheapest fanout and interval that meet it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<Suggestion>,
-}
-
-/// Runs `f` over `items` on `jobs` threads, keeping the order, calling `tick` after each.
-pub fn par_map<T: Sync, R: Send>(
-    items: &[T],
-    jobs: usize,
-    f: impl Fn(&T) -> R + Sync,
-    tick: &(dyn Fn() + Sync),
-) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, items.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                if let Ok(mut o) = out.lock() {
-                    o[i] = Some(r);
-                }
-                tick();
-            });
-        }
-    });
-    out.into_inner()
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .collect()
 }
 
 /// Median and nearest-rank p99 of some numbers (zeros if none).
@@ -500,14 +470,5 @@ mod tests {
         let v: Vec<f64> = (1..=200).map(f64::from).collect();
         let s = spread(&v);
         assert_eq!((s.median, s.p99), (100.5, 198.0));
-    }
-
-    #[test]
-    fn par_map_keeps_order() {
-        let v: Vec<u32> = (0..50).collect();
-        assert_eq!(
-            par_map(&v, 3, |x| x * 2, &|| {}),
-            (0..50).map(|x| x * 2).collect::<Vec<_>>()
-        );
     }
 }

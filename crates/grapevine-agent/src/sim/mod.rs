@@ -30,6 +30,27 @@ pub fn run(command: SimCommand) -> Result<()> {
     }
 }
 
+/// Simultaneous runs: the given number, or one per core.
+pub fn jobs(given: Option<usize>) -> usize {
+    given
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// A progress bar on standard error for `len` runs (hidden when that is not a terminal).
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} runs, {elapsed} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
 /// Parses a duration as the agent's configuration writes them: `250ms`, `2s`, `1m`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::agent::services::duration(s)

@@ -6,7 +6,7 @@
 //! and each of those commands, run alone, prints the report the figure was drawn from.
 
 use super::plot::{self, Axis, Chart, Kind, Point, Series};
-use super::sweep::{parse_line, run_all};
+use super::sweep::run_all;
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -93,6 +93,22 @@ struct Lab {
 }
 
 impl Lab {
+    /// A lab that records the runs asked for.
+    fn collecting() -> Self {
+        Lab {
+            collecting: true,
+            wanted: Vec::new(),
+            results: HashMap::new(),
+        }
+    }
+
+    /// The command line of a recorded run, as the scenario parser takes it.
+    fn line(cmd: &str) -> Vec<String> {
+        let mut l: Vec<String> = cmd.split_whitespace().map(String::from).collect();
+        l.push("--no-wall-clock".into());
+        l
+    }
+
     /// The report of `grapevine sim CMD --no-wall-clock`.
     fn run(&mut self, cmd: &str) -> Value {
         if self.collecting {
@@ -1498,11 +1514,7 @@ fn errors(r: &Value, pick: impl Fn(&Value) -> Option<f64>) -> Vec<Point> {
 /// Runs the report.
 pub fn run(a: &ReportArgs) -> Result<()> {
     let z = Sizes::new(a.quick);
-    let mut lab = Lab {
-        collecting: true,
-        wanted: Vec::new(),
-        results: HashMap::new(),
-    };
+    let mut lab = Lab::collecting();
     build(&mut lab, &z);
     // Biggest runs first, so the last ones to finish are short.
     let cost = |cmd: &str| -> u64 {
@@ -1521,17 +1533,8 @@ pub fn run(a: &ReportArgs) -> Result<()> {
     };
     let mut order: Vec<String> = lab.wanted.clone();
     order.sort_by_key(|c| std::cmp::Reverse(cost(c)));
-    let lines: Vec<Vec<String>> = order
-        .iter()
-        .map(|c| {
-            let mut l: Vec<String> = c.split_whitespace().map(String::from).collect();
-            l.push("--no-wall-clock".into());
-            l
-        })
-        .collect();
-    for l in &lines {
-        parse_line(l)?;
-    }
+    // run_all parses every line before it runs any.
+    let lines: Vec<Vec<String>> = order.iter().map(|c| Lab::line(c)).collect();
     let started = std::time::Instant::now();
     let reports = run_all(&lines, a.jobs, "report")?;
     lab.results = order.into_iter().zip(reports).collect();
@@ -1642,6 +1645,7 @@ fn markdown(b: &Builder, quick: bool, runs: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sweep::parse_line;
     use super::*;
 
     #[test]
@@ -1665,17 +1669,11 @@ mod tests {
     #[test]
     fn every_section_asks_for_runs_that_parse() {
         for quick in [true, false] {
-            let mut lab = Lab {
-                collecting: true,
-                wanted: Vec::new(),
-                results: HashMap::new(),
-            };
+            let mut lab = Lab::collecting();
             let b = build(&mut lab, &Sizes::new(quick));
             assert!(lab.wanted.len() > 50);
             for w in &lab.wanted {
-                let mut l: Vec<String> = w.split_whitespace().map(String::from).collect();
-                l.push("--no-wall-clock".into());
-                parse_line(&l).unwrap();
+                parse_line(&Lab::line(w)).unwrap();
             }
             // Without results every check fails rather than passing vacuously.
             assert!(

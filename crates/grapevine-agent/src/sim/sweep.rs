@@ -7,12 +7,9 @@ use super::plot::{self, Axis, Chart, Kind, Point, Series};
 use super::Scenario;
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Options of `grapevine sim sweep`.
 #[derive(clap::Args, Clone)]
@@ -33,7 +30,7 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Report fields to plot, by name (nested fields as `a.b`); repeat or separate by commas
-    /// [default: every numeric field in the CSV, the first one plotted].
+    /// [default: every numeric field in the CSV; the first that varies between runs plotted].
     #[arg(long, value_delimiter = ',')]
     pub metric: Vec<String>,
     /// Directory for the CSV and SVG files.
@@ -151,45 +148,20 @@ pub fn numeric_fields(v: &Value) -> Vec<(String, f64)> {
 /// Runs `lines` on `jobs` threads, showing progress, and returns the reports in order.
 pub fn run_all(lines: &[Vec<String>], jobs: Option<usize>, what: &str) -> Result<Vec<Value>> {
     let scenarios: Vec<Scenario> = lines.iter().map(|l| parse_line(l)).collect::<Result<_>>()?;
-    let jobs = jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, scenarios.len().max(1));
-    let bar = ProgressBar::new(scenarios.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} runs, {elapsed} ({eta} left)",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = super::progress_bar(scenarios.len() as u64, what);
+    let runs: Vec<(usize, Scenario)> = scenarios.into_iter().enumerate().collect();
+    let results = grapevine_sim::par_map(
+        &runs,
+        super::jobs(jobs),
+        |(i, s)| {
+            s.clone()
+                .report()
+                .with_context(|| format!("`grapevine sim {}`", lines[*i].join(" ")))
+        },
+        &|| bar.inc(1),
     );
-    bar.set_prefix(what.to_string());
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Value>>>> =
-        Mutex::new((0..scenarios.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(s) = scenarios.get(i) else { break };
-                let r = s
-                    .clone()
-                    .report()
-                    .with_context(|| format!("`grapevine sim {}`", lines[i].join(" ")));
-                if let Ok(mut all) = results.lock() {
-                    all[i] = Some(r);
-                }
-                bar.inc(1);
-            });
-        }
-    });
     bar.finish_and_clear();
-    let results = results
-        .into_inner()
-        .map_err(|_| anyhow!("a run panicked"))?;
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(anyhow!("a run did not finish"))))
-        .collect()
+    results.into_iter().collect()
 }
 
 /// Mean, min, max and median of some numbers.
@@ -247,11 +219,20 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         }
     }
     let metrics: Vec<String> = if a.metric.is_empty() {
+        // The first field that is not the parameter or the seed and that changes between
+        // runs: an echo of a fixed option (nodes, say) says nothing.
+        let value_of =
+            |f: &Vec<(String, f64)>, c: &str| f.iter().find(|(k, _)| k == c).map(|(_, v)| *v);
         columns
             .iter()
             .filter(|c| c.as_str() != a.param.replace('-', "_") && c.as_str() != "seed")
-            .take(1)
+            .find(|c| {
+                let first = fields.first().and_then(|f| value_of(f, c));
+                fields.iter().any(|f| value_of(f, c) != first)
+            })
+            .or_else(|| columns.first())
             .cloned()
+            .into_iter()
             .collect()
     } else {
         for m in &a.metric {

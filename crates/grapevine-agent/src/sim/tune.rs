@@ -3,7 +3,6 @@
 use super::parse_duration;
 use anyhow::{anyhow, Result};
 use grapevine_sim::tune::{self, Convergence, Reach, TuneParams, TuneReport};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Duration;
 
 /// Options of `grapevine sim tune`.
@@ -53,16 +52,9 @@ pub fn run(a: &TuneArgs) -> Result<()> {
         target: a.target,
         seeds: a.seeds,
         seed: a.seed,
-        jobs: a
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs: super::jobs(a.jobs),
     };
-    let bar = ProgressBar::new(tune::runs(&params));
-    bar.set_style(
-        ProgressStyle::with_template("tune [{bar:30}] {pos}/{len} runs, {elapsed} ({eta} left)")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = super::progress_bar(tune::runs(&params), "tune");
     let report = tune::run(&params, &|| bar.inc(1)).map_err(|e| anyhow!(e));
     bar.finish_and_clear();
     let report = report?;
