@@ -18,6 +18,8 @@ struct Item {
     id: u64,
     about: Name,
     framed: Box<[u8]>,
+    /// How many times the usual limit this broadcast is sent.
+    factor: u32,
 }
 
 pub(crate) struct BroadcastQueue {
@@ -54,6 +56,11 @@ impl BroadcastQueue {
 
     /// Queues a framed message about `about`, replacing any older one about it.
     pub fn push(&mut self, about: Name, framed: Vec<u8>) {
+        self.push_repeated(about, framed, 1);
+    }
+
+    /// Queues like [`push`](Self::push), to be sent `factor` times the usual limit.
+    pub fn push_repeated(&mut self, about: Name, framed: Vec<u8>, factor: u32) {
         self.next_id += 1;
         let id = self.next_id;
         self.current.insert(about.clone(), id);
@@ -64,6 +71,7 @@ impl BroadcastQueue {
             id,
             about,
             framed: framed.into_boxed_slice(),
+            factor: factor.max(1),
         });
         while self.current.len() > self.max {
             // The most-sent, oldest broadcast has done the most of its work already.
@@ -108,7 +116,7 @@ impl BroadcastQueue {
         }
         // Re-queue in reverse so that, within a count, the newest stays at the back.
         for (t, item) in moved.into_iter().rev() {
-            if t as u32 >= limit {
+            if t as u32 >= limit.saturating_mul(item.factor) {
                 self.current.remove(&item.about);
                 continue;
             }
@@ -165,6 +173,17 @@ mod tests {
         assert!(q.is_empty());
         let mut p = PacketBuilder::new(1, b"", 1400);
         assert_eq!(q.fill(&mut p, 3), 0);
+    }
+
+    #[test]
+    fn a_repeated_broadcast_is_sent_its_factor_times_the_limit() {
+        let mut q = BroadcastQueue::new(10);
+        q.push_repeated(Name::new("a").unwrap(), msg("a", 1), 3);
+        q.push(Name::new("b").unwrap(), msg("b", 1));
+        let sent: Vec<usize> = (0..8)
+            .map(|_| q.fill(&mut PacketBuilder::new(1, b"", 1400), 2))
+            .collect();
+        assert_eq!(sent, [2, 2, 1, 1, 1, 1, 0, 0]);
     }
 
     #[test]

@@ -593,8 +593,20 @@ impl Node {
             Message::Ack(m) => self.on_ack(now, from, m, reliable),
             Message::Nack(m) => self.on_nack(m),
             Message::Alive(m) => self.on_alive(now, m, Origin::Gossip),
-            Message::Suspect(m) => self.on_suspect(now, m, Origin::Gossip),
-            Message::Dead(m) => self.on_dead(now, m, Origin::Gossip),
+            Message::Suspect(m) => {
+                let about_me = m.name == self.me.name;
+                self.on_suspect(now, m, Origin::Gossip);
+                if about_me && reliable {
+                    self.deny_to(from);
+                }
+            }
+            Message::Dead(m) => {
+                let about_me = m.name == self.me.name;
+                self.on_dead(now, m, Origin::Gossip);
+                if about_me && reliable {
+                    self.deny_to(from);
+                }
+            }
             Message::Leave(m) => self.on_leave(now, m),
             Message::SyncRequest(_)
             | Message::SyncBuckets(_)
@@ -702,8 +714,15 @@ impl Node {
 
     /// Sends one message as one frame on the reliable channel.
     fn send_frame(&mut self, dst: SocketAddr, version: u8, msg: &Message) {
-        self.stats.sent(msg.kind());
-        let payload = wire::encode_packet(version, &self.config.label, std::slice::from_ref(msg));
+        self.send_frame_of(dst, version, std::slice::from_ref(msg));
+    }
+
+    /// Sends messages together as one frame on the reliable channel.
+    fn send_frame_of(&mut self, dst: SocketAddr, version: u8, msgs: &[Message]) {
+        for m in msgs {
+            self.stats.sent(m.kind());
+        }
+        let payload = wire::encode_packet(version, &self.config.label, msgs);
         self.emit(dst, true, payload);
     }
 
@@ -774,12 +793,8 @@ impl Node {
             return;
         };
         let rec = self.members.get(idx);
-        let (target, addr, incarnation, state) = (
-            rec.name.clone(),
-            self.members.addr_of(rec),
-            rec.incarnation,
-            rec.state,
-        );
+        let (target, addr, incarnation) =
+            (rec.name.clone(), self.members.addr_of(rec), rec.incarnation);
         let version = Self::version_for(rec.protocol());
         let seq = self.next_seq();
         self.probe = Some(Probe {
@@ -804,19 +819,29 @@ impl Node {
         if let Some(s) = self.suspicion_mut(&target) {
             s.probing(end);
         }
-        if self.config.lifeguard && state == State::Suspect {
-            // Buddy system: tell the suspect it is suspected, so it refutes at once. The
-            // accusation goes first: the suspect's refutation is then queued before it
-            // answers the ping, and its ack carries the refutation back.
-            let buddy = Message::Suspect(Suspect {
-                name: target,
-                incarnation,
-                accuser: self.me.name.clone(),
-            });
-            self.send_packet(addr, version, &[buddy, ping]);
-        } else {
-            self.send_packet(addr, version, &[ping]);
+        // Buddy system: tell the suspect it is suspected, so it refutes at once. The
+        // accusation goes first: the suspect's refutation is then queued before it answers
+        // the ping, and its ack carries the refutation back.
+        match self.buddy_accusation(&target) {
+            Some(buddy) => self.send_packet(addr, version, &[buddy, ping]),
+            None => self.send_packet(addr, version, &[ping]),
         }
+    }
+
+    /// The accusation a probe of `target` carries (Lifeguard's buddy system): this node's
+    /// view that it is suspect, if it is and Lifeguard is on.
+    fn buddy_accusation(&self, target: &Name) -> Option<Message> {
+        if !self.config.lifeguard {
+            return None;
+        }
+        let rec = self.members.get(self.members.find(target)?);
+        (rec.state == State::Suspect).then(|| {
+            Message::Suspect(Suspect {
+                name: target.clone(),
+                incarnation: rec.incarnation,
+                accuser: self.me.name.clone(),
+            })
+        })
     }
 
     /// This node's suspicion of `name`, if any. (Most probes and acks concern unsuspected
@@ -882,12 +907,18 @@ impl Node {
         }
         if self.config.fallback_probe {
             let version = self.version_to(Some(&target));
+            // The buddy system holds on this path too: a suspect that lost the direct ping
+            // learns of the accusation here and answers with its denial (see `dispatch`).
+            let buddy = self.buddy_accusation(&target);
             let ping = Message::Ping(Ping {
                 seq,
                 target,
                 source: self.me.clone(),
             });
-            self.send_frame(addr, version, &ping);
+            match buddy {
+                Some(accusation) => self.send_frame_of(addr, version, &[accusation, ping]),
+                None => self.send_frame(addr, version, &ping),
+            }
         }
         if let Some(p) = &mut self.probe {
             p.phase = Phase::Indirect;
@@ -1084,6 +1115,26 @@ impl Node {
         self.broadcasts.push(about.clone(), msg.encode());
     }
 
+    /// Queues this node's own `Alive`, denying an accusation. Denials (this one and those
+    /// relayed, see `on_alive`) are sent `REFUTATION_FACTOR` times as often as other gossip:
+    /// a node the denial misses declares a live member dead when its timer runs out.
+    fn broadcast_refutation(&mut self) {
+        let alive = self.alive_msg();
+        self.broadcasts
+            .push_repeated(self.me.name.clone(), alive.encode(), REFUTATION_FACTOR);
+    }
+
+    /// Answers an accusation that came on the reliable channel with this node's `Alive` on
+    /// it: the accuser reached this node where datagrams did not, and a gossiped denial may
+    /// not reach it in time either. (Over UDP the ack that follows takes the denial along.)
+    fn deny_to(&mut self, dst: SocketAddr) {
+        if self.leaving {
+            return;
+        }
+        let alive = self.alive_msg();
+        self.send_frame(dst, self.rx_version, &alive);
+    }
+
     fn refute(&mut self, now: Time, accused: u32, accusation: State) {
         self.incarnation = self.incarnation.max(accused).saturating_add(1);
         self.stats.refutations += 1;
@@ -1093,8 +1144,7 @@ impl Node {
             r.incarnation = inc;
             r.state = State::Alive;
         });
-        let alive = self.alive_msg();
-        self.rebroadcast(&self.me.name.clone(), &alive);
+        self.broadcast_refutation();
         self.events.push_back(Event::Refuted {
             accusation,
             incarnation: inc,
@@ -1162,6 +1212,8 @@ impl Node {
         }
         let tags_changed = self.members.tags_of(rec) != m.tags.as_slice();
         let addr_changed = self.members.addr_of(rec) != m.addr;
+        // A member raises its incarnation to deny an accusation (or to change its tags).
+        let refutes = m.incarnation > rec.incarnation;
         self.suspicions.remove(&m.name);
         self.members
             .update(idx, now, addr_changed.then_some(m.addr), |r| {
@@ -1181,7 +1233,9 @@ impl Node {
             }
             State::Alive => {}
         }
-        self.rebroadcast(&m.name.clone(), &Message::Alive(m));
+        let factor = if refutes { REFUTATION_FACTOR } else { 1 };
+        self.broadcasts
+            .push_repeated(m.name.clone(), Message::Alive(m).encode(), factor);
     }
 
     fn on_suspect(&mut self, now: Time, m: Suspect, origin: Origin) {
@@ -1195,8 +1249,7 @@ impl Node {
                 // An accusation already refuted: whoever still spreads it has not heard the
                 // denial, so it goes out again (the next packet, an ack to the buddy probe
                 // that carried the accusation included, takes it).
-                let alive = self.alive_msg();
-                self.rebroadcast(&self.me.name.clone(), &alive);
+                self.broadcast_refutation();
             }
             return;
         }
@@ -1239,12 +1292,22 @@ impl Node {
         });
         let member = self.members.member(idx);
         let local = origin == Origin::Local;
+        let addr = member.addr;
         self.events.push_back(Event::Suspected {
             member,
             accuser: m.accuser.clone(),
             local,
         });
-        self.rebroadcast(&m.name.clone(), &Message::Suspect(m));
+        let name = m.name.clone();
+        let accusation = Message::Suspect(m);
+        if local && self.config.lifeguard {
+            // The suspect hears its own accusation straight from the accuser too (as the
+            // buddy system tells it on every later probe): gossip's few copies go out in the
+            // same tick, and were all of them lost, nobody could deny it.
+            let version = self.version_to(Some(&name));
+            self.send_packet(addr, version, std::slice::from_ref(&accusation));
+        }
+        self.rebroadcast(&name, &accusation);
     }
 
     fn expire_suspicions(&mut self, now: Time) {
@@ -2168,6 +2231,9 @@ const FILTER_WORTH: usize = 24;
 const CATCH_UP_ROUNDS: u32 = 3;
 
 /// At most one log line per this long about probes answered only over TCP.
+/// How many times the usual retransmissions a refutation gets (see `broadcast_refutation`).
+const REFUTATION_FACTOR: u32 = 3;
+
 const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The most probe round trips kept for `take_rtt_samples` between two calls.

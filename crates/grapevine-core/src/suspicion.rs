@@ -71,7 +71,11 @@ impl Suspicion {
             return false;
         }
         self.confirmations.push(from.clone());
-        self.deadline = self.start + self.timeout();
+        // Once a last-chance probe is owed or running, its outcome decides: a confirmation
+        // arriving meanwhile must not cut it short.
+        if !self.postponed {
+            self.deadline = self.start + self.timeout();
+        }
         true
     }
 
@@ -146,6 +150,20 @@ mod tests {
         assert!(s.confirm(&n("d")));
         assert_eq!(s.deadline(), Time::ZERO + min);
         assert!(!s.confirm(&n("e")), "past k confirmations nothing changes");
+    }
+
+    #[test]
+    fn a_confirmation_does_not_cut_a_last_chance_probe_short() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(6));
+        let mut s = Suspicion::new(1, n("a"), Time::ZERO, min, max, 3);
+        assert!(s.wants_last_chance());
+        s.await_last_chance();
+        let end = Time::ZERO + Duration::from_secs(7);
+        s.probing(end);
+        assert!(s.confirm(&n("b")));
+        assert_eq!(s.deadline(), end, "the probe's end still decides");
+        s.last_chance_failed(Time::ZERO + Duration::from_millis(6500));
+        assert_eq!(s.deadline(), Time::ZERO + Duration::from_millis(6500));
     }
 
     #[test]

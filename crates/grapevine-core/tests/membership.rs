@@ -289,3 +289,133 @@ fn a_lone_suspicion_gets_a_last_chance_probe_before_it_becomes_a_death() {
         assert_eq!(n.state_of(&m), Some(expected), "m{i}");
     }
 }
+
+/// Every message `n` sends until `until`, stepping its timers every 10 ms and answering
+/// nothing: (destination, reliable, message).
+fn run_all(n: &mut Node, from: Time, until: Time) -> Vec<(SocketAddr, bool, Message)> {
+    let mut sent = Vec::new();
+    let mut now = from;
+    while now < until {
+        n.handle_timeout(now);
+        while let Some(t) = n.poll_transmit() {
+            for m in wire::decode_packet(&t.payload, b"", 1 << 20).unwrap() {
+                sent.push((t.dst, t.reliable, m));
+            }
+        }
+        now = now + Duration::from_millis(10);
+    }
+    sent
+}
+
+/// An accusation that reaches a node over TCP (its accuser's fallback probe) is answered on
+/// TCP with the node's `Alive`, whether it needs a new incarnation or was already denied:
+/// datagrams between the two are being lost, so a gossiped denial may not get back in time.
+#[test]
+fn an_accusation_over_tcp_is_denied_over_tcp() {
+    use grapevine_core::wire::Suspect;
+    let mut n = node();
+    let accuser = addr("10.0.0.7:7946");
+    let accuse = |n: &mut Node, incarnation| {
+        let frame = wire::encode_packet(
+            PROTOCOL_VERSION,
+            b"",
+            &[Message::Suspect(Suspect {
+                name: Name::new("a").unwrap(),
+                incarnation,
+                accuser: Name::new("b").unwrap(),
+            })],
+        );
+        n.handle_frame(Time::ZERO, accuser, &frame);
+        let denials: Vec<u32> = std::iter::from_fn(|| n.poll_transmit())
+            .filter(|t| t.reliable && t.dst == accuser)
+            .flat_map(|t| wire::decode_packet(&t.payload, b"", 1 << 20).unwrap())
+            .filter_map(|m| match m {
+                Message::Alive(a) if a.name.as_str() == "a" => Some(a.incarnation),
+                _ => None,
+            })
+            .collect();
+        denials
+    };
+    assert_eq!(accuse(&mut n, 0), [1], "refuted, and told over TCP");
+    assert_eq!(accuse(&mut n, 0), [1], "already refuted: told again");
+    // Over UDP the denial rides on gossip (and on the ack of a buddy probe) instead.
+    gossip(
+        &mut n,
+        Time::ZERO,
+        Message::Suspect(Suspect {
+            name: Name::new("a").unwrap(),
+            incarnation: 1,
+            accuser: Name::new("b").unwrap(),
+        }),
+    );
+    assert!(std::iter::from_fn(|| n.poll_transmit()).all(|t| !t.reliable));
+}
+
+/// A node whose probe fails tells the suspect straight away, besides gossiping it; and its
+/// later probes tell it again on every path, the TCP fallback included.
+#[test]
+fn the_accuser_tells_the_suspect_directly_and_on_the_fallback_probe() {
+    let mut n = node();
+    let x = addr("10.0.0.2:7946");
+    gossip(&mut n, Time::ZERO, alive("x", "10.0.0.2:7946", 0));
+    // x is the only member: every probe is of x. The first fails (nothing is answered).
+    let period = Config::lan().probe_interval;
+    let first = run_all(&mut n, Time::ZERO, Time::ZERO + period * 2);
+    let accused_x = |m: &Message| matches!(m, Message::Suspect(s) if s.name.as_str() == "x");
+    let fallback = first
+        .iter()
+        .position(|(d, rel, m)| *d == x && *rel && matches!(m, Message::Ping(_)))
+        .expect("a fallback probe");
+    assert!(
+        !first[..fallback].iter().any(|(_, _, m)| accused_x(m)),
+        "not suspected before its first probe fails"
+    );
+    let told = first
+        .iter()
+        .position(|(d, rel, m)| *d == x && !*rel && accused_x(m))
+        .expect("x told it is suspected");
+    assert!(told > fallback);
+    assert_eq!(n.state_of(&Name::new("x").unwrap()), Some(State::Suspect));
+    // The next probe of the suspect carries the accusation on UDP and on TCP.
+    let later = run_all(&mut n, Time::ZERO + period * 2, Time::ZERO + period * 4);
+    let frames: Vec<&Message> = later
+        .iter()
+        .filter(|(d, rel, _)| *d == x && *rel)
+        .map(|(_, _, m)| m)
+        .collect();
+    assert!(
+        frames
+            .windows(2)
+            .any(|w| accused_x(w[0]) && matches!(w[1], Message::Ping(_))),
+        "the fallback frame accuses, then pings: {frames:?}"
+    );
+}
+
+/// A denial (a member's `Alive` at a higher incarnation) is gossiped three times as often as
+/// other news, by the member and by everyone who relays it: a node it misses declares a live
+/// member dead.
+#[test]
+fn a_denial_is_gossiped_three_times_as_often() {
+    let mut n = node();
+    for i in 0..5 {
+        gossip(
+            &mut n,
+            Time::ZERO,
+            alive(&format!("m{i}"), &format!("10.0.2.{i}:7946"), 0),
+        );
+    }
+    // Let the joins' own gossip run out, then m0 denies (incarnation 1) and m9 joins.
+    let quiet = Time::ZERO + Duration::from_secs(5);
+    run_all(&mut n, Time::ZERO, quiet);
+    gossip(&mut n, quiet, alive("m0", "10.0.2.0:7946", 1));
+    gossip(&mut n, quiet, alive("m9", "10.0.2.9:7946", 0));
+    let sent = run_all(&mut n, quiet, quiet + Duration::from_secs(10));
+    let count = |name: &str| {
+        sent.iter()
+            .filter(|(_, _, m)| matches!(m, Message::Alive(a) if a.name.as_str() == name))
+            .count()
+    };
+    let limit = Config::lan().retransmit_limit(6) as usize;
+    assert_eq!(count("m9"), limit);
+    assert_eq!(count("m0"), 3 * limit);
+}

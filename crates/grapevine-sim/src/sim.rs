@@ -271,7 +271,10 @@ impl Sim {
             }
             let mut d = net::delay(&self.net, self.seed, i, to, &mut self.rng);
             if t.reliable {
-                d *= self.net.frame_latency_factor.max(1);
+                match net::frame_delay(&self.net, d, &mut self.rng) {
+                    Some(late) => d = late,
+                    None => continue,
+                }
             }
             self.schedule(
                 now + d,

@@ -1332,7 +1332,10 @@ impl Driver {
         }
         let (tx, rx) = mpsc::channel(64);
         let me = self.me;
-        let connect = self.config.probe_timeout.max(Duration::from_millis(500));
+        // As long as an exchange may take: a lost SYN is sent again after a second, and a
+        // shorter limit would turn it into a failed exchange. (A fallback probe's frame that
+        // arrives that late is ignored, which is what a timeout would have made of it.)
+        let connect = self.config.sync_timeout;
         let idle = self.config.sync_timeout;
         tokio::spawn(async move {
             if let Err(e) = transport::write_frames(me, dst, connect, idle, rx).await {
