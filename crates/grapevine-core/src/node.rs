@@ -1175,15 +1175,20 @@ impl Node {
             let member = self.members.member(idx);
             self.order.insert(idx);
             self.events.push_back(Event::Joined { member });
-            // New members are relayed as rumours only by nodes in steady state. Those learned
-            // by anti-entropy are not: the exchanges spread them. Nor are those heard while this
-            // node is itself catching up: its fast exchanges will spread them, and when a whole
-            // cluster starts at once, relaying every join would flood every queue for nothing.
-            // A member's own exchange with us is news worth spreading either way.
+            // New members are relayed as rumours by nodes in steady state. Those learned by
+            // anti-entropy are not: the exchanges spread them. Nor are those heard while this
+            // node is itself catching up with a busy queue: when a whole cluster starts at
+            // once, relaying every join would flood every queue for nothing, and the fast
+            // exchanges spread them. A lone late joiner is still relayed: catch-up exchanges
+            // reach only a few nodes before they stop, and one node missing it would lack it
+            // until its next long push-pull. A member's own exchange with us is news worth
+            // spreading either way.
             let is_peer = matches!(&origin, Origin::Sync(p) if *p == m.name);
             let relay = match origin {
                 Origin::Sync(_) => is_peer,
-                Origin::Gossip => self.catch_up == 0,
+                Origin::Gossip => {
+                    self.catch_up == 0 || self.broadcasts.len() < RELAY_WHILE_CATCHING_UP
+                }
                 Origin::Local => true,
             };
             if relay {
@@ -1330,6 +1335,18 @@ impl Node {
             // accusers, the usual case for a real crash) are declared at once.
             // (Only where this node probes: not with phi-accrual alone, nor while leaving.)
             let probing = self.config.detector != Detector::Phi && !self.leaving;
+            // A probe of the suspect still under way decides, whatever came before it.
+            let running = self
+                .probe
+                .as_ref()
+                .filter(|p| p.target == name)
+                .map(|p| p.end);
+            if let (Some(end), true) = (running, probing) {
+                if let Some(s) = self.suspicions.get_mut(&name) {
+                    s.await_probe(end);
+                    continue;
+                }
+            }
             if self.config.lifeguard && probing {
                 if let Some(s) = self.suspicions.get_mut(&name) {
                     if s.wants_last_chance() {
@@ -1541,9 +1558,10 @@ impl Node {
 
     fn on_sync_request(&mut self, now: Time, m: SyncRequest) {
         let in_sync = m.root == self.members.digest().root();
-        if !in_sync {
+        if !in_sync && (m.join || m.members as usize != self.members.len()) {
             // Divergence seen from this side counts too: a node that is only ever asked (a
-            // seed, say) must reconcile actively rather than wait for its long timer.
+            // seed, say) must reconcile actively rather than wait for its long timer. Only a
+            // difference in who is known counts (see `sync_done`).
             self.catch_up = CATCH_UP_ROUNDS;
             self.sync_soon(now);
         }
@@ -1660,7 +1678,10 @@ impl Node {
         );
         self.stats.sent(wire::MessageType::SyncPull);
         self.emit(m.sender.addr, true, pull);
-        self.merge(now, &m.sender.name, m.entries);
+        if self.merge(now, &m.sender.name, m.entries) {
+            self.catch_up = CATCH_UP_ROUNDS;
+            self.sync_soon(now);
+        }
     }
 
     fn on_sync_pull(&mut self, now: Time, m: SyncEntries) {
@@ -1668,8 +1689,8 @@ impl Node {
             self.stats.drop(DropReason::Unexpected);
             return;
         };
-        self.merge(now, &m.sender.name, m.entries);
-        self.sync_done(now, pending.dst, true);
+        let changed = self.merge(now, &m.sender.name, m.entries);
+        self.sync_done(now, pending.dst, changed);
     }
 
     /// Views differed lately: exchange again after the catch-up interval rather than the
@@ -1698,7 +1719,13 @@ impl Node {
         }
     }
 
-    fn merge(&mut self, now: Time, peer: &Name, entries: Vec<Entry>) {
+    /// Applies an exchange's entries; true if they changed who is known or who is live here
+    /// (a join, a death, a revival, a departure): news of that kind is what catch-up
+    /// exchanges are for. Newer incarnations of live members are gossip's, already on their
+    /// way, and under heavy loss a stream of refutations would otherwise keep every node
+    /// exchanging four times a second.
+    fn merge(&mut self, now: Time, peer: &Name, entries: Vec<Entry>) -> bool {
+        let before = (self.members.len(), self.members.live());
         self.stats.sync_entries_in += entries.len() as u64;
         // A join's first exchange adds a whole table: grow the index and the event queue
         // once, not by doubling. (Entries already known only over-reserve by their count.)
@@ -1767,6 +1794,7 @@ impl Node {
                 ),
             }
         }
+        (self.members.len(), self.members.live()) != before
     }
 }
 
@@ -2226,6 +2254,10 @@ const IDLE_QUEUE_CAPACITY: usize = 64;
 /// its member count: a filter costs 10 bits for each record of ours, an entry pushed needlessly
 /// about 24 bytes, so below that share the filter costs more than it saves.
 const FILTER_WORTH: usize = 24;
+
+/// A node catching up still relays a join it hears by gossip while fewer broadcasts than
+/// this wait in its queue: a join among few news, not one of a whole cluster starting.
+const RELAY_WHILE_CATCHING_UP: usize = 16;
 
 /// Agreeing exchanges in a row after which a node drops back to the long push-pull interval.
 const CATCH_UP_ROUNDS: u32 = 3;

@@ -92,6 +92,12 @@ impl Suspicion {
         self.deadline = Time::MAX;
     }
 
+    /// The deadline came while a probe of the suspect runs until `end`: its outcome decides.
+    pub fn await_probe(&mut self, end: Time) {
+        self.postponed = true;
+        self.deadline = end;
+    }
+
     /// A probe of the suspect starts, ending at `end`.
     pub fn probing(&mut self, end: Time) {
         self.probed = true;
@@ -164,6 +170,20 @@ mod tests {
         assert_eq!(s.deadline(), end, "the probe's end still decides");
         s.last_chance_failed(Time::ZERO + Duration::from_millis(6500));
         assert_eq!(s.deadline(), Time::ZERO + Duration::from_millis(6500));
+    }
+
+    #[test]
+    fn a_probe_running_at_the_deadline_decides() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(6));
+        let mut s = Suspicion::new(1, n("a"), Time::ZERO, min, max, 3);
+        // Probed once already (so no last chance is owed), and again when the deadline comes.
+        s.probing(Time::ZERO + Duration::from_secs(2));
+        assert!(!s.wants_last_chance());
+        let end = Time::ZERO + Duration::from_millis(6300);
+        s.await_probe(end);
+        assert_eq!(s.deadline(), end);
+        s.answered(Time::ZERO + Duration::from_millis(6100));
+        assert_eq!(s.deadline(), Time::ZERO + Duration::from_millis(7100));
     }
 
     #[test]

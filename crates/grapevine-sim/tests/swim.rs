@@ -81,8 +81,8 @@ fn five_percent_loss_causes_no_false_deaths() {
 /// seeds, with TCP as lossy as UDP (the fallback probe and the anti-entropy frames wait out
 /// retransmissions). Thousands of probes fail and are refuted; none may end in a death.
 /// Before denials were sent three times as often, the accusation went straight to the
-/// suspect, the fallback probe carried it and a confirmation no longer cut a last-chance
-/// probe short, the first seed alone saw 9 live nodes declared dead.
+/// suspect, the fallback probe carried it, and a probe under way at the deadline (or a
+/// last-chance one) decided the verdict, the first seed alone saw 9 live nodes declared dead.
 #[test]
 fn twenty_percent_loss_on_nine_nodes_kills_no_live_node() {
     let mut suspicions = 0;
