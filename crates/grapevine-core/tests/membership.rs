@@ -176,24 +176,34 @@ fn force_leave_turns_a_failed_member_into_a_left_one_and_refuses_a_live_one() {
 /// by destination: (sequence number, whether the packet accused the target).
 fn run_silent(n: &mut Node, from: Time, until: Time) -> Vec<(SocketAddr, u32, bool)> {
     let mut pings = Vec::new();
+    for (dst, reliable, msgs) in run_packets(n, from, until) {
+        if reliable {
+            continue;
+        }
+        let accused = msgs.iter().any(|m| matches!(m, Message::Suspect(_)));
+        for m in msgs {
+            if let Message::Ping(p) = m {
+                pings.push((dst, p.seq, accused));
+            }
+        }
+    }
+    pings
+}
+
+/// Every packet and frame `n` sends until `until`, stepping its timers every 10 ms and
+/// answering nothing: (destination, reliable, messages).
+fn run_packets(n: &mut Node, from: Time, until: Time) -> Vec<(SocketAddr, bool, Vec<Message>)> {
+    let mut sent = Vec::new();
     let mut now = from;
     while now < until {
         n.handle_timeout(now);
         while let Some(t) = n.poll_transmit() {
-            if t.reliable {
-                continue;
-            }
-            let msgs = wire::decode_packet(&t.payload, b"", 65_507).unwrap();
-            let accused = msgs.iter().any(|m| matches!(m, Message::Suspect(_)));
-            for m in msgs {
-                if let Message::Ping(p) = m {
-                    pings.push((t.dst, p.seq, accused));
-                }
-            }
+            let msgs = wire::decode_packet(&t.payload, b"", 1 << 20).unwrap();
+            sent.push((t.dst, t.reliable, msgs));
         }
         now = now + Duration::from_millis(10);
     }
-    pings
+    sent
 }
 
 /// Lifeguard's last chance: a suspicion nobody confirmed, of a member this node has not
@@ -290,21 +300,12 @@ fn a_lone_suspicion_gets_a_last_chance_probe_before_it_becomes_a_death() {
     }
 }
 
-/// Every message `n` sends until `until`, stepping its timers every 10 ms and answering
-/// nothing: (destination, reliable, message).
+/// Every message `n` sends until `until`, answering nothing: (destination, reliable, message).
 fn run_all(n: &mut Node, from: Time, until: Time) -> Vec<(SocketAddr, bool, Message)> {
-    let mut sent = Vec::new();
-    let mut now = from;
-    while now < until {
-        n.handle_timeout(now);
-        while let Some(t) = n.poll_transmit() {
-            for m in wire::decode_packet(&t.payload, b"", 1 << 20).unwrap() {
-                sent.push((t.dst, t.reliable, m));
-            }
-        }
-        now = now + Duration::from_millis(10);
-    }
-    sent
+    run_packets(n, from, until)
+        .into_iter()
+        .flat_map(|(dst, reliable, msgs)| msgs.into_iter().map(move |m| (dst, reliable, m)))
+        .collect()
 }
 
 /// An accusation that reaches a node over TCP (its accuser's fallback probe) is answered on
