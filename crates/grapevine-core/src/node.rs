@@ -1327,24 +1327,28 @@ impl Node {
             .collect();
         due.sort();
         for (name, incarnation) in due {
-            // Lifeguard: a suspicion that few others confirmed, and that this node has not
-            // tested since it began, gets a last-chance probe before it becomes a death. The
+            // Lifeguard: a suspicion that few others confirmed gets a last-chance probe (or
+            // waits for the one under way) before it becomes a death. The
             // probe carries the accusation (the buddy system), so a live suspect whose
             // refutation never reached this node sends it back in its ack; a dead one fails
             // the probe and is declared then. Well-confirmed suspicions (k independent
             // accusers, the usual case for a real crash) are declared at once.
             // (Only where this node probes: not with phi-accrual alone, nor while leaving.)
             let probing = self.config.detector != Detector::Phi && !self.leaving;
-            // A probe of the suspect still under way decides, whatever came before it.
+            // A probe of the suspect begun before the deadline and still under way decides,
+            // whatever came before it. (Not one begun since: with a single other member every
+            // probe is of the suspect, and waiting for each next one would wait for ever.)
             let running = self
                 .probe
                 .as_ref()
                 .filter(|p| p.target == name)
-                .map(|p| p.end);
-            if let (Some(end), true) = (running, probing) {
+                .map(|p| (p.started, p.end));
+            if let (Some((started, end)), true) = (running, probing) {
                 if let Some(s) = self.suspicions.get_mut(&name) {
-                    s.await_probe(end);
-                    continue;
+                    if started < s.deadline() {
+                        s.await_probe(end);
+                        continue;
+                    }
                 }
             }
             if self.config.lifeguard && probing {

@@ -18,8 +18,6 @@ pub(crate) struct Suspicion {
     k: u32,
     confirmations: Vec<Name>,
     deadline: Time,
-    /// Whether this node has started a probe of the suspect since the suspicion began.
-    pub probed: bool,
     /// Whether the deadline waits for a last-chance probe.
     postponed: bool,
 }
@@ -41,7 +39,6 @@ impl Suspicion {
             k,
             confirmations: vec![accuser],
             deadline: start,
-            probed: false,
             postponed: false,
         };
         s.deadline = start + s.timeout();
@@ -80,10 +77,11 @@ impl Suspicion {
     }
 
     /// Whether, at its deadline, the suspicion deserves one more probe before it becomes a
-    /// death: fewer than k others confirmed it and this node has not probed the suspect since
-    /// it began.
+    /// death: fewer than k others confirmed it, and no such probe is owed or running yet.
+    /// An earlier failed probe of this node's does not settle it: under heavy loss that is
+    /// weak evidence, and the suspect's denial may have missed only this node.
     pub fn wants_last_chance(&self) -> bool {
-        !self.probed && !self.postponed && self.confirmations() < self.k
+        !self.postponed && self.confirmations() < self.k
     }
 
     /// Holds the verdict until the last-chance probe has run.
@@ -100,9 +98,10 @@ impl Suspicion {
 
     /// A probe of the suspect starts, ending at `end`.
     pub fn probing(&mut self, end: Time) {
-        self.probed = true;
-        if self.postponed {
-            // Should the probe's end go unnoticed, the verdict still comes.
+        if self.postponed && self.deadline == Time::MAX {
+            // The awaited last-chance probe: should its end go unnoticed, the verdict still
+            // comes. (A verdict already due, after a failed probe, is not put off by the next
+            // probe: with one other member, every probe is of the suspect.)
             self.deadline = end;
         }
     }
@@ -124,7 +123,6 @@ impl Suspicion {
         } else {
             self.deadline.max(wait)
         };
-        self.probed = false;
         self.postponed = false;
     }
 
@@ -176,14 +174,20 @@ mod tests {
     fn a_probe_running_at_the_deadline_decides() {
         let (min, max) = (Duration::from_secs(1), Duration::from_secs(6));
         let mut s = Suspicion::new(1, n("a"), Time::ZERO, min, max, 3);
-        // Probed once already (so no last chance is owed), and again when the deadline comes.
+        // Probed once already, and again when the deadline comes.
         s.probing(Time::ZERO + Duration::from_secs(2));
-        assert!(!s.wants_last_chance());
         let end = Time::ZERO + Duration::from_millis(6300);
         s.await_probe(end);
         assert_eq!(s.deadline(), end);
         s.answered(Time::ZERO + Duration::from_millis(6100));
         assert_eq!(s.deadline(), Time::ZERO + Duration::from_millis(7100));
+        // Probed again at that deadline, and this probe fails: the verdict is due, and the
+        // next probe, begun at once, does not put it off.
+        let end = Time::ZERO + Duration::from_millis(7600);
+        s.await_probe(end);
+        s.last_chance_failed(end);
+        s.probing(end + Duration::from_millis(500));
+        assert_eq!(s.deadline(), end);
     }
 
     #[test]

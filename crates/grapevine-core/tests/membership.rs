@@ -206,9 +206,8 @@ fn run_packets(n: &mut Node, from: Time, until: Time) -> Vec<(SocketAddr, bool, 
     sent
 }
 
-/// Lifeguard's last chance: a suspicion nobody confirmed, of a member this node has not
-/// probed since, is not a death at its deadline; the node probes the suspect first (telling
-/// it it is suspected). A suspect that answers stays (it will refute); one that does not dies.
+/// Lifeguard's last chance: a suspicion nobody confirmed is not a death at its deadline; the
+/// node probes the suspect first (telling it it is suspected). A suspect that answers stays (it will refute); one that does not dies.
 #[test]
 fn a_lone_suspicion_gets_a_last_chance_probe_before_it_becomes_a_death() {
     use grapevine_core::wire::{Ack, Suspect};
@@ -419,4 +418,37 @@ fn a_denial_is_gossiped_three_times_as_often() {
     let limit = Config::lan().retransmit_limit(6) as usize;
     assert_eq!(count("m9"), limit);
     assert_eq!(count("m0"), 3 * limit);
+}
+
+/// A cluster of two, one of them gone silent: every probe is of the suspect, so a probe of
+/// it is always under way when the suspicion's deadline comes. The verdict waits for the
+/// probe begun before the deadline, not for every next one: the member is declared dead.
+#[test]
+fn the_only_other_member_gone_silent_is_declared_dead() {
+    let mut n = node();
+    gossip(&mut n, Time::ZERO, alive("x", "10.0.0.2:7946", 0));
+    let x = Name::new("x").unwrap();
+    let mut now = Time::ZERO;
+    let mut suspected = None;
+    while n.state_of(&x) != Some(State::Dead) {
+        run_all(&mut n, now, now + Duration::from_millis(100));
+        now = now + Duration::from_millis(100);
+        if suspected.is_none() && n.state_of(&x) == Some(State::Suspect) {
+            suspected = Some(now);
+        }
+        assert!(
+            now < Time::ZERO + Duration::from_secs(60),
+            "x still {:?}",
+            n.state_of(&x)
+        );
+    }
+    // With one member, Lifeguard expects no confirmation (k = 0): the minimum timeout, then
+    // the end of the probe under way, then one more probe period at most.
+    let suspected = suspected.expect("suspected first");
+    let waited = now.saturating_since(suspected);
+    let min = Config::lan().suspicion_min_timeout(2);
+    assert!(
+        waited <= min + Config::lan().probe_interval * 4,
+        "{waited:?}"
+    );
 }
