@@ -5,6 +5,7 @@
 //! configurations, themselves derived from the SWIM and Lifeguard papers), and say
 //! where and why grapevine departs from them.
 
+use crate::admission::Rate;
 use std::time::Duration;
 
 /// Which failure detector convicts members.
@@ -90,7 +91,8 @@ pub struct Config {
     pub packet_budget: usize,
     /// The largest datagram accepted.
     pub max_datagram: usize,
-    /// The largest reliable-channel frame accepted.
+    /// The largest reliable-channel frame accepted (each message type has a lower limit of
+    /// its own, [`crate::wire::frame_limit`]).
     pub max_frame: usize,
     /// The most members a node will track; gossip about more is dropped (bounded memory).
     pub max_members: usize,
@@ -111,6 +113,12 @@ pub struct Config {
     /// About the most bytes of state one exchange message carries; more waits for the next
     /// exchange (the most-behind nodes first).
     pub state_budget: usize,
+    /// About the most bytes of shared-keyspace entries one exchange message carries (at
+    /// least one entry always goes); a larger difference moves a chunk per exchange.
+    pub state_chunk: usize,
+    /// The most bytes one member's own per-node state may hold (keys and values): a delta
+    /// that resets a copy goes whole, so this bounds the largest state frame.
+    pub max_node_state: usize,
     /// A node's outgoing state traffic, in bytes per second, if capped: rounds are skipped
     /// while the budget is spent, trading convergence time for bandwidth.
     pub state_bandwidth: Option<u64>,
@@ -141,6 +149,17 @@ pub struct Config {
     pub rumor_ttl: Duration,
     /// User events: forwarded at most this many times.
     pub rumor_max_hops: u8,
+    /// New members a node takes in from one source address by gossip, or from a stranger's
+    /// exchange (a joiner's push); past it they are refused and the node catches up with a
+    /// member instead. Members learned from members' exchanges are not counted.
+    pub new_members_per_source: Rate,
+    /// New members a node takes in by gossip and from strangers, all sources together.
+    pub new_members_total: Rate,
+    /// New user events a node accepts (delivers and spreads) from one origin member; its own
+    /// included (`broadcast` is refused past it).
+    pub events_per_origin: Rate,
+    /// New user events a node accepts, all origins together.
+    pub events_total: Rate,
     /// Aggregation: how often a node sends half its push-sum mass to a random member.
     pub aggregate_interval: Duration,
     /// Aggregation: rounds per epoch, after which estimates settle and restart from the
@@ -172,8 +191,10 @@ impl Config {
     ///
     /// State: a round every second with 3 members, push-pull (chitchat's and Cassandra's
     /// one-second gossip; with fanout 3 push-pull an update reaches 1,000 nodes in about 5
-    /// rounds). 64 KiB of state per message keeps a frame well under the 64 MiB limit and a
-    /// catch-up bounded in time. No bandwidth cap by default. Half the partners are the
+    /// rounds). 64 KiB of per-node deltas per message keeps a catch-up bounded in time;
+    /// shared-keyspace entries move 1 MiB per message (a 200 MiB keyspace reaches a new
+    /// member in about 70 exchanges, each frame far under the 8 MiB a receiver accepts);
+    /// one member's own state is capped at 4 MiB, room for thousands of service records. No bandwidth cap by default. Half the partners are the
     /// member least recently exchanged with among 8 sampled: a node that missed updates is
     /// found sooner without losing the randomness gossip's guarantees rest on. Tombstones are
     /// kept 24 h, as dead members are: a node cut off for longer is forgotten anyway. Clock
@@ -189,6 +210,14 @@ impl Config {
     /// Events are best effort, as Serf's are: no anti-entropy backs them. Pushed to 2 members
     /// per gossip tick, so they spread in half the ticks; deduplicated for 60 s, at most 32
     /// hops (far above the log N rounds a rumour needs).
+    ///
+    /// Admission: a source may introduce 8 new members at once and one a second after, 64 and
+    /// 8 a second from all sources together. A member's join reaches each node from many
+    /// relayers (each a source of its own), so real joins rarely meet the cap, and those
+    /// refused arrive by anti-entropy within a catch-up interval; a flood of fabricated
+    /// members from one place adds at most 8, which fail their first probe. User events: 64 at
+    /// once and 16 a second per origin, 256 and 64 a second in all: far above Serf-style
+    /// operational events, far below the 841 a second that once made 275 MB of gossip.
     ///
     /// Aggregation: a push-sum round every 250 ms, 80 rounds (20 s) per epoch. Every node's
     /// relative error (average, sum and count) falls under 10⁻³ in 31 rounds at 1,000 nodes
@@ -224,7 +253,7 @@ impl Config {
             dead_reclaim_time: Some(Duration::from_secs(60)),
             packet_budget: 1400,
             max_datagram: 65_507,
-            max_frame: 64 << 20,
+            max_frame: crate::wire::MAX_FRAME,
             max_members: 200_000,
             max_broadcasts: 256,
             sync_timeout: Duration::from_secs(10),
@@ -232,6 +261,8 @@ impl Config {
             state_fanout: 3,
             state_mode: crate::state::reconcile::Mode::PushPull,
             state_budget: 64 * 1024,
+            state_chunk: 1 << 20,
+            max_node_state: 4 << 20,
             state_bandwidth: None,
             state_divergence_bias: 0.5,
             tombstone_grace: Duration::from_secs(24 * 3600),
@@ -245,6 +276,10 @@ impl Config {
             rumor_fanout: 2,
             rumor_ttl: Duration::from_secs(60),
             rumor_max_hops: 32,
+            new_members_per_source: Rate::new(8, 1.0),
+            new_members_total: Rate::new(64, 8.0),
+            events_per_origin: Rate::new(64, 16.0),
+            events_total: Rate::new(256, 64.0),
             aggregate_interval: Duration::from_millis(250),
             aggregate_epoch_rounds: 80,
         }
@@ -334,6 +369,14 @@ impl Config {
         if self.aggregate_epoch_rounds < 2 {
             return Err(ConfigError::AggregateEpoch(self.aggregate_epoch_rounds));
         }
+        // Frames must stay within what receivers take of their types (`wire::frame_limit`).
+        if self.state_chunk > 4 << 20
+            || self.state_chunk == 0
+            || self.max_node_state > 4 << 20
+            || self.state_budget > 2 << 20
+        {
+            return Err(ConfigError::StateSizes);
+        }
         Ok(())
     }
 
@@ -381,6 +424,9 @@ pub enum ConfigError {
     /// The packet budget cannot hold a probe, or exceeds a datagram.
     #[error("packet_budget {0} must be between 256 and max_datagram")]
     PacketBudget(usize),
+    /// State chunks or caps over what a receiver takes in one frame.
+    #[error("state_chunk must be 1 byte to 4 MiB, max_node_state at most 4 MiB, state_budget at most 2 MiB")]
+    StateSizes,
     /// An aggregation epoch too short to settle anything.
     #[error("aggregate_epoch_rounds {0} must be at least 2")]
     AggregateEpoch(u32),

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod aggregate;
 mod awareness;
 mod broadcast;
@@ -34,6 +35,7 @@ mod suspicion;
 pub mod time;
 pub mod wire;
 
+pub use admission::{Limiter, Rate};
 pub use aggregate::{AggregateError, Estimate};
 pub use config::{Config, ConfigError, Detector, ProbeSelection};
 pub use event::Event;

@@ -6,6 +6,7 @@
 //! the handler named after it (`on_ping`, `on_ack`, `on_alive`, `on_sync_request`, …).
 //! Handlers answer through `send_packet`/`send_frame`, which queue a [`Transmit`].
 
+use crate::admission::Limiter;
 use crate::aggregate::{AggregateError, Aggregates, Estimate};
 use crate::awareness::Awareness;
 use crate::broadcast::BroadcastQueue;
@@ -35,7 +36,7 @@ use hashbrown::HashMap;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Bytes to send, and whether they need the reliable (stream) channel.
@@ -61,6 +62,14 @@ pub enum CommandError {
     /// The node has left.
     #[error("the node has left the cluster")]
     Left,
+    /// Over this member's rate of user events (`events_per_origin`).
+    #[error("too many user events: at most {burst} at once and {per_second} a second")]
+    RateLimited {
+        /// The burst allowed.
+        burst: u32,
+        /// The sustained rate allowed, a second.
+        per_second: u32,
+    },
     /// No member of that name is known.
     #[error("no member named {0:?} is known")]
     UnknownMember(String),
@@ -89,10 +98,11 @@ pub enum CommandError {
 enum Origin {
     /// This node's own probe or timer.
     Local,
-    /// A gossiped broadcast: rebroadcast if it changed our view.
-    Gossip,
-    /// An anti-entropy exchange with `peer`.
-    Sync(Name),
+    /// A gossiped broadcast that came from this address: rebroadcast if it changed our view.
+    Gossip(SocketAddr),
+    /// An anti-entropy exchange with `peer`; with the stranger's address when the peer is
+    /// not a live member (a joiner), whose new members are rate-limited like gossip's.
+    Sync(Name, Option<SocketAddr>),
 }
 
 struct PendingSync {
@@ -158,6 +168,10 @@ pub struct Node {
     /// User events being spread, and those seen.
     rumors: Rumors,
     aggregates: Aggregates,
+    /// New members taken in by gossip and from strangers, by source IP.
+    joins: Limiter<IpAddr>,
+    /// New user events accepted, by origin.
+    event_budget: Limiter<Name>,
     /// Targets whose value this node publishes for agreement checks.
     tracked: Vec<Target>,
     /// The tracked targets the cluster agreed on at the last check.
@@ -282,6 +296,8 @@ impl Node {
             phi: PhiDetector::new(config.heartbeat_interval),
             rumors: Rumors::default(),
             aggregates: Aggregates::new(config.aggregate_epoch_rounds),
+            joins: Limiter::new(config.new_members_per_source, config.new_members_total, now),
+            event_budget: Limiter::new(config.events_per_origin, config.events_total, now),
             tracked: Vec::new(),
             agreed: Vec::new(),
             config,
@@ -452,7 +468,7 @@ impl Node {
             return Err(CommandError::Left);
         }
         self.tags = tags;
-        self.incarnation += 1;
+        self.incarnation = self.incarnation.wrapping_add(1);
         self.announce(now);
         Ok(())
     }
@@ -554,6 +570,11 @@ impl Node {
         } else {
             self.config.max_datagram
         };
+        // A frame within the channel's limit must also be within its type's.
+        let max = match (reliable, wire::peek_first_type(bytes, bytes.len())) {
+            (true, Ok(Some(Some(code)))) => max.min(wire::frame_limit(code)),
+            _ => max,
+        };
         let packet = match wire::open_packet(bytes, &self.config.label, max) {
             Ok(p) => {
                 Stats::packet_bytes(&mut self.stats.bytes_in_by_type, bytes);
@@ -589,20 +610,20 @@ impl Node {
     fn dispatch(&mut self, now: Time, from: SocketAddr, msg: Message, reliable: bool) {
         match msg {
             Message::Ping(m) => self.on_ping(now, from, m, reliable),
-            Message::IndirectPing(m) => self.on_indirect_ping(now, m),
+            Message::IndirectPing(m) => self.on_indirect_ping(now, from, m),
             Message::Ack(m) => self.on_ack(now, from, m, reliable),
             Message::Nack(m) => self.on_nack(m),
-            Message::Alive(m) => self.on_alive(now, m, Origin::Gossip),
+            Message::Alive(m) => self.on_alive(now, m, Origin::Gossip(from)),
             Message::Suspect(m) => {
                 let about_me = m.name == self.me.name;
-                self.on_suspect(now, m, Origin::Gossip);
+                self.on_suspect(now, m, Origin::Gossip(from));
                 if about_me && reliable {
                     self.deny_to(from);
                 }
             }
             Message::Dead(m) => {
                 let about_me = m.name == self.me.name;
-                self.on_dead(now, m, Origin::Gossip);
+                self.on_dead(now, m, Origin::Gossip(from));
                 if about_me && reliable {
                     self.deny_to(from);
                 }
@@ -618,7 +639,7 @@ impl Node {
             }
             Message::SyncRequest(m) => self.on_sync_request(now, m),
             Message::SyncBuckets(m) => self.on_sync_buckets(now, m),
-            Message::SyncPush(m) => self.on_sync_push(now, m),
+            Message::SyncPush(m) => self.on_sync_push(now, from, m),
             Message::SyncPull(m) => self.on_sync_pull(now, m),
             Message::TreeHashes(_)
             | Message::TreeItems(_)
@@ -699,17 +720,39 @@ impl Node {
         }
     }
 
-    /// Sends `first` in one datagram, with queued broadcasts piggybacked up to the budget.
+    /// Sends `first` in one datagram, with queued broadcasts piggybacked up to the budget:
+    /// to members only (see `send_bare`).
     fn send_packet(&mut self, dst: SocketAddr, version: u8, first: &[Message]) {
+        self.send_datagram(dst, version, first, true);
+    }
+
+    /// Sends `first` in one datagram and nothing more: the answer to an address that is not
+    /// known as a member's is no larger than what asked for it, so a spoofed source cannot
+    /// turn this node into an amplifier.
+    fn send_bare(&mut self, dst: SocketAddr, version: u8, first: &[Message]) {
+        self.send_datagram(dst, version, first, false);
+    }
+
+    fn send_datagram(&mut self, dst: SocketAddr, version: u8, first: &[Message], piggyback: bool) {
         let mut b = PacketBuilder::new(version, &self.config.label, self.config.packet_budget);
         for m in first {
             b.push_forced(m);
             self.stats.sent(m.kind());
         }
-        let limit = self.retransmit_limit();
-        let piggybacked = self.broadcasts.fill(&mut b, limit);
-        self.stats.broadcasts_out += piggybacked as u64;
+        if piggyback {
+            let limit = self.retransmit_limit();
+            let piggybacked = self.broadcasts.fill(&mut b, limit);
+            self.stats.broadcasts_out += piggybacked as u64;
+        }
         self.emit(dst, false, b.finish());
+    }
+
+    /// Whether `name` is a live member known at `addr`.
+    fn is_member_at(&self, name: &Name, addr: SocketAddr) -> bool {
+        self.members.find(name).is_some_and(|i| {
+            let r = self.members.get(i);
+            r.state.is_live() && self.members.addr_of(r) == addr
+        })
     }
 
     /// Sends one message as one frame on the reliable channel.
@@ -985,13 +1028,30 @@ impl Node {
         let ack = Message::Ack(Ack { seq: m.seq });
         let version = self.rx_version;
         if reliable {
-            self.send_frame(m.source.addr, version, &ack);
-        } else {
+            // On the connection it came by (`from` is the address that connection proved).
+            self.send_frame(from, version, &ack);
+        } else if self.is_member_at(&m.source.name, from) {
             self.send_packet(from, version, &[ack]);
+        } else {
+            self.send_bare(from, version, &[ack]);
         }
     }
 
-    fn on_indirect_ping(&mut self, now: Time, m: IndirectPing) {
+    fn on_indirect_ping(&mut self, now: Time, from: SocketAddr, m: IndirectPing) {
+        // Only for members, and only of members: otherwise anyone could make this node send
+        // probes to any address.
+        let target_known = self
+            .members
+            .find(&m.target.name)
+            .is_some_and(|i| self.members.addr_of(self.members.get(i)) == m.target.addr);
+        if !target_known || !self.is_member_at(&m.requester.name, from) {
+            self.stats.drop(DropReason::NotMember);
+            return;
+        }
+        if self.relays.len() >= MAX_RELAYS {
+            self.stats.drop(DropReason::RateLimited);
+            return;
+        }
         let seq = self.next_seq();
         self.relays.insert(
             seq,
@@ -1136,7 +1196,7 @@ impl Node {
     }
 
     fn refute(&mut self, now: Time, accused: u32, accusation: State) {
-        self.incarnation = self.incarnation.max(accused).saturating_add(1);
+        self.incarnation = incarnation::refutation(self.incarnation, accused);
         self.stats.refutations += 1;
         self.awareness.apply(1);
         let inc = self.incarnation;
@@ -1157,7 +1217,9 @@ impl Node {
                 return;
             }
             let differs = m.addr != self.me.addr || m.tags != self.tags;
-            if m.incarnation > self.incarnation || (m.incarnation == self.incarnation && differs) {
+            if incarnation::newer(m.incarnation, self.incarnation)
+                || (m.incarnation == self.incarnation && differs)
+            {
                 self.refute(now, m.incarnation, State::Alive);
             }
             return;
@@ -1166,6 +1228,9 @@ impl Node {
         let Some(idx) = self.members.find_hashed(&m.name, name_hash) else {
             if self.members.len() >= self.config.max_members {
                 self.stats.drop(DropReason::TableFull);
+                return;
+            }
+            if !self.admit_new_member(now, &origin) {
                 return;
             }
             let rec = Record::new(m.name.clone(), m.incarnation, State::Alive, m.protocol);
@@ -1183,10 +1248,10 @@ impl Node {
             // reach only a few nodes before they stop, and one node missing it would lack it
             // until its next long push-pull. A member's own exchange with us is news worth
             // spreading either way.
-            let is_peer = matches!(&origin, Origin::Sync(p) if *p == m.name);
+            let is_peer = matches!(&origin, Origin::Sync(p, _) if *p == m.name);
             let relay = match origin {
-                Origin::Sync(_) => is_peer,
-                Origin::Gossip => {
+                Origin::Sync(..) => is_peer,
+                Origin::Gossip(_) => {
                     self.catch_up == 0 || self.broadcasts.len() < RELAY_WHILE_CATCHING_UP
                 }
                 Origin::Local => true,
@@ -1218,7 +1283,7 @@ impl Node {
         let tags_changed = self.members.tags_of(rec) != m.tags.as_slice();
         let addr_changed = self.members.addr_of(rec) != m.addr;
         // A member raises its incarnation to deny an accusation (or to change its tags).
-        let refutes = m.incarnation > rec.incarnation;
+        let refutes = incarnation::newer(m.incarnation, rec.incarnation);
         self.suspicions.remove(&m.name);
         self.members
             .update(idx, now, addr_changed.then_some(m.addr), |r| {
@@ -1241,6 +1306,23 @@ impl Node {
         let factor = if refutes { REFUTATION_FACTOR } else { 1 };
         self.broadcasts
             .push_repeated(m.name.clone(), Message::Alive(m).encode(), factor);
+    }
+
+    /// Whether a member never seen before may be added on the word of `origin`: members'
+    /// exchanges and this node's own findings always, gossip and strangers within
+    /// `new_members_per_source` and `new_members_total`. A refusal is counted and makes the
+    /// node catch up with a member, which brings it the new members that are real.
+    fn admit_new_member(&mut self, now: Time, origin: &Origin) -> bool {
+        let source = match origin {
+            Origin::Gossip(from) | Origin::Sync(_, Some(from)) => from.ip(),
+            Origin::Sync(_, None) | Origin::Local => return true,
+        };
+        if self.joins.allow(&source, now) {
+            return true;
+        }
+        self.stats.drop(DropReason::RateLimited);
+        self.sync_soon(now);
+        false
     }
 
     fn on_suspect(&mut self, now: Time, m: Suspect, origin: Origin) {
@@ -1475,6 +1557,8 @@ impl Node {
         self.timers.reconnect = now + self.config.reconnect_interval;
         self.reconnect_ticks = self.reconnect_ticks.wrapping_add(1);
         self.reap(now);
+        self.joins.tidy(now);
+        self.event_budget.tidy(now);
         let timeout = self.config.sync_timeout;
         self.syncs
             .retain(|_, s| now.saturating_since(s.started) < timeout);
@@ -1668,7 +1752,7 @@ impl Node {
         f.finish()
     }
 
-    fn on_sync_push(&mut self, now: Time, m: SyncEntries) {
+    fn on_sync_push(&mut self, now: Time, from: SocketAddr, m: SyncEntries) {
         // Reply with our records in the differing buckets that the requester's filter says it
         // lacks. A requester that sent no filter is taken to hold none of them.
         let seed = u64::from(m.id);
@@ -1682,7 +1766,9 @@ impl Node {
         );
         self.stats.sent(wire::MessageType::SyncPull);
         self.emit(m.sender.addr, true, pull);
-        if self.merge(now, &m.sender.name, m.entries) {
+        // A joiner is not a member yet: what it brings is admitted as gossip is.
+        let stranger = (!self.is_member_at(&m.sender.name, from)).then_some(from);
+        if self.merge(now, &m.sender.name, stranger, m.entries) {
             self.catch_up = CATCH_UP_ROUNDS;
             self.sync_soon(now);
         }
@@ -1693,7 +1779,7 @@ impl Node {
             self.stats.drop(DropReason::Unexpected);
             return;
         };
-        let changed = self.merge(now, &m.sender.name, m.entries);
+        let changed = self.merge(now, &m.sender.name, None, m.entries);
         self.sync_done(now, pending.dst, changed);
     }
 
@@ -1728,7 +1814,13 @@ impl Node {
     /// exchanges are for. Newer incarnations of live members are gossip's, already on their
     /// way, and under heavy loss a stream of refutations would otherwise keep every node
     /// exchanging four times a second.
-    fn merge(&mut self, now: Time, peer: &Name, entries: Vec<Entry>) -> bool {
+    fn merge(
+        &mut self,
+        now: Time,
+        peer: &Name,
+        stranger: Option<SocketAddr>,
+        entries: Vec<Entry>,
+    ) -> bool {
         let before = (self.members.len(), self.members.live());
         self.stats.sync_entries_in += entries.len() as u64;
         // A join's first exchange adds a whole table: grow the index and the event queue
@@ -1739,7 +1831,7 @@ impl Node {
         self.members.reserve(room);
         self.events.reserve(room + 1);
         for e in entries {
-            let origin = Origin::Sync(peer.clone());
+            let origin = Origin::Sync(peer.clone(), stranger);
             // The state test first: most entries are alive and need no look-up here.
             if e.state != State::Alive
                 && e.name != self.me.name
@@ -1749,6 +1841,9 @@ impl Node {
                 // their digests) converge, and a dead one is retried by the reconnect timer.
                 if self.members.len() >= self.config.max_members {
                     self.stats.drop(DropReason::TableFull);
+                    continue;
+                }
+                if !self.admit_new_member(now, &origin) {
                     continue;
                 }
                 let state = if e.state == State::Suspect {
@@ -1828,6 +1923,20 @@ impl Node {
     ) -> Result<u64, CommandError> {
         check_len("state key", key.len(), wire::MAX_STATE_KEY_LEN)?;
         check_len("state value", value.len(), wire::MAX_VALUE_LEN)?;
+        if let Some(own) = self.replication.nodes.get(&self.me.name) {
+            // Tombstones count too: they travel until collected.
+            let held: usize = own
+                .entries
+                .iter()
+                .filter(|(k, _)| k.as_str() != key)
+                .map(|(k, v)| k.len() + v.value.len())
+                .sum();
+            check_len(
+                "this member's state",
+                held + key.len() + value.len(),
+                self.config.max_node_state,
+            )?;
+        }
         let ttl = ttl.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         Ok(self.replication.set_own(key, value, ttl, now))
     }
@@ -1908,6 +2017,13 @@ impl Node {
     ) -> Result<u64, CommandError> {
         check_len("event name", name.len(), wire::MAX_EVENT_NAME_LEN)?;
         check_len("event payload", payload.len(), wire::MAX_EVENT_PAYLOAD)?;
+        if !self.event_budget.allow(&self.me.name, now) {
+            let r = self.config.events_per_origin;
+            return Err(CommandError::RateLimited {
+                burst: r.burst,
+                per_second: r.per_second.round() as u32,
+            });
+        }
         let id = self.rumors.next_id(&self.me.name);
         let event = wire::UserEvent {
             id,
@@ -2134,10 +2250,15 @@ impl Node {
     }
 
     fn on_user_event(&mut self, now: Time, from: SocketAddr, event: wire::UserEvent) {
+        if !self.rumors.knows(event.id) && !self.event_budget.allow(&event.origin, now) {
+            // Not taken, so not known: a later copy is taken once the budget allows.
+            self.stats.drop(DropReason::RateLimited);
+            return;
+        }
         let new = self.take_event(now, &event);
         if event.feedback {
             let version = self.rx_version;
-            self.send_packet(
+            self.send_bare(
                 from,
                 version,
                 &[Message::RumorAck(wire::RumorAck {
@@ -2202,7 +2323,25 @@ impl Node {
     }
 
     fn on_state_message(&mut self, now: Time, from: SocketAddr, msg: &Message) {
-        let (reply, beats) = self.replication.on_message(&self.config, now, from, msg);
+        let members = &self.members;
+        let is_member = |name: &Name| {
+            members.find(name).is_some_and(|i| {
+                let r = members.get(i);
+                r.state.is_live() && members.addr_of(r) == from
+            })
+        };
+        let (reply, beats) =
+            match self
+                .replication
+                .on_message(&self.config, now, from, msg, is_member)
+            {
+                Ok(r) => r,
+                Err(reason) => {
+                    tracing::debug!(%from, ?reason, "dropped a state message");
+                    self.stats.drop(reason);
+                    return;
+                }
+            };
         if self.config.detector != Detector::Swim {
             for name in beats {
                 self.phi.report(&name, now);
@@ -2273,6 +2412,10 @@ const REFUTATION_FACTOR: u32 = 3;
 
 /// At most one log line per this long about probes answered only over TCP.
 const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The most indirect probes this node runs for others at once: each lives a fraction of a
+/// probe interval, and members ask a few per interval.
+const MAX_RELAYS: usize = 1024;
 
 /// The most probe round trips kept for `take_rtt_samples` between two calls.
 const RTT_SAMPLES_MAX: usize = 1024;

@@ -6,6 +6,12 @@
 //! state a round costs a few dozen bytes per partner whatever the cluster or keyspace
 //! size. Exchange ids opened here are below 2^31; answers from the responder carry the id
 //! with the top bit set, so each side tells its own exchanges from the peer's.
+//!
+//! Only members write here. An exchange's opening names its sender, and the node answers
+//! it only when that is a live member at the address the opening came from; every later
+//! step must belong to an exchange this node opened with that address, or one it is
+//! answering for it. A stranger's unsolicited entries are dropped (and counted), however
+//! well formed.
 
 use crate::config::Config;
 use crate::name::Name;
@@ -13,6 +19,7 @@ use crate::state::hlc::Hlc;
 use crate::state::keyspace::{Applied, Keyspace, Policy, Value};
 use crate::state::nodes::NodeStates;
 use crate::state::reconcile::{self, Exchange, Stores};
+use crate::stats::DropReason;
 use crate::time::Time;
 use crate::wire::Message;
 use rand::{Rng, SeedableRng};
@@ -22,6 +29,10 @@ use std::net::SocketAddr;
 
 /// Marks an exchange id as the responder's.
 const RESPONDER: u32 = 1 << 31;
+
+/// The most exchanges this node answers at once: far above what `state_fanout` partners
+/// per round open (each opens two), so only a flood of openings meets it.
+const MAX_SERVING: usize = 4096;
 
 /// Counters of the replication.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,6 +60,9 @@ pub(crate) struct Replication {
     pub keyspace: Keyspace,
     next_id: u32,
     open: HashMap<(SocketAddr, u32), (Exchange, Time, bool)>,
+    /// Exchanges opened by members that this node is answering, by (peer, id): when the
+    /// last step came.
+    serving: HashMap<(SocketAddr, u32), Time>,
     last_exchange: HashMap<SocketAddr, Time>,
     next_round: Time,
     /// When tombstones in the copies of per-node state are next collected.
@@ -78,6 +92,7 @@ impl Replication {
             ),
             next_id: 0,
             open: HashMap::new(),
+            serving: HashMap::new(),
             last_exchange: HashMap::new(),
             next_round: first_round,
             next_collect: first_round,
@@ -209,6 +224,8 @@ impl Replication {
         let timeout = config.sync_timeout;
         self.open
             .retain(|_, (_, started, _)| now.saturating_since(*started) < timeout);
+        self.serving
+            .retain(|_, last| now.saturating_since(*last) < timeout);
         self.housekeeping(config, now);
         if let Some(rate) = config.state_bandwidth {
             self.refill(rate, now);
@@ -236,13 +253,15 @@ impl Replication {
             for nodes_tree in [true, false] {
                 self.next_id = (self.next_id + 1) % RESPONDER;
                 let id = self.next_id;
-                let msg = if nodes_tree {
+                let mut msg = if nodes_tree {
                     reconcile::open_nodes(&self.nodes, id)
                 } else {
                     reconcile::open(&self.keyspace, id)
                 };
-                let mut ex = Exchange::new(id, true, config.state_mode);
-                ex.budget = config.state_budget;
+                if let Message::TreeHashes(h) = &mut msg {
+                    h.sender = Some(self.me.clone());
+                }
+                let ex = Self::exchange(config, id, true);
                 self.open.insert((peer, id), (ex, now, false));
                 self.stats.exchanges += 1;
                 out.push((peer, msg));
@@ -282,15 +301,25 @@ impl Replication {
         });
     }
 
+    fn exchange(config: &Config, id: u32, initiator: bool) -> Exchange {
+        let mut ex = Exchange::new(id, initiator, config.state_mode);
+        ex.budget = config.state_budget;
+        ex.entries_budget = config.state_chunk;
+        ex
+    }
+
     /// Handles a tree message from `from`; returns the answer, if due, and the members
-    /// whose heartbeat it raised.
+    /// whose heartbeat it raised, or why it was dropped. `is_member(name, from)` says
+    /// whether `name` is a live member at `from`: an opening must name one.
     pub fn on_message(
         &mut self,
         config: &Config,
         now: Time,
         from: SocketAddr,
         msg: &Message,
-    ) -> (Option<Message>, Vec<Name>) {
+        is_member: impl Fn(&Name) -> bool,
+    ) -> Result<(Option<Message>, Vec<Name>), DropReason> {
+        self.admit(config, now, from, msg, is_member)?;
         let before: Vec<(Name, u64)> = match msg {
             Message::StateDeltas(m) => m
                 .deltas
@@ -308,7 +337,60 @@ impl Replication {
             .filter(|(n, hb)| self.nodes.get(n).is_some_and(|s| s.heartbeat > *hb))
             .map(|(n, _)| n)
             .collect();
-        (reply, beats)
+        Ok((reply, beats))
+    }
+
+    /// Whether a message belongs to an exchange this node takes part in; an opening from
+    /// a live member starts one.
+    fn admit(
+        &mut self,
+        config: &Config,
+        now: Time,
+        from: SocketAddr,
+        msg: &Message,
+        is_member: impl Fn(&Name) -> bool,
+    ) -> Result<(), DropReason> {
+        let id = match msg {
+            Message::TreeHashes(m) => m.id,
+            Message::TreeItems(m) => m.id,
+            Message::TreeEntries(m) => m.id,
+            Message::StateDeltas(m) => m.id,
+            _ => return Err(DropReason::Unexpected),
+        };
+        if id & RESPONDER != 0 {
+            // An answer: to an exchange this node opened with `from` (checked in `handle`).
+            return if self.open.contains_key(&(from, id & !RESPONDER)) {
+                Ok(())
+            } else {
+                Err(DropReason::Unsolicited)
+            };
+        }
+        let key = (from, id);
+        if let Message::TreeHashes(m) = msg {
+            if m.level == 0 {
+                match &m.sender {
+                    Some(name) if is_member(name) => {}
+                    _ => return Err(DropReason::NotMember),
+                }
+                if !self.serving.contains_key(&key) && self.serving.len() >= MAX_SERVING {
+                    let timeout = config.sync_timeout;
+                    self.serving
+                        .retain(|_, last| now.saturating_since(*last) < timeout);
+                    if self.serving.len() >= MAX_SERVING {
+                        return Err(DropReason::RateLimited);
+                    }
+                }
+                self.serving.insert(key, now);
+                return Ok(());
+            }
+        }
+        match self.serving.get_mut(&key) {
+            Some(last) => {
+                *last = now;
+                Ok(())
+            }
+            None => Err(DropReason::Unsolicited),
+        }
     }
 
     fn handle(
@@ -377,9 +459,18 @@ impl Replication {
             }
             reply
         } else {
-            let mut ex = Exchange::new(id | RESPONDER, false, config.state_mode);
-            ex.budget = config.state_budget;
-            ex.step_stores(&mut stores, msg, phys)
+            let mut ex = Self::exchange(config, id | RESPONDER, false);
+            let reply = ex.step_stores(&mut stores, msg, phys);
+            let over = match &reply {
+                None => true,
+                Some(Message::TreeHashes(h)) => h.ranges.is_empty(),
+                Some(_) => false,
+            };
+            if over {
+                // Nothing more can come of it: the exchange is over on this side.
+                self.serving.remove(&(from, id));
+            }
+            reply
         }
     }
 }
@@ -417,7 +508,9 @@ mod tests {
             want: Vec::new(),
         });
         let from: SocketAddr = "10.0.0.9:7946".parse().unwrap();
-        r.on_message(&config, now, from, &msg);
+        // Entries arrive as a step of an exchange this node answers.
+        r.serving.insert((from, 5), now);
+        r.on_message(&config, now, from, &msg, |_| true).unwrap();
         assert!(r.keyspace.get(b"far", phys).is_none());
         assert!(r.keyspace.get(b"near", phys).is_some());
         assert_eq!(r.stats.clock_refusals, 1);

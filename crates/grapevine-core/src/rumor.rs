@@ -64,6 +64,11 @@ impl Rumors {
         self.infective.contains_key(&id)
     }
 
+    /// Whether an event was seen (and is still remembered).
+    pub fn knows(&self, id: u64) -> bool {
+        self.seen.contains_key(&id)
+    }
+
     /// Events being spread.
     pub fn spreading(&self) -> usize {
         self.infective.len()

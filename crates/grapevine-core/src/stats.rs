@@ -27,11 +27,19 @@ pub enum DropReason {
     UnknownType,
     /// A message that is only valid on the other channel.
     WrongChannel,
+    /// A message only members may send, from an address that is not a live member's (or
+    /// not the address of the member it names).
+    NotMember,
+    /// A step of a state exchange that this node never opened or answered.
+    Unsolicited,
+    /// Over a rate limit: new members from one source, user events from one origin or in
+    /// all, or exchanges answered at once.
+    RateLimited,
 }
 
 impl DropReason {
     /// All reasons, for exporting counters.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::UnknownVersion,
@@ -43,6 +51,9 @@ impl DropReason {
         DropReason::TableFull,
         DropReason::UnknownType,
         DropReason::WrongChannel,
+        DropReason::NotMember,
+        DropReason::Unsolicited,
+        DropReason::RateLimited,
     ];
 
     /// A stable label for metrics.
@@ -59,6 +70,9 @@ impl DropReason {
             DropReason::TableFull => "table_full",
             DropReason::UnknownType => "unknown_type",
             DropReason::WrongChannel => "wrong_channel",
+            DropReason::NotMember => "not_member",
+            DropReason::Unsolicited => "unsolicited",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
@@ -97,7 +111,7 @@ pub struct Stats {
     /// Bytes sent, by the type code of each packet's first message.
     pub bytes_out_by_type: [u64; 32],
     /// Inputs dropped, by reason (indexed like [`DropReason::ALL`]).
-    pub dropped: [u64; 11],
+    pub dropped: [u64; DropReason::ALL.len()],
     /// Probes started.
     pub probes: u64,
     /// Probes that ended without any ack.

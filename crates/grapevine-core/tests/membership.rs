@@ -9,9 +9,18 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// A node whose admission limits do not get in the way of tests that inject members by
+/// gossip from one address (admission has tests of its own).
+fn config() -> Config {
+    let mut c = Config::lan();
+    c.new_members_per_source = grapevine_core::Rate::new(1 << 20, 1e6);
+    c.new_members_total = grapevine_core::Rate::new(1 << 20, 1e6);
+    c
+}
+
 fn node() -> Node {
     Node::new(
-        Config::lan(),
+        config(),
         Name::new("a").unwrap(),
         addr("10.0.0.1:7946"),
         1,

@@ -167,15 +167,17 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u8>(),
             any::<u8>(),
             any::<u8>(),
-            proptest::collection::vec((any::<u32>(), any::<u64>()), 0..20)
+            proptest::collection::vec((any::<u32>(), any::<u64>()), 0..20),
+            proptest::option::of(name()),
         )
             .prop_map(
-                |(id, tree, depth, level, ranges)| Message::TreeHashes(TreeHashes {
+                |(id, tree, depth, level, ranges, sender)| Message::TreeHashes(TreeHashes {
                     id,
                     tree,
                     depth,
                     level,
-                    ranges
+                    ranges,
+                    sender,
                 })
             ),
         (

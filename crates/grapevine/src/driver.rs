@@ -1,18 +1,19 @@
 //! The networked node: a tokio task that drives a `grapevine_core::Node` with a UDP socket
 //! and a TCP listener on the same port, and the handle the application holds.
 
-use crate::crypto::{Key, Keyring, KeyringError};
+use crate::crypto::{Key, Keyring, KeyringError, ReplayGuard};
 use crate::snapshot::{Snapshot, SnapshotError};
-use crate::transport;
+use crate::transport::{self, Inbound, Limits};
 use bytes::Bytes;
 use grapevine_core::state::crdt::EpochRegister;
 use grapevine_core::state::keyspace::Value;
-use grapevine_core::{Agreement, Config, Estimate, Event, Member, Name, Target, Time};
+use grapevine_core::{Agreement, Config, Estimate, Event, Limiter, Member, Name, Target, Time};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -85,6 +86,8 @@ pub struct NodeBuilder {
     data_dir: Option<PathBuf>,
     /// A profile name that matched none.
     profile: Option<String>,
+    limits: Limits,
+    allowed: Vec<ipnet::IpNet>,
 }
 
 impl Default for NodeBuilder {
@@ -98,6 +101,8 @@ impl Default for NodeBuilder {
             keyring: Keyring::default(),
             data_dir: None,
             profile: None,
+            limits: Limits::default(),
+            allowed: Vec::new(),
         }
     }
 }
@@ -157,6 +162,19 @@ impl NodeBuilder {
         self
     }
 
+    /// Bounds on connections, in-flight bytes, deadlines and datagram rates (see
+    /// [`Limits`]; the defaults suit a cluster of up to a few hundred members).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Takes datagrams and connections only from these networks (empty: from anywhere).
+    pub fn allowed_networks(mut self, networks: Vec<ipnet::IpNet>) -> Self {
+        self.allowed = networks;
+        self
+    }
+
     /// Remembers members, incarnation, generation and own keys in `dir` across restarts.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -197,7 +215,7 @@ impl NodeBuilder {
         });
         core.set_generation(generation);
         if let Some(snap) = snapshot {
-            core.set_incarnation(Time::ZERO, snap.incarnation.saturating_add(1));
+            core.set_incarnation(Time::ZERO, snap.incarnation.wrapping_add(1));
             for (k, v) in snap.state {
                 core.set_state(Time::ZERO, &k, v, None)?;
             }
@@ -208,7 +226,7 @@ impl NodeBuilder {
                     .map(|(_, a)| a.to_string()),
             );
             tracing::info!(
-                incarnation = snap.incarnation.saturating_add(1),
+                incarnation = snap.incarnation.wrapping_add(1),
                 keys = core.node_state(&name).map_or(0, |s| s.entries.len()),
                 "restored from the data directory"
             );
@@ -216,6 +234,23 @@ impl NodeBuilder {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (events_tx, _) = broadcast::channel(4096);
         let (kv_tx, kv_rx) = watch::channel(0u64);
+        let keyring = Arc::new(RwLock::new(self.keyring));
+        let replay = Arc::new(Mutex::new(ReplayGuard::new(self.limits.replay_window)));
+        let shared = transport::Shared::new(
+            self.limits.clone(),
+            advertise,
+            self.config.label.clone(),
+            keyring.clone(),
+            replay.clone(),
+            self.allowed,
+        );
+        let datagrams = Limiter::new(
+            self.limits.datagrams_per_source,
+            self.limits.datagrams_total,
+            Time::ZERO,
+        );
+        let (inbound, frames_rx) = mpsc::channel(1024);
+        let (control, control_rx) = mpsc::channel(256);
         let driver = Driver {
             core,
             config: self.config,
@@ -232,11 +267,16 @@ impl NodeBuilder {
             writers: HashMap::new(),
             events: events_tx.clone(),
             joined: false,
-            keyring: self.keyring,
+            keyring,
+            replay,
+            transport: shared,
+            datagrams,
+            inbound,
+            control,
             refused: HashMap::new(),
             claims: BTreeMap::new(),
         };
-        tokio::spawn(driver.run(cmd_rx));
+        tokio::spawn(driver.run(cmd_rx, frames_rx, control_rx));
         Ok(Node {
             name,
             addr: advertise,
@@ -678,8 +718,9 @@ impl Node {
         self.ask(|tx| Command::Keyring(KeyOp::List, tx)).await?
     }
 
-    /// Packets and frames refused before reaching the protocol, by reason (`unencrypted`,
-    /// `wrong_label`, `bad_key`, `truncated`).
+    /// Datagrams, connections and frames refused before reaching the protocol, by reason
+    /// (`unencrypted`, `wrong_label`, `bad_key`, `replayed`, `rate_limited`, `oversized`,
+    /// `too_many_from_source`, …: the datagram, envelope and transport layers' reasons).
     pub async fn refused(&self) -> Result<HashMap<&'static str, u64>, Error> {
         self.ask(Command::Refused).await
     }
@@ -816,7 +857,18 @@ struct Driver {
     writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     events: broadcast::Sender<Event>,
     joined: bool,
-    keyring: Keyring,
+    /// The keys, shared with the connections (changed at run time).
+    keyring: Arc<RwLock<Keyring>>,
+    /// Envelopes seen lately, shared with the connections: replays are refused.
+    replay: Arc<Mutex<ReplayGuard>>,
+    /// What connections share: limits, budgets, counters.
+    transport: Arc<transport::Shared>,
+    /// Datagrams taken per source IP and in all.
+    datagrams: Limiter<IpAddr>,
+    /// Where connections deliver frames.
+    inbound: mpsc::Sender<Inbound>,
+    /// Where connections report themselves.
+    control: mpsc::Sender<transport::Control>,
     refused: HashMap<&'static str, u64>,
     data_dir: Option<PathBuf>,
     generation: u64,
@@ -864,19 +916,44 @@ impl Driver {
         }
     }
 
-    /// Opens an incoming envelope, counting and logging what is refused.
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, Keyring> {
+        self.keyring.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, Keyring> {
+        self.keyring.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a datagram from `from`, or counts why not: from outside the allowed
+    /// networks, or over its source's rate.
+    fn admit_datagram(&mut self, from: SocketAddr) -> bool {
+        let reason = if !self.transport.allows(from.ip()) {
+            "not_allowed"
+        } else if !self.datagrams.allow(&from.ip(), self.now()) {
+            "rate_limited"
+        } else {
+            return true;
+        };
+        *self.refused.entry(reason).or_insert(0) += 1;
+        crate::metrics::log_refusal(reason, &from);
+        false
+    }
+
+    /// Opens an incoming datagram's envelope, counting and logging what is refused.
     fn open(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-        match self.keyring.open(&self.config.label, bytes) {
+        let opened = self.keys().open(&self.config.label, bytes).and_then(|o| {
+            if self.keys().is_empty() {
+                return Ok(o.body);
+            }
+            let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+            replay.check(&o, unix_millis())?;
+            Ok(o.body)
+        });
+        match opened {
             Ok(p) => Some(p),
             Err(e) => {
-                let n = self.refused.entry(e.reason()).or_insert(0);
-                *n += 1;
-                // The first of each kind is worth a warning; the rest, a debug line.
-                if *n == 1 {
-                    tracing::warn!(%from, error = %e, "refused a packet");
-                } else {
-                    tracing::debug!(%from, error = %e, "refused a packet");
-                }
+                *self.refused.entry(e.reason()).or_insert(0) += 1;
+                crate::metrics::log_refusal(e.reason(), &from);
                 None
             }
         }
@@ -904,8 +981,12 @@ impl Driver {
         out
     }
 
-    async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
-        let (frames_tx, mut frames_rx) = mpsc::channel::<(SocketAddr, Bytes)>(1024);
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Command>,
+        mut frames_rx: mpsc::Receiver<Inbound>,
+        mut control_rx: mpsc::Receiver<transport::Control>,
+    ) {
         let mut buf = vec![0u8; 65_536];
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         let mut snapshot = tokio::time::interval(Duration::from_secs(2));
@@ -924,35 +1005,47 @@ impl Driver {
                 r = self.udp.recv_from(&mut buf) => match r {
                     Ok((_, from)) if self.blocked.contains(&from) => {}
                     Ok((n, from)) => {
-                        let bytes = buf[..n].to_vec();
-                        if let Some(packet) = self.open(from, &bytes) {
-                            let now = self.now();
-                            self.core.handle_datagram(now, from, &packet);
+                        if self.admit_datagram(from) {
+                            let bytes = buf[..n].to_vec();
+                            if let Some(packet) = self.open(from, &bytes) {
+                                let now = self.now();
+                                self.core.handle_datagram(now, from, &packet);
+                            }
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "udp receive failed"),
                 },
-                Some((from, frame)) = frames_rx.recv() => {
-                    if self.blocked.contains(&from) {
+                Some(inbound) = frames_rx.recv() => {
+                    if self.blocked.contains(&inbound.from) {
                         continue;
                     }
-                    if let Some(packet) = self.open(from, &frame) {
-                        let now = self.now();
-                        self.core.handle_frame(now, from, &packet);
-                    }
+                    // Frames come opened (and authenticated, with encryption on) by their
+                    // connection; the budget they hold is released once handled.
+                    let now = self.now();
+                    self.core.handle_frame(now, inbound.from, &inbound.frame);
+                    drop(inbound);
                 }
-                r = self.tcp.accept() => match r {
-                    Ok((stream, _)) => {
-                        let tx = frames_tx.clone();
-                        let max = self.config.max_frame;
-                        let idle = self.config.sync_timeout;
-                        tokio::spawn(async move {
-                            if let Err(e) = transport::read_frames(stream, max, idle, tx).await {
-                                tracing::debug!(error = %e, "inbound connection dropped");
-                            }
-                        });
+                Some(control) = control_rx.recv() => match control {
+                    transport::Control::Connected { peer, tx } => {
+                        // Answers to this peer may take the connection it opened.
+                        if self.writers.get(&peer).is_none_or(|w| w.is_closed()) {
+                            self.writers.insert(peer, tx);
+                        }
                     }
-                    Err(e) => tracing::debug!(error = %e, "accept failed"),
+                },
+                r = self.tcp.accept() => match r {
+                    Ok((stream, remote)) => transport::accept(
+                        self.transport.clone(),
+                        stream,
+                        remote,
+                        self.inbound.clone(),
+                        self.control.clone(),
+                    ),
+                    Err(e) => {
+                        // Out of descriptors, say: wait a little rather than spin.
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 },
                 Some(cmd) = cmds.recv(), if leaving.is_none() => {
                     if let Command::Stop(done) = cmd {
@@ -1084,20 +1177,23 @@ impl Driver {
             Command::Keyring(op, tx) => {
                 let r = match op {
                     KeyOp::Install(k) => {
-                        self.keyring.install(k);
+                        self.keys_mut().install(k);
                         Ok(())
                     }
-                    KeyOp::Use(k) => self.keyring.use_key(&k),
-                    KeyOp::Remove(k) => self.keyring.remove(&k),
+                    KeyOp::Use(k) => self.keys_mut().use_key(&k),
+                    KeyOp::Remove(k) => self.keys_mut().remove(&k),
                     KeyOp::List => Ok(()),
                 };
-                let _ = tx.send(
-                    r.map(|()| self.keyring.list().to_vec())
-                        .map_err(Error::from),
-                );
+                let _ = tx.send(r.map(|()| self.keys().list().to_vec()).map_err(Error::from));
             }
             Command::Refused(tx) => {
-                let _ = tx.send(self.refused.clone());
+                let mut all = self.refused.clone();
+                for (r, n) in self.transport.counters.refused() {
+                    if n > 0 {
+                        *all.entry(r.as_str()).or_insert(0) += n;
+                    }
+                }
+                let _ = tx.send(all);
             }
             Command::Leave(tx) => {
                 self.core.leave(now);
@@ -1242,10 +1338,18 @@ impl Driver {
     /// Adds what changed in the core's counters to the `metrics` facade.
     fn export_metrics(&mut self) {
         let rtts = self.core.take_rtt_samples();
+        let counters = &self.transport.counters;
+        let refused = counters.refused();
+        let transport = crate::metrics::Transport {
+            refused: &refused,
+            connections: counters.open.load(std::sync::atomic::Ordering::Relaxed),
+            kernel_drops: crate::metrics::kernel_drops(self.me.port()),
+        };
         self.exporter.export(
             self.core.stats(),
             self.core.members().map(|m| m.state),
             &self.refused,
+            &transport,
             &rtts,
         );
     }
@@ -1304,19 +1408,23 @@ impl Driver {
             if self.blocked.contains(&t.dst) {
                 continue;
             }
-            let payload = if self.keyring.is_empty() {
-                t.payload
-            } else {
-                Bytes::from(self.keyring.seal(&self.config.label, &t.payload))
-            };
             if !t.reliable {
+                let payload = {
+                    let keys = self.keys();
+                    if keys.is_empty() {
+                        t.payload
+                    } else {
+                        Bytes::from(keys.seal(&self.config.label, &t.payload, unix_millis()))
+                    }
+                };
                 if let Err(e) = self.udp.send_to(&payload, t.dst).await {
                     tracing::debug!(dst = %t.dst, error = %e, "udp send failed");
                 }
                 continue;
             }
+            // Frames are sealed record by record by their connection.
             let tx = self.writer(t.dst);
-            if tx.try_send(payload).is_err() {
+            if tx.try_send(t.payload).is_err() {
                 // A full or dead writer: start afresh for the next frame.
                 self.writers.remove(&t.dst);
             }
@@ -1331,18 +1439,24 @@ impl Driver {
             }
         }
         let (tx, rx) = mpsc::channel(64);
-        let me = self.me;
         // As long as an exchange may take: a lost SYN is sent again after a second, and a
         // shorter limit would turn it into a failed exchange. (A fallback probe's frame that
         // arrives that late is ignored, which is what a timeout would have made of it.)
-        let connect = self.config.sync_timeout;
-        let idle = self.config.sync_timeout;
-        tokio::spawn(async move {
-            if let Err(e) = transport::write_frames(me, dst, connect, idle, rx).await {
-                tracing::debug!(%dst, error = %e, "outbound connection dropped");
-            }
-        });
+        transport::connect(
+            self.transport.clone(),
+            dst,
+            self.config.sync_timeout,
+            rx,
+            self.inbound.clone(),
+        );
         self.writers.insert(dst, tx.clone());
         tx
     }
+}
+
+/// The wall clock in milliseconds since the UNIX epoch (envelopes' timestamps).
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -38,3 +38,4 @@ pub use grapevine_core as core;
 pub use grapevine_core::{
     Agreement, CommandError, Config, Detector, Estimate, Event, Member, Name, State, Target,
 };
+pub use transport::Limits;

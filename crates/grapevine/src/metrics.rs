@@ -44,6 +44,10 @@ pub const DROPPED: &str = "grapevine_dropped_total";
 pub const SYNCS: &str = "grapevine_syncs_total";
 /// Bytes of replicated-state exchanges sent.
 pub const STATE_BYTES_OUT: &str = "grapevine_state_bytes_out_total";
+/// Reliable-channel (TCP) connections open now.
+pub const CONNECTIONS: &str = "grapevine_connections";
+/// Datagrams the kernel dropped on this node's socket (its receive buffer was full).
+pub const KERNEL_DROPS: &str = "grapevine_udp_kernel_drops_total";
 
 /// Describes every metric to the installed recorder (help texts, units).
 pub fn describe() {
@@ -73,7 +77,15 @@ pub fn describe() {
     describe_counter!(SUSPICIONS, "Suspicions raised by this node's own probes.");
     describe_counter!(REFUTATIONS, "Accusations of this node that it refuted.");
     describe_counter!(DECLARED_FAILED, "Members this node declared failed.");
-    describe_counter!(DROPPED, "Inputs dropped, by layer and reason.");
+    describe_counter!(
+        DROPPED,
+        "Inputs dropped, by layer (transport, datagram, envelope, protocol) and reason."
+    );
+    describe_gauge!(CONNECTIONS, "Reliable-channel connections open.");
+    describe_counter!(
+        KERNEL_DROPS,
+        "Datagrams the kernel dropped on the gossip socket (receive buffer full)."
+    );
     describe_counter!(SYNCS, "Member-list anti-entropy exchanges completed.");
     describe_counter!(
         STATE_BYTES_OUT,
@@ -87,11 +99,56 @@ pub fn describe() {
 pub(crate) struct Exporter {
     last: Stats,
     refused: HashMap<&'static str, u64>,
+    transport: HashMap<&'static str, u64>,
+    kernel_drops: u64,
     started: bool,
 }
 
-/// The envelope layer's refusal reasons, so every series exists from the first export.
-const ENVELOPE_REASONS: [&str; 4] = ["unencrypted", "truncated", "wrong_label", "bad_key"];
+/// The envelope and datagram layers' refusal reasons, so every series exists from the
+/// first export.
+const ENVELOPE_REASONS: [&str; 6] = [
+    "unencrypted",
+    "truncated",
+    "wrong_label",
+    "bad_key",
+    "stale",
+    "replayed",
+];
+/// Datagrams refused before they are opened.
+pub(crate) const DATAGRAM_REASONS: [&str; 2] = ["rate_limited", "not_allowed"];
+
+/// What the transport layer adds to an export: refusals, connections, kernel drops.
+pub(crate) struct Transport<'a> {
+    pub refused: &'a [(crate::transport::Refusal, u64)],
+    pub connections: usize,
+    pub kernel_drops: Option<u64>,
+}
+
+/// Logs a refusal: the first of each reason at warn, then at most one line a minute per
+/// reason, at warn, with how many there were since (a flood cannot flood the log).
+pub(crate) fn log_refusal(reason: &'static str, peer: &dyn std::fmt::Display) {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static SEEN: Mutex<Vec<(&str, Instant, u64)>> = Mutex::new(Vec::new());
+    const EVERY: Duration = Duration::from_secs(60);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    match seen.iter_mut().find(|(r, _, _)| *r == reason) {
+        None => {
+            seen.push((reason, Instant::now(), 0));
+            tracing::warn!(%peer, reason, "refused (further refusals for this reason are summed once a minute)");
+        }
+        Some((_, last, n)) => {
+            *n += 1;
+            if last.elapsed() >= EVERY {
+                tracing::warn!(%peer, reason, since_last = *n, "refused");
+                *last = Instant::now();
+                *n = 0;
+            } else {
+                tracing::debug!(%peer, reason, "refused");
+            }
+        }
+    }
+}
 
 fn add(name: &'static str, before: u64, now: u64) {
     metrics::counter!(name).increment(now.saturating_sub(before));
@@ -104,6 +161,7 @@ impl Exporter {
         stats: &Stats,
         states: impl Iterator<Item = State>,
         refused: &HashMap<&'static str, u64>,
+        transport: &Transport<'_>,
         rtts: &[Duration],
     ) {
         let mut counts = [0u64; 4];
@@ -170,6 +228,30 @@ impl Exporter {
                     .increment(now.saturating_sub(before));
             }
         }
+        for reason in DATAGRAM_REASONS {
+            let now = refused.get(reason).copied().unwrap_or(0);
+            let before = self.refused.get(reason).copied().unwrap_or(0);
+            if now > before || !self.started {
+                metrics::counter!(DROPPED, "layer" => "datagram", "reason" => reason)
+                    .increment(now.saturating_sub(before));
+            }
+        }
+        for (r, now) in transport.refused {
+            let reason = r.as_str();
+            let before = self.transport.get(reason).copied().unwrap_or(0);
+            if *now > before || !self.started {
+                metrics::counter!(DROPPED, "layer" => "transport", "reason" => reason)
+                    .increment(now.saturating_sub(before));
+            }
+            self.transport.insert(reason, *now);
+        }
+        metrics::gauge!(CONNECTIONS).set(transport.connections as f64);
+        if let Some(k) = transport.kernel_drops {
+            if k > self.kernel_drops || !self.started {
+                metrics::counter!(KERNEL_DROPS).increment(k.saturating_sub(self.kernel_drops));
+            }
+            self.kernel_drops = k;
+        }
         let rtt = metrics::histogram!(PROBE_RTT);
         for d in rtts {
             rtt.record(d.as_secs_f64());
@@ -178,4 +260,29 @@ impl Exporter {
         self.refused = refused.clone();
         self.started = true;
     }
+}
+
+/// Datagrams the kernel dropped on the UDP socket bound to `port` (Linux: the `drops`
+/// column of /proc/net/udp and udp6); `None` where that is not readable.
+pub(crate) fn kernel_drops(port: u16) -> Option<u64> {
+    let mut found = None;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let Some(local) = cols.get(1) else { continue };
+            let Some(p) = local.rsplit(':').next() else {
+                continue;
+            };
+            if u16::from_str_radix(p, 16).ok() != Some(port) {
+                continue;
+            }
+            if let Some(d) = cols.last().and_then(|d| d.parse::<u64>().ok()) {
+                *found.get_or_insert(0) += d;
+            }
+        }
+    }
+    found
 }

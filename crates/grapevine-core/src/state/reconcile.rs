@@ -16,6 +16,12 @@
 //!
 //! Messages descend one level each, so an exchange over a tree of depth d takes about
 //! d/2 + 2 round trips, and its bytes grow with the number of differing keys times d.
+//!
+//! Every message is bounded, whatever the size of the stores: entries sent and entries
+//! asked for stop at the exchange's byte budget, item digests at [`MAX_ITEMS_PER_MESSAGE`]
+//! (a window that moves from exchange to exchange), wanted keys at [`MAX_WANT`]. What does
+//! not fit goes in the next exchange, which finds it still differing: any amount of state
+//! converges, a chunk at a time, and no message outgrows what a receiver accepts.
 
 use super::endpoint::{Delta, Held};
 use super::keyspace::{Applied, Keyspace, Value};
@@ -65,7 +71,39 @@ fn open_tree(t: &MerkleTree, tree: u8, id: u32) -> Message {
         depth: t.depth(),
         level: 0,
         ranges: vec![(0, t.root())],
+        sender: None,
     })
+}
+
+/// The most item digests one `TreeItems` carries (16 bytes each: 1 MiB).
+pub const MAX_ITEMS_PER_MESSAGE: usize = 1 << 16;
+/// The most keys one `TreeEntries` asks for.
+pub const MAX_WANT: usize = 1 << 14;
+
+/// Bytes a keyspace entry takes on the wire.
+fn keyspace_entry_cost(key: &[u8], v: &Value) -> usize {
+    let mut w = crate::wire::Writer::with_capacity(64);
+    crate::wire::value::write_entry(&mut w, key, v);
+    w.buf.len()
+}
+
+/// Takes entries while they fit `budget` bytes (always at least one, so a single entry
+/// larger than the budget still moves); returns them and whether some were left out.
+fn within_budget(
+    entries: impl Iterator<Item = (Vec<u8>, Value)>,
+    budget: usize,
+) -> (Vec<(Vec<u8>, Value)>, bool) {
+    let mut out = Vec::new();
+    let mut left = budget;
+    for (k, v) in entries {
+        let cost = keyspace_entry_cost(&k, &v);
+        if !out.is_empty() && cost > left {
+            return (out, true);
+        }
+        left = left.saturating_sub(cost);
+        out.push((k, v));
+    }
+    (out, false)
 }
 
 /// The replicated stores an exchange may be about.
@@ -115,6 +153,8 @@ pub struct Exchange {
     pub mode: Mode,
     /// The most bytes of per-node deltas to put in one message (about).
     pub budget: usize,
+    /// The most bytes of keyspace entries to put in one message (at least one entry goes).
+    pub entries_budget: usize,
 }
 
 impl Exchange {
@@ -125,6 +165,7 @@ impl Exchange {
             initiator,
             mode,
             budget: 1 << 20,
+            entries_budget: 1 << 20,
         }
     }
 
@@ -180,6 +221,7 @@ impl Exchange {
                 depth: t.depth(),
                 level: m.level,
                 ranges: Vec::new(),
+                sender: None,
             }));
         }
         if m.level < leaf {
@@ -195,6 +237,7 @@ impl Exchange {
                 depth: t.depth(),
                 level,
                 ranges,
+                sender: None,
             }));
         }
         let (mut items, mut held) = (Vec::new(), Vec::new());
@@ -202,6 +245,23 @@ impl Exchange {
             let (i, h) = s.items(m.tree, m.level, r);
             items.extend(i);
             held.extend(h);
+        }
+        if items.len() > MAX_ITEMS_PER_MESSAGE {
+            // Too many to compare in one message (a tree of one level against a large
+            // store): a window of them, placed by the exchange id so that successive
+            // exchanges cover them all. The other side compares only what is listed.
+            let start = xxhash_rust::xxh3::xxh3_64(&self.id.to_le_bytes()) as usize % items.len();
+            items.rotate_left(start);
+            items.truncate(MAX_ITEMS_PER_MESSAGE);
+            if held.is_empty() {
+                items.sort_unstable();
+            } else {
+                held.rotate_left(start);
+                held.truncate(MAX_ITEMS_PER_MESSAGE);
+                let mut pairs: Vec<_> = items.into_iter().zip(held).collect();
+                pairs.sort_unstable_by_key(|(i, _)| *i);
+                (items, held) = pairs.into_iter().unzip();
+            }
         }
         Some(Message::TreeItems(TreeItems {
             id: self.id,
@@ -340,17 +400,18 @@ impl Exchange {
         let want = self.mode.sends(!self.initiator);
         let mut entries = Vec::new();
         if send {
-            for (k, h) in &mine {
-                if theirs.get(k) != Some(h) {
-                    entries.extend(ks.by_hash(*k).map(|(key, v)| (key.to_vec(), v.clone())));
-                }
-            }
+            let differing = mine
+                .iter()
+                .filter(|(k, h)| theirs.get(k) != Some(h))
+                .flat_map(|(k, _)| ks.by_hash(*k).map(|(key, v)| (key.to_vec(), v.clone())));
+            entries = within_budget(differing, self.entries_budget).0;
         }
         let wanted: Vec<u64> = if want {
             theirs
                 .iter()
                 .filter(|(k, h)| mine.get(k) != Some(h))
                 .map(|(k, _)| *k)
+                .take(MAX_WANT)
                 .collect()
         } else {
             Vec::new()
@@ -373,9 +434,17 @@ impl Exchange {
                 back.push((key.clone(), tombstone));
             }
         }
-        for k in &m.want {
-            back.extend(ks.by_hash(*k).map(|(key, v)| (key.to_vec(), v.clone())));
-        }
+        let asked = m
+            .want
+            .iter()
+            .take(MAX_WANT)
+            .flat_map(|k| ks.by_hash(*k).map(|(key, v)| (key.to_vec(), v.clone())));
+        let budget = self.entries_budget.saturating_sub(
+            back.iter()
+                .map(|(k, v)| keyspace_entry_cost(k, v))
+                .sum::<usize>(),
+        );
+        back.extend(within_budget(asked, budget.max(1)).0);
         if back.is_empty() {
             return None;
         }
@@ -525,6 +594,7 @@ mod tests {
             depth: 5,
             level: 1,
             ranges: vec![(u32::MAX, 1), (1 << 30, 2), (16, 3)],
+            sender: None,
         });
         match ex.step(&mut a, &hostile, 0) {
             Some(Message::TreeHashes(m)) => assert!(m.ranges.is_empty(), "{m:?}"),

@@ -406,6 +406,10 @@ pub struct TreeHashes {
     pub level: u8,
     /// (range index, hash).
     pub ranges: Vec<(u32, u64)>,
+    /// The opening (level 0, from the initiator) names its sender, so the responder takes
+    /// part only in exchanges opened by a live member from that member's address; `None`
+    /// on every later step. Appended last: older readers skip it.
+    pub sender: Option<Name>,
 }
 
 /// Tree anti-entropy at the leaves: the sender's (key hash, item hash) for every entry in
@@ -770,6 +774,9 @@ impl Message {
                     w.varint(*i);
                     w.u64(*h);
                 }
+                if let Some(n) = &m.sender {
+                    w.lp(n.as_bytes());
+                }
             }
             Message::TreeItems(m) => {
                 w.varint(m.id);
@@ -953,12 +960,18 @@ impl Message {
                 for _ in 0..n {
                     ranges.push((r.varint("tree range")?, r.u64("tree hash")?));
                 }
+                let sender = if r.is_empty() {
+                    None
+                } else {
+                    Some(read_name(r, "tree sender")?)
+                };
                 Message::TreeHashes(TreeHashes {
                     id,
                     tree,
                     depth,
                     level,
                     ranges,
+                    sender,
                 })
             }
             MessageType::TreeItems => {

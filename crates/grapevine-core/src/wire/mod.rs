@@ -154,6 +154,53 @@ impl DecodeError {
 /// The most messages one packet may hold (a bound on per-packet work).
 pub const MAX_MESSAGES_PER_PACKET: usize = 4096;
 
+/// The largest frame of any type a receiver accepts on the reliable channel: a membership
+/// exchange with a table of 200,000 members of about 80 bytes each.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// The largest frame a receiver accepts whose first message is of type `code` (unknown
+/// codes: 1 MiB, room for a newer version's small messages). Every limit sits above the
+/// most the sender ever puts in such a frame, and far below [`MAX_FRAME`] where it can:
+/// a stranger announcing a huge frame is refused before a byte of it is buffered.
+pub fn frame_limit(code: u8) -> usize {
+    use MessageType::*;
+    match MessageType::from_code(code) {
+        // A filter (at most 1 MiB) and 1,024 bucket hashes.
+        Some(SyncBuckets) => 2 << 20,
+        Some(SyncPush | SyncPull) => MAX_FRAME,
+        // Ranges: at most 65,536 of 13 bytes.
+        Some(TreeHashes) => 1 << 20,
+        // At most 65,536 item digests with what is held of each (40 bytes).
+        Some(TreeItems) => 4 << 20,
+        // A chunk (at most 4 MiB, see `Config::validate`) and one entry past it.
+        Some(TreeEntries) => 8 << 20,
+        // A member's whole state (at most 4 MiB) and a budget of deltas.
+        Some(StateDeltas) => 8 << 20,
+        // Probes, membership news, events, aggregates: a few KiB at most.
+        Some(_) => 256 << 10,
+        None => 1 << 20,
+    }
+}
+
+/// The type code of a packet's first message from the packet's first bytes: `Ok(None)`
+/// while more bytes are needed (at most `2 + 255 + 1`), `Ok(Some(None))` for a packet
+/// with no message.
+pub fn peek_first_type(head: &[u8], total_len: usize) -> Result<Option<Option<u8>>, DecodeError> {
+    let Some(&label_len) = head.get(1) else {
+        return Ok(None);
+    };
+    let version = head[0];
+    if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version) {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let at = 2 + label_len as usize;
+    // Version, label, then the CRC: a packet this short holds no message.
+    if total_len <= at + 4 {
+        return Ok(Some(None));
+    }
+    Ok(head.get(at).map(|c| Some(*c)))
+}
+
 /// Builds one packet: header, then messages while they fit the byte budget, then the CRC.
 pub struct PacketBuilder {
     buf: Vec<u8>,
