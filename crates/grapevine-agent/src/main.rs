@@ -20,9 +20,22 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(name = "grapevine", version, about)]
 struct Cli {
     /// The agent's HTTP API: where `agent` serves it, where the other commands find it
-    /// [default: 127.0.0.1:8500, or the agent's config file's `http`].
-    #[arg(long, global = true)]
-    http: Option<std::net::SocketAddr>,
+    /// (`host:port`, or `https://host:port` for an agent serving TLS) [default:
+    /// 127.0.0.1:8500, or the agent's config file's `http`].
+    #[arg(long, global = true, env = "GRAPEVINE_HTTP_ADDR")]
+    http: Option<String>,
+    /// The ACL token the commands present to the agent (never printed or logged).
+    #[arg(long, global = true, env = "GRAPEVINE_HTTP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificates (PEM) to verify an HTTPS agent by.
+    #[arg(long, global = true, env = "GRAPEVINE_CACERT")]
+    ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for an agent that requires one.
+    #[arg(long, global = true, env = "GRAPEVINE_CLIENT_CERT")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, env = "GRAPEVINE_CLIENT_KEY")]
+    client_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,8 +93,8 @@ enum Command {
         #[arg(long, default_value = "text")]
         format: String,
     },
-    /// The local agent's keyring: list, or install, use (make primary) and remove a key
-    /// (base64 of 32 bytes). Rotate a cluster by installing everywhere, then using, then
+    /// The local agent's keyring: list (fingerprints: the API never hands out keys), or
+    /// install, use (make primary) and remove a key (base64 of 32 bytes). Rotate a cluster by installing everywhere, then using, then
     /// removing the old key everywhere.
     Keys {
         /// list, install, use or remove.
@@ -89,6 +102,8 @@ enum Command {
         /// The key, for install, use and remove.
         key: Option<String>,
     },
+    /// Print a new random cluster key (base64 of 32 bytes) for encrypt_key_file.
+    Keygen,
     /// The local agent's name and address.
     Info,
     /// Every service in the catalog: instances, addresses, health.
@@ -148,11 +163,32 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The `--http` address as a socket address, with any scheme left off.
+fn bind_addr(http: Option<&str>) -> Result<Option<std::net::SocketAddr>> {
+    let Some(h) = http else { return Ok(None) };
+    let bare = h
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    bare.parse()
+        .map(Some)
+        .map_err(|_| anyhow!("--http {h:?}: an address like 127.0.0.1:8500"))
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let http = cli.http.unwrap_or(agent::DEFAULT_HTTP);
+    let tls = agent::TlsFiles {
+        ca: cli.ca_file.clone(),
+        cert: cli.client_cert.clone(),
+        key: cli.client_key.clone(),
+    };
+    let addr = cli
+        .http
+        .clone()
+        .unwrap_or_else(|| agent::DEFAULT_HTTP.to_string());
+    let api = || agent::Api::new(&addr, cli.token.clone(), &tls);
     match cli.command {
         Command::Agent(a) => {
-            let settings = agent::Settings::resolve(&a, cli.http)?;
+            let settings = agent::Settings::resolve(&a, bind_addr(cli.http.as_deref())?)?;
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -179,41 +215,43 @@ fn run(cli: Cli) -> Result<()> {
                 print_out(&demo::table(&steps))
             }
         }
-        Command::Kv { op } => print_out(&agent::kv_command(http, &op)?),
+        Command::Kv { op } => print_out(&agent::kv_command(&api()?, &op)?),
         Command::Event { name, payload } => print_out(&agent::simple_command(
-            http,
+            &api()?,
             "PUT",
             &format!("/v1/event/fire/{name}"),
             Some(payload.as_bytes()),
         )?),
         Command::Join { addr } => print_out(&agent::simple_command(
-            http,
+            &api()?,
             "PUT",
             &format!("/v1/agent/join/{addr}"),
             None,
         )?),
         Command::Leave => print_out(&agent::simple_command(
-            http,
+            &api()?,
             "PUT",
             "/v1/agent/leave",
             None,
         )?),
         Command::ForceLeave { name } => print_out(&agent::simple_command(
-            http,
+            &api()?,
             "PUT",
             &format!("/v1/agent/force-leave/{name}"),
             None,
         )?),
         Command::Monitor { format } => match format.as_str() {
-            "text" => agent::monitor_command(http, false),
-            "json" => agent::monitor_command(http, true),
+            "text" => agent::monitor_command(&api()?, false),
+            "json" => agent::monitor_command(&api()?, true),
             other => Err(anyhow!("unknown format {other:?}: text or json")),
         },
         Command::Keys { op, key } => {
             let out = match (op.as_str(), key) {
-                ("list", _) => agent::simple_command(http, "GET", "/v1/grapevine/keyring", None)?,
+                ("list", _) => {
+                    agent::simple_command(&api()?, "GET", "/v1/grapevine/keyring", None)?
+                }
                 ("install" | "use" | "remove", Some(k)) => agent::simple_command(
-                    http,
+                    &api()?,
                     "PUT",
                     &format!("/v1/grapevine/keyring/{op}"),
                     Some(k.as_bytes()),
@@ -229,20 +267,30 @@ fn run(cli: Cli) -> Result<()> {
             };
             print_out(&out)
         }
-        Command::Info => print_out(&agent::simple_command(http, "GET", "/v1/agent/self", None)?),
-        Command::Services => print_out(&agent::services_command(http)?),
+        Command::Keygen => {
+            use base64::Engine;
+            let key: [u8; 32] = rand::random();
+            print_out(&(base64::engine::general_purpose::STANDARD.encode(key) + "\n"))
+        }
+        Command::Info => print_out(&agent::simple_command(
+            &api()?,
+            "GET",
+            "/v1/agent/self",
+            None,
+        )?),
+        Command::Services => print_out(&agent::services_command(&api()?)?),
         Command::Aggregate {
             name,
             value,
             withdraw,
-        } => print_out(&agent::aggregate_command(http, &name, value, withdraw)?),
+        } => print_out(&agent::aggregate_command(&api()?, &name, value, withdraw)?),
         Command::Members { format } => {
             let json = match format.as_str() {
                 "json" => true,
                 "table" => false,
                 other => return Err(anyhow!("unknown format {other:?}: table or json")),
             };
-            print_out(&agent::members_command(http, json)?)
+            print_out(&agent::members_command(&api()?, json)?)
         }
         Command::Sim { command } => sim::run(command),
     }

@@ -143,7 +143,8 @@ fn the_cli_reads_writes_and_lists_keys_and_fires_events() {
     assert!(ok && out.contains("\"NodeName\":\"cli\""), "{out}");
 }
 
-/// `grapevine keys`: an encrypted agent's keyring listed, extended, switched and trimmed.
+/// `grapevine keys`: an encrypted agent's keyring listed, extended, switched and trimmed;
+/// the API shows keys' fingerprints only (the first 8 bytes of their SHA-256), never keys.
 #[test]
 fn the_keyring_can_be_rotated_through_the_cli() {
     let old = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="; // 32 × 0x01
@@ -187,10 +188,13 @@ fn the_keyring_can_be_rotated_through_the_cli() {
         )
     };
     let listed = |s: &str| -> Vec<String> { serde_json::from_str(s.trim()).unwrap() };
-    assert_eq!(listed(&keys(&["list"]).1), vec![old]);
-    assert_eq!(listed(&keys(&["install", new]).1), vec![old, new]);
-    assert_eq!(listed(&keys(&["use", new]).1), vec![new, old]);
-    assert_eq!(listed(&keys(&["remove", old]).1), vec![new]);
+    let (old_fp, new_fp) = ("72cd6e8422c407fb", "75877bb41d393b5f");
+    assert_eq!(listed(&keys(&["list"]).1), vec![old_fp]);
+    assert_eq!(listed(&keys(&["install", new]).1), vec![old_fp, new_fp]);
+    assert_eq!(listed(&keys(&["use", new]).1), vec![new_fp, old_fp]);
+    assert_eq!(listed(&keys(&["remove", old]).1), vec![new_fp]);
+    let body = get(&format!("http://{http}/v1/grapevine/keyring")).unwrap();
+    assert!(!body.contains(new) && !body.contains(&new[..20]), "{body}");
     assert!(!keys(&["remove", new]).0, "the primary cannot be removed");
     assert!(!keys(&["install", "not-base64!"]).0);
     let _ = std::fs::remove_file(file);

@@ -155,6 +155,11 @@ pub struct Config {
     pub new_members_per_source: Rate,
     /// New members a node takes in by gossip and from strangers, all sources together.
     pub new_members_total: Rate,
+    /// Whether a member heard of by gossip, or from a stranger about others, must answer a
+    /// ping from this node before it joins the table (and the probe order). On in every
+    /// profile: fabricated members then cost a ping each instead of a place in every probe
+    /// pass. Off only where every sender is trusted (tests that script membership by hand).
+    pub verify_hearsay: bool,
     /// New user events a node accepts (delivers and spreads) from one origin member; its own
     /// included (`broadcast` is refused past it).
     pub events_per_origin: Rate,
@@ -278,6 +283,7 @@ impl Config {
             rumor_max_hops: 32,
             new_members_per_source: Rate::new(8, 1.0),
             new_members_total: Rate::new(64, 8.0),
+            verify_hearsay: true,
             events_per_origin: Rate::new(64, 16.0),
             events_total: Rate::new(256, 64.0),
             aggregate_interval: Duration::from_millis(250),

@@ -103,6 +103,18 @@ enum Origin {
     /// An anti-entropy exchange with `peer`; with the stranger's address when the peer is
     /// not a live member (a joiner), whose new members are rate-limited like gossip's.
     Sync(Name, Option<SocketAddr>),
+    /// A new member that answered this node's verification ping; relayed if `true`.
+    Verified(bool),
+}
+
+/// A member heard of by gossip or from a stranger, not yet in the table: it must answer a
+/// ping from this node first (see `verify`).
+struct Candidate {
+    alive: Alive,
+    seq: u32,
+    deadline: Time,
+    tries: u8,
+    relay: bool,
 }
 
 struct PendingSync {
@@ -170,6 +182,8 @@ pub struct Node {
     aggregates: Aggregates,
     /// New members taken in by gossip and from strangers, by source IP.
     joins: Limiter<IpAddr>,
+    /// New members being verified, by name.
+    candidates: HashMap<Name, Candidate>,
     /// New user events accepted, by origin.
     event_budget: Limiter<Name>,
     /// Targets whose value this node publishes for agreement checks.
@@ -297,6 +311,7 @@ impl Node {
             rumors: Rumors::default(),
             aggregates: Aggregates::new(config.aggregate_epoch_rounds),
             joins: Limiter::new(config.new_members_per_source, config.new_members_total, now),
+            candidates: HashMap::new(),
             event_budget: Limiter::new(config.events_per_origin, config.events_total, now),
             tracked: Vec::new(),
             agreed: Vec::new(),
@@ -547,6 +562,9 @@ impl Node {
         for s in self.suspicions.values() {
             next = next.min(s.deadline());
         }
+        for c in self.candidates.values() {
+            next = next.min(c.deadline);
+        }
         next
     }
 
@@ -637,10 +655,10 @@ impl Node {
             {
                 self.stats.drop(DropReason::WrongChannel)
             }
-            Message::SyncRequest(m) => self.on_sync_request(now, m),
-            Message::SyncBuckets(m) => self.on_sync_buckets(now, m),
+            Message::SyncRequest(m) => self.on_sync_request(now, from, m),
+            Message::SyncBuckets(m) => self.on_sync_buckets(now, from, m),
             Message::SyncPush(m) => self.on_sync_push(now, from, m),
-            Message::SyncPull(m) => self.on_sync_pull(now, m),
+            Message::SyncPull(m) => self.on_sync_pull(now, from, m),
             Message::TreeHashes(_)
             | Message::TreeItems(_)
             | Message::TreeEntries(_)
@@ -674,6 +692,7 @@ impl Node {
         }
         self.expire_relays(now);
         self.expire_suspicions(now);
+        self.expire_candidates(now);
         if now >= self.timers.gossip && !self.broadcasts.is_empty() {
             self.timers.gossip = now + self.config.gossip_interval;
             self.gossip(now);
@@ -1122,6 +1141,15 @@ impl Node {
             self.send_packet(r.requester, r.version, &[Message::Ack(Ack { seq: r.seq })]);
             return;
         }
+        let verified = self
+            .candidates
+            .iter()
+            .find(|(_, c)| c.seq == m.seq && c.alive.addr == from)
+            .map(|(n, _)| n.clone());
+        if let Some(c) = verified.and_then(|n| self.candidates.remove(&n)) {
+            self.on_alive(now, c.alive, Origin::Verified(c.relay));
+            return;
+        }
         self.stats.drop(DropReason::Unexpected);
     }
 
@@ -1233,13 +1261,6 @@ impl Node {
             if !self.admit_new_member(now, &origin) {
                 return;
             }
-            let rec = Record::new(m.name.clone(), m.incarnation, State::Alive, m.protocol);
-            let idx = self
-                .members
-                .insert_hashed(rec, name_hash, m.addr, &m.tags, now);
-            let member = self.members.member(idx);
-            self.order.insert(idx);
-            self.events.push_back(Event::Joined { member });
             // New members are relayed as rumours by nodes in steady state. Those learned by
             // anti-entropy are not: the exchanges spread them. Nor are those heard while this
             // node is itself catching up with a busy queue: when a whole cluster starts at
@@ -1255,7 +1276,25 @@ impl Node {
                     self.catch_up == 0 || self.broadcasts.len() < RELAY_WHILE_CATCHING_UP
                 }
                 Origin::Local => true,
+                Origin::Verified(relay) => relay,
             };
+            // Hearsay (gossip, or a stranger's word about others) must answer a ping first.
+            let hearsay = match &origin {
+                Origin::Gossip(_) => true,
+                Origin::Sync(_, Some(from)) => !is_peer || m.addr != *from,
+                Origin::Sync(_, None) | Origin::Local | Origin::Verified(_) => false,
+            };
+            if hearsay && self.config.verify_hearsay {
+                self.verify(now, m, relay);
+                return;
+            }
+            let rec = Record::new(m.name.clone(), m.incarnation, State::Alive, m.protocol);
+            let idx = self
+                .members
+                .insert_hashed(rec, name_hash, m.addr, &m.tags, now);
+            let member = self.members.member(idx);
+            self.order.insert(idx);
+            self.events.push_back(Event::Joined { member });
             if relay {
                 self.rebroadcast(&m.name.clone(), &Message::Alive(m));
             }
@@ -1315,7 +1354,7 @@ impl Node {
     fn admit_new_member(&mut self, now: Time, origin: &Origin) -> bool {
         let source = match origin {
             Origin::Gossip(from) | Origin::Sync(_, Some(from)) => from.ip(),
-            Origin::Sync(_, None) | Origin::Local => return true,
+            Origin::Sync(_, None) | Origin::Local | Origin::Verified(_) => return true,
         };
         if self.joins.allow(&source, now) {
             return true;
@@ -1323,6 +1362,74 @@ impl Node {
         self.stats.drop(DropReason::RateLimited);
         self.sync_soon(now);
         false
+    }
+
+    /// Pings a member heard of by hearsay before taking it in: only one that answers from
+    /// the address claimed joins the table (and probe order). Fabricated members never
+    /// answer, so however many get past admission, none dilutes the probing of real ones;
+    /// a real one that misses both pings still arrives by anti-entropy with a member.
+    fn verify(&mut self, now: Time, m: Alive, relay: bool) {
+        if let Some(c) = self.candidates.get_mut(&m.name) {
+            if incarnation::newer(m.incarnation, c.alive.incarnation) && c.alive.addr == m.addr {
+                c.alive = m;
+            }
+            return;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            self.stats.drop(DropReason::RateLimited);
+            return;
+        }
+        let seq = self.next_seq();
+        let deadline = now + self.config.probe_timeout;
+        self.ping_candidate(&m, seq);
+        self.candidates.insert(
+            m.name.clone(),
+            Candidate {
+                alive: m,
+                seq,
+                deadline,
+                tries: 1,
+                relay,
+            },
+        );
+    }
+
+    fn ping_candidate(&mut self, m: &Alive, seq: u32) {
+        let ping = Message::Ping(Ping {
+            seq,
+            target: m.name.clone(),
+            source: self.me.clone(),
+        });
+        // Bare: the address is only claimed so far.
+        self.send_bare(m.addr, Self::version_for(m.protocol), &[ping]);
+    }
+
+    /// Pings candidates again once, then forgets those that never answered.
+    fn expire_candidates(&mut self, now: Time) {
+        if self.candidates.is_empty() {
+            return;
+        }
+        let mut due: Vec<Name> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| now >= c.deadline)
+            .map(|(n, _)| n.clone())
+            .collect();
+        due.sort();
+        for name in due {
+            let Some(c) = self.candidates.get_mut(&name) else {
+                continue;
+            };
+            if c.tries < CANDIDATE_TRIES {
+                c.tries += 1;
+                c.deadline = now + self.config.probe_interval;
+                let (alive, seq) = (c.alive.clone(), c.seq);
+                self.ping_candidate(&alive, seq);
+            } else {
+                self.candidates.remove(&name);
+                self.stats.drop(DropReason::Unverified);
+            }
+        }
     }
 
     fn on_suspect(&mut self, now: Time, m: Suspect, origin: Origin) {
@@ -1491,6 +1598,31 @@ impl Node {
     }
 
     fn on_dead(&mut self, now: Time, m: Dead, origin: Origin) {
+        // A death by hearsay at an incarnation newer than any this node knows of the member
+        // is only a suspicion: the member may never have reached it (one forged datagram
+        // claims any), and as a suspect it is heard out and refutes.
+        if let Origin::Gossip(_) = origin {
+            let newer = self.members.find(&m.name).is_some_and(|i| {
+                let r = self.members.get(i);
+                r.state.is_live() && incarnation::newer(m.incarnation, r.incarnation)
+            });
+            if newer {
+                let Dead {
+                    name,
+                    incarnation,
+                    accuser,
+                } = m;
+                return self.on_suspect(
+                    now,
+                    Suspect {
+                        name,
+                        incarnation,
+                        accuser,
+                    },
+                    origin,
+                );
+            }
+        }
         let Some(member) = self.retire(now, &m.name, m.incarnation, State::Dead) else {
             return;
         };
@@ -1644,7 +1776,10 @@ impl Node {
         self.send_frame(dst, PROTOCOL_VERSION_MIN, &req);
     }
 
-    fn on_sync_request(&mut self, now: Time, m: SyncRequest) {
+    /// Answers an exchange's opening. Every answer of an exchange goes to `from`, the address
+    /// the frame's connection proved (on that connection, by the driver), never to an address
+    /// the message names: a stranger cannot have this node push its table at a third party.
+    fn on_sync_request(&mut self, now: Time, from: SocketAddr, m: SyncRequest) {
         let in_sync = m.root == self.members.digest().root();
         if !in_sync && (m.join || m.members as usize != self.members.len()) {
             // Divergence seen from this side counts too: a node that is only ever asked (a
@@ -1676,11 +1811,11 @@ impl Node {
             buckets,
             filter,
         });
-        self.send_frame(m.sender.addr, self.rx_version, &reply);
+        self.send_frame(from, self.rx_version, &reply);
     }
 
-    fn on_sync_buckets(&mut self, now: Time, m: SyncBuckets) {
-        let Some(pending) = self.syncs.get(&m.id) else {
+    fn on_sync_buckets(&mut self, now: Time, from: SocketAddr, m: SyncBuckets) {
+        let Some(pending) = self.syncs.get(&m.id).filter(|p| p.dst == from) else {
             self.stats.drop(DropReason::Unexpected);
             return;
         };
@@ -1711,7 +1846,7 @@ impl Node {
             |_, i, key| !theirs.as_ref().is_some_and(|f| f.contains(key, seed)) || i == me,
         );
         self.stats.sent(wire::MessageType::SyncPush);
-        self.emit(m.sender.addr, true, push);
+        self.emit(from, true, push);
     }
 
     /// Encodes a SyncPush/SyncPull frame straight from the member table, in one buffer:
@@ -1765,7 +1900,7 @@ impl Node {
             |_, _, key| !theirs.as_ref().is_some_and(|f| f.contains(key, seed)),
         );
         self.stats.sent(wire::MessageType::SyncPull);
-        self.emit(m.sender.addr, true, pull);
+        self.emit(from, true, pull);
         // A joiner is not a member yet: what it brings is admitted as gossip is.
         let stranger = (!self.is_member_at(&m.sender.name, from)).then_some(from);
         if self.merge(now, &m.sender.name, stranger, m.entries) {
@@ -1774,9 +1909,12 @@ impl Node {
         }
     }
 
-    fn on_sync_pull(&mut self, now: Time, m: SyncEntries) {
-        let Some(pending) = self.syncs.remove(&m.id) else {
+    fn on_sync_pull(&mut self, now: Time, from: SocketAddr, m: SyncEntries) {
+        if self.syncs.get(&m.id).is_none_or(|p| p.dst != from) {
             self.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        let Some(pending) = self.syncs.remove(&m.id) else {
             return;
         };
         let changed = self.merge(now, &m.sender.name, None, m.entries);
@@ -1991,6 +2129,15 @@ impl Node {
     /// collisions) they hold the same copies.
     pub fn node_states_root(&self) -> u64 {
         self.replication.nodes.tree().root()
+    }
+
+    /// Every per-node state held here: member name, generation and highest version (what a
+    /// reader compares to find the states that changed).
+    pub fn node_state_versions(&self) -> impl Iterator<Item = (&Name, u64, u64)> + '_ {
+        self.replication
+            .nodes
+            .iter()
+            .map(|(n, s)| (n, s.generation, s.max_version))
     }
 
     /// The shared keyspace as held here.
@@ -2412,6 +2559,14 @@ const REFUTATION_FACTOR: u32 = 3;
 
 /// At most one log line per this long about probes answered only over TCP.
 const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The most members heard of by hearsay being verified at once; past it more are refused
+/// (they arrive by anti-entropy with a member if real).
+const MAX_CANDIDATES: usize = 256;
+
+/// Pings a candidate gets before it is forgotten: a lost datagram does not cost a real
+/// member its place.
+const CANDIDATE_TRIES: u8 = 2;
 
 /// The most indirect probes this node runs for others at once: each lives a fraction of a
 /// probe interval, and members ask a few per interval.

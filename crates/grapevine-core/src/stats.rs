@@ -35,11 +35,13 @@ pub enum DropReason {
     /// Over a rate limit: new members from one source, user events from one origin or in
     /// all, or exchanges answered at once.
     RateLimited,
+    /// A member heard of by hearsay that never answered this node's ping.
+    Unverified,
 }
 
 impl DropReason {
     /// All reasons, for exporting counters.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::UnknownVersion,
@@ -54,6 +56,7 @@ impl DropReason {
         DropReason::NotMember,
         DropReason::Unsolicited,
         DropReason::RateLimited,
+        DropReason::Unverified,
     ];
 
     /// A stable label for metrics.
@@ -73,6 +76,7 @@ impl DropReason {
             DropReason::NotMember => "not_member",
             DropReason::Unsolicited => "unsolicited",
             DropReason::RateLimited => "rate_limited",
+            DropReason::Unverified => "unverified",
         }
     }
 

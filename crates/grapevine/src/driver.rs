@@ -336,6 +336,9 @@ enum Command {
     Leave(oneshot::Sender<()>),
     ForceLeave(Name, oneshot::Sender<Result<(), Error>>),
     NodeState(Option<Name>, oneshot::Sender<Vec<NodeStateView>>),
+    NodeStatesRoot(oneshot::Sender<u64>),
+    NodeStateVersions(oneshot::Sender<Vec<(String, u64, u64)>>),
+    NodeStatesPrefix(Vec<Name>, String, oneshot::Sender<Vec<NodeStateView>>),
     Stop(oneshot::Sender<()>),
     Stats(oneshot::Sender<grapevine_core::Stats>),
     Block(Vec<SocketAddr>, oneshot::Sender<()>),
@@ -748,6 +751,31 @@ impl Node {
     pub async fn node_states(&self, name: Option<&str>) -> Result<Vec<NodeStateView>, Error> {
         let name = name.map(Name::new).transpose()?;
         self.ask(|tx| Command::NodeState(name, tx)).await
+    }
+
+    /// The root hash of the per-node states held here: it moves when any of them changes.
+    pub async fn node_states_root(&self) -> Result<u64, Error> {
+        self.ask(Command::NodeStatesRoot).await
+    }
+
+    /// Every per-node state held here by member name, with its generation and version: what
+    /// changed since an earlier call, without copying any value.
+    pub async fn node_state_versions(&self) -> Result<Vec<(String, u64, u64)>, Error> {
+        self.ask(Command::NodeStateVersions).await
+    }
+
+    /// The live keys under `prefix` of the per-node states of `names` (those held here).
+    pub async fn node_states_with_prefix(
+        &self,
+        names: &[String],
+        prefix: &str,
+    ) -> Result<Vec<NodeStateView>, Error> {
+        let names = names
+            .iter()
+            .filter_map(|n| Name::new(n).ok())
+            .collect::<Vec<_>>();
+        self.ask(|tx| Command::NodeStatesPrefix(names, prefix.to_string(), tx))
+            .await
     }
 
     /// Sets this node's contribution to the cluster-wide metric `name` (push-sum: every
@@ -1204,6 +1232,40 @@ impl Driver {
             }
             Command::NodeState(name, tx) => {
                 let _ = tx.send(self.node_states(now, name.as_ref()));
+            }
+            Command::NodeStatesRoot(tx) => {
+                let _ = tx.send(self.core.node_states_root());
+            }
+            Command::NodeStateVersions(tx) => {
+                let out = self
+                    .core
+                    .node_state_versions()
+                    .map(|(n, g, v)| (n.as_str().to_string(), g, v))
+                    .collect();
+                let _ = tx.send(out);
+            }
+            Command::NodeStatesPrefix(names, prefix, tx) => {
+                let phys = self.core.physical_time(now);
+                let out = names
+                    .into_iter()
+                    .filter_map(|name| {
+                        let s = self.core.node_state(&name)?;
+                        let mut keys: Vec<(String, Vec<u8>, u64)> = s
+                            .entries
+                            .iter()
+                            .filter(|(k, v)| k.starts_with(&prefix) && !v.is_gone(phys))
+                            .map(|(k, v)| (k.clone(), v.value.clone(), v.version))
+                            .collect();
+                        keys.sort();
+                        Some(NodeStateView {
+                            name: name.as_str().to_string(),
+                            generation: s.generation,
+                            version: s.max_version,
+                            keys,
+                        })
+                    })
+                    .collect();
+                let _ = tx.send(out);
             }
             Command::Stop(tx) => {
                 let _ = tx.send(());

@@ -2,10 +2,11 @@
 //! endpoints, and grapevine's aggregation, ownership maps, version agreement and keyspace
 //! convergence.
 
+use super::acl::{Authz, Need, Resource};
 use super::http::{blocking, index_header, ApiError, App};
-use super::services::{Catalog, Instance, RegisterError, ServiceDef, Status};
+use super::services::{Catalog, Instance, Origin, RegisterError, ServiceDef, Status};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -53,16 +54,32 @@ impl From<RegisterError> for ApiError {
     }
 }
 
-async fn register(State(app): State<App>, body: Bytes) -> Result<Json<bool>, ApiError> {
+fn denied(d: super::acl::Denied) -> ApiError {
+    ApiError(StatusCode::FORBIDDEN, d.to_string())
+}
+
+async fn register(
+    State(app): State<App>,
+    Extension(authz): Extension<Authz>,
+    body: Bytes,
+) -> Result<Json<bool>, ApiError> {
     let def = ServiceDef::from_json(&body).map_err(bad)?;
-    app.registry.register(def).await?;
+    authz
+        .check(&Need::write(Resource::Service, def.name.clone()))
+        .map_err(denied)?;
+    app.registry.register(def, Origin::Api).await?;
     Ok(Json(true))
 }
 
 async fn deregister(
     State(app): State<App>,
+    Extension(authz): Extension<Authz>,
     Path(id): Path<String>,
 ) -> Result<Json<bool>, ApiError> {
+    let name = app.registry.name_of(&id).unwrap_or_else(|| id.clone());
+    authz
+        .check(&Need::write(Resource::Service, name))
+        .map_err(denied)?;
     if !app.registry.deregister(&id).await {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -74,9 +91,15 @@ async fn deregister(
 
 async fn check_update(
     State(app): State<App>,
+    Extension(authz): Extension<Authz>,
     Path((op, id)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<bool>, ApiError> {
+    let need = match app.registry.service_of_check(&id) {
+        Some(service) => Need::write(Resource::Service, service),
+        None => Need::write(Resource::Node, app.node.name().as_str()),
+    };
+    authz.check(&need).map_err(denied)?;
     let status = match op.as_str() {
         "pass" => Status::Passing,
         "warn" => Status::Warning,

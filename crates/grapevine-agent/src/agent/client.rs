@@ -1,12 +1,109 @@
 //! The CLI's side: each command calls the local agent's HTTP API and prints the answer.
 
 use super::http::MemberView;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use base64::Engine;
-use std::net::SocketAddr;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How the CLI reaches the local agent: its address (`host:port`, or a URL with `http://`
+/// or `https://`), the token it presents, and for HTTPS the CA to trust and the client
+/// certificate to show.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    agent: ureq::Agent,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        write!(f, "Api({})", self.base)
+    }
+}
+
+/// The CLI's TLS files.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// CA certificates to trust (PEM); the system's roots otherwise.
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM), for agents that require one.
+    pub cert: Option<PathBuf>,
+    /// Its key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl Api {
+    /// The agent at `addr` (default scheme http), presenting `token`.
+    pub fn new(addr: &str, token: Option<String>, tls: &TlsFiles) -> Result<Api> {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let mut builder = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(5));
+        if base.starts_with("https://") {
+            builder = builder.tls_config(client_tls(tls)?);
+        }
+        Ok(Api {
+            base,
+            agent: builder.build(),
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let req = self.agent.request(method, &format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.set("X-Consul-Token", t),
+            None => req,
+        }
+    }
+}
+
+/// The rustls client configuration for `tls`.
+fn client_tls(tls: &TlsFiles) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(ca) => {
+            for c in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("reading the CA file {}", ca.display()))?
+            {
+                roots
+                    .add(c.with_context(|| format!("parsing the CA file {}", ca.display()))?)
+                    .context("adding the CA")?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let config = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading {}", cert.display()))?
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("parsing {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .context("the client certificate and key do not go together")?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err(anyhow!("a client certificate needs its key, and a key its certificate")),
+    };
+    Ok(Arc::new(config))
+}
 
 /// `grapevine members`: the local agent's view, as a table or JSON.
-pub fn members_command(http: SocketAddr, json: bool) -> Result<String> {
+pub fn members_command(http: &Api, json: bool) -> Result<String> {
     let body = simple_command(http, "GET", "/v1/grapevine/members", None)?;
     let members: Vec<MemberView> = serde_json::from_str(&body)?;
     if json {
@@ -26,9 +123,10 @@ pub fn members_command(http: SocketAddr, json: bool) -> Result<String> {
 }
 
 /// An HTTP call to the local agent, with a clear error when none answers.
-fn call(method: &str, http: SocketAddr, path: &str, body: Option<&[u8]>) -> Result<ureq::Response> {
-    let url = format!("http://{http}{path}");
-    let req = ureq::request(method, &url).timeout(std::time::Duration::from_secs(600));
+fn call(method: &str, http: &Api, path: &str, body: Option<&[u8]>) -> Result<ureq::Response> {
+    let req = http
+        .request(method, path)
+        .timeout(std::time::Duration::from_secs(600));
     let r = match body {
         Some(b) => req.send_bytes(b),
         None => req.call(),
@@ -40,12 +138,24 @@ fn call(method: &str, http: SocketAddr, path: &str, body: Option<&[u8]>) -> Resu
             "error",
             &resp.into_string().unwrap_or_default(),
         )?),
-        Err(e) => Err(anyhow!("no agent answers at {http}: {e}")),
+        Err(e) => Err(anyhow!("no agent answers at {}: {e}", http.base)),
     }
 }
 
+/// A response, or the agent's refusal as an error (404 passes: callers read it as absent).
+fn refused(r: ureq::Response) -> Result<ureq::Response> {
+    let status = r.status();
+    if status >= 400 && status != 404 {
+        return Err(anyhow!(
+            "the agent refused ({status}): {}",
+            r.into_string().unwrap_or_default()
+        ));
+    }
+    Ok(r)
+}
+
 /// `grapevine kv ...` against the local agent.
-pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
+pub fn kv_command(http: &Api, op: &KvOp) -> Result<String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let decode = |body: &str| -> Result<Vec<(String, Vec<u8>, u64)>> {
         let v: Vec<serde_json::Value> = serde_json::from_str(body)?;
@@ -63,12 +173,12 @@ pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
     match op {
         KvOp::Await { prefix, timeout } => {
             let t0 = std::time::Instant::now();
-            let r = call(
+            let r = refused(call(
                 "GET",
                 http,
                 &format!("/v1/grapevine/converged?wait={timeout}"),
                 None,
-            )?;
+            )?)?;
             let status = r.status();
             let v: serde_json::Value = serde_json::from_str(&r.into_string()?)?;
             if status != 200 {
@@ -91,7 +201,7 @@ pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
             Ok(out)
         }
         KvOp::Get { key } => {
-            let r = call("GET", http, &format!("/v1/kv/{key}"), None)?;
+            let r = refused(call("GET", http, &format!("/v1/kv/{key}"), None)?)?;
             if r.status() == 404 {
                 return Err(anyhow!("no such key: {key}"));
             }
@@ -102,20 +212,20 @@ pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
                 .unwrap_or_default())
         }
         KvOp::Put { key, value } => {
-            call(
+            refused(call(
                 "PUT",
                 http,
                 &format!("/v1/kv/{key}"),
                 Some(value.as_bytes()),
-            )?;
+            )?)?;
             Ok(format!("wrote {key}\n"))
         }
         KvOp::Delete { key } => {
-            call("DELETE", http, &format!("/v1/kv/{key}"), None)?;
+            refused(call("DELETE", http, &format!("/v1/kv/{key}"), None)?)?;
             Ok(format!("deleted {key}\n"))
         }
         KvOp::List { prefix } => {
-            let r = call("GET", http, &format!("/v1/kv/{prefix}?recurse"), None)?;
+            let r = refused(call("GET", http, &format!("/v1/kv/{prefix}?recurse"), None)?)?;
             if r.status() == 404 {
                 return Ok(String::new());
             }
@@ -128,12 +238,12 @@ pub fn kv_command(http: SocketAddr, op: &KvOp) -> Result<String> {
             // Blocking queries in a loop: print the prefix each time it changes.
             let mut index = 0u64;
             loop {
-                let r = call(
+                let r = refused(call(
                     "GET",
                     http,
                     &format!("/v1/kv/{prefix}?recurse&index={index}&wait=5m"),
                     None,
-                )?;
+                )?)?;
                 let next: u64 = r
                     .header("X-Consul-Index")
                     .and_then(|v| v.parse().ok())
@@ -201,7 +311,7 @@ pub enum KvOp {
 }
 
 /// `grapevine services`: every service in the catalog with its instances and health.
-pub fn services_command(http: SocketAddr) -> Result<String> {
+pub fn services_command(http: &Api) -> Result<String> {
     let names: std::collections::BTreeMap<String, Vec<String>> =
         serde_json::from_str(&simple_command(http, "GET", "/v1/catalog/services", None)?)?;
     let mut out = format!(
@@ -251,7 +361,7 @@ pub fn services_command(http: SocketAddr) -> Result<String> {
 /// `grapevine aggregate NAME [VALUE]`: contributes a value if given, then prints this
 /// agent's estimate of the cluster-wide aggregates.
 pub fn aggregate_command(
-    http: SocketAddr,
+    http: &Api,
     name: &str,
     value: Option<f64>,
     withdraw: bool,
@@ -263,7 +373,7 @@ pub fn aggregate_command(
     if withdraw {
         simple_command(http, "DELETE", &path, None)?;
     }
-    let r = call("GET", http, &path, None)?;
+    let r = refused(call("GET", http, &path, None)?)?;
     if r.status() == 404 {
         return Ok(format!("no estimate of {name} yet\n"));
     }
@@ -287,7 +397,7 @@ pub fn aggregate_command(
 
 /// `grapevine event`, `join`, `leave`, `info`: one call each.
 pub fn simple_command(
-    http: SocketAddr,
+    http: &Api,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
@@ -324,16 +434,19 @@ fn monitor_line(v: &serde_json::Value) -> String {
 
 /// `grapevine monitor`: prints the agent's event stream as it happens (one line per event,
 /// or its JSON with `json`), until the agent stops or the user interrupts.
-pub fn monitor_command(http: SocketAddr, json: bool) -> Result<()> {
+pub fn monitor_command(http: &Api, json: bool) -> Result<()> {
     use std::io::{BufRead, Write};
-    let url = format!("http://{http}/v1/grapevine/events");
-    let resp = ureq::AgentBuilder::new()
-        .timeout_connect(std::time::Duration::from_secs(5))
-        .build()
-        .get(&url)
-        .call()
-        .map_err(|e| anyhow!("no agent answers at {http}: {e}"))?;
-    eprintln!("monitoring the agent at {http} (Ctrl-C to stop)");
+    let resp = match http.request("GET", "/v1/grapevine/events").call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            return Err(anyhow!(
+                "the agent refused ({code}): {}",
+                r.into_string().unwrap_or_default()
+            ))
+        }
+        Err(e) => return Err(anyhow!("no agent answers at {}: {e}", http.base)),
+    };
+    eprintln!("monitoring the agent at {} (Ctrl-C to stop)", http.base);
     let reader = std::io::BufReader::new(resp.into_reader());
     let mut out = std::io::stdout().lock();
     for line in reader.lines() {
@@ -356,7 +469,7 @@ pub fn monitor_command(http: SocketAddr, json: bool) -> Result<()> {
             return Err(e.into());
         }
     }
-    Err(anyhow!("the agent at {http} closed the event stream"))
+    Err(anyhow!("the agent at {} closed the event stream", http.base))
 }
 
 #[cfg(test)]

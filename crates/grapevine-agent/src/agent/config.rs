@@ -22,7 +22,10 @@ pub struct AgentArgs {
     /// This member's name (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Gossip address, UDP and TCP on one port [default: 0.0.0.0:7946].
+    /// Gossip address, UDP and TCP on one port [default: 0.0.0.0:7946]. On any address other
+    /// than loopback, set --encrypt-key-file (and --allowed-network): without a key, anyone
+    /// who can reach the port can join, read the cluster's data and rewrite it, and the
+    /// agent warns at start.
     #[arg(long)]
     pub bind: Option<SocketAddr>,
     /// The address other members reach this one at.
@@ -41,9 +44,39 @@ pub struct AgentArgs {
     /// Where the agent remembers members and its keys across restarts.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// A file holding the cluster key, base64 of 32 bytes (as `serf keygen` prints).
+    /// A file holding the cluster key, base64 of 32 bytes (as `serf keygen` prints). Every
+    /// datagram and frame is then encrypted and authenticated, and replays refused: only
+    /// key holders can join or write. Needed on any network others can reach.
     #[arg(long)]
     pub encrypt_key_file: Option<PathBuf>,
+    /// A network gossip is taken from, like 10.0.0.0/8 (repeatable; none: any).
+    #[arg(long = "allowed-network")]
+    pub allowed_network: Vec<ipnet::IpNet>,
+    /// Allow script checks (`Args`) registered over the HTTP API and in the config file.
+    /// Off by default, as in Consul since 0.9: whoever may register a script check runs
+    /// commands as the agent's user.
+    #[arg(long)]
+    pub enable_script_checks: bool,
+    /// Allow script checks from the config file only.
+    #[arg(long)]
+    pub enable_local_script_checks: bool,
+    /// Serve the HTTP API over TLS with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Verify HTTPS clients' certificates against these CAs (PEM).
+    #[arg(long)]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Refuse HTTPS clients without a certificate signed by --tls-client-ca-file.
+    #[arg(long)]
+    pub tls_verify_incoming: bool,
+    /// A host name the HTTP API answers to besides IP addresses (and `localhost` on
+    /// loopback); repeatable, `*` for any. Other names are refused, so that a web page
+    /// cannot reach the API by DNS rebinding.
+    #[arg(long = "http-allowed-host")]
+    pub http_allowed_host: Vec<String>,
     /// `[FILTER=]SCRIPT`, as Serf's: run SCRIPT (with `sh -c`) on events matching FILTER
     /// (`member-join`, `member-leave`, `member-failed`, `member-update`, `user`, `user:NAME`,
     /// `key`, `key:PREFIX`, comma-separated; none: all). Repeatable.
@@ -85,6 +118,52 @@ pub struct FileConfig {
     /// Services to register at start (`[[services]]` tables with Consul's fields).
     #[serde(default)]
     pub services: Vec<super::services::ServiceDef>,
+    /// See `--allowed-network`.
+    #[serde(default)]
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// See `--enable-script-checks`.
+    #[serde(default)]
+    pub enable_script_checks: bool,
+    /// See `--enable-local-script-checks`.
+    #[serde(default)]
+    pub enable_local_script_checks: bool,
+    /// See `--tls-cert-file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// See `--tls-key-file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// See `--tls-client-ca-file`.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// See `--tls-verify-incoming`.
+    #[serde(default)]
+    pub tls_verify_incoming: bool,
+    /// See `--http-allowed-host`.
+    #[serde(default)]
+    pub http_allowed_hosts: Vec<String>,
+    /// Tokens and their rules for the HTTP API.
+    #[serde(default)]
+    pub acl: super::acl::AclConfig,
+    /// Bounds on connections and concurrent work.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The `[limits]` section: every field optional, the defaults justified where they are set
+/// (`grapevine::Limits`, `listen::Limits`).
+#[derive(Deserialize, Debug, Default, PartialEq, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// HTTP connections open at once.
+    pub http_max_conns: Option<usize>,
+    /// HTTP connections open at once from one client address.
+    pub http_max_conns_per_client: Option<usize>,
+    /// Gossip (TCP) connections open at once.
+    pub gossip_max_conns: Option<usize>,
+    /// Gossip connections from one address past their hello.
+    pub gossip_max_conns_per_source: Option<usize>,
+    /// DNS-over-TCP connections open at once.
+    pub dns_max_tcp_conns: Option<usize>,
+    /// Event handler scripts running at once (more wait, up to a queue of 256).
+    pub event_handlers_max: Option<usize>,
 }
 
 impl FileConfig {
@@ -121,6 +200,24 @@ pub struct Settings {
     pub dns: Option<SocketAddr>,
     /// Services registered at start.
     pub services: Vec<super::services::ServiceDef>,
+    /// Networks gossip is taken from (empty: any).
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Where script checks may come from.
+    pub scripts: super::services::ScriptChecks,
+    /// TLS for the HTTP API, if on.
+    pub tls: Option<super::listen::Tls>,
+    /// Host names the HTTP API answers to besides addresses.
+    pub http_allowed_hosts: Vec<String>,
+    /// The HTTP API's tokens.
+    pub acl: super::acl::AclConfig,
+    /// Bounds on the HTTP API's connections.
+    pub http_limits: super::listen::Limits,
+    /// Bounds on the gossip channel.
+    pub gossip_limits: grapevine::Limits,
+    /// DNS-over-TCP connections at once.
+    pub dns_max_tcp_conns: usize,
+    /// Event handler scripts at once.
+    pub event_handlers_max: usize,
 }
 
 /// The DNS interface's default address (Consul's port).
@@ -165,7 +262,57 @@ impl Settings {
                     anyhow!("--dns {addr:?}: an address like 127.0.0.1:8600, or off")
                 })?),
             };
+        let tls = match (
+            a.tls_cert_file.clone().or(f.tls_cert_file),
+            a.tls_key_file.clone().or(f.tls_key_file),
+        ) {
+            (Some(cert), Some(key)) => Some(super::listen::Tls {
+                cert,
+                key,
+                client_ca: a.tls_client_ca_file.clone().or(f.tls_client_ca_file),
+                require_client_cert: a.tls_verify_incoming || f.tls_verify_incoming,
+            }),
+            (None, None) => None,
+            _ => return Err(anyhow!("TLS needs both tls_cert_file and tls_key_file")),
+        };
+        let l = &f.limits;
+        let mut http_limits = super::listen::Limits::default();
+        if let Some(n) = l.http_max_conns {
+            http_limits.max_conns = n;
+        }
+        if let Some(n) = l.http_max_conns_per_client {
+            http_limits.max_conns_per_client = n;
+        }
+        let mut gossip_limits = grapevine::Limits::default();
+        if let Some(n) = l.gossip_max_conns {
+            gossip_limits.max_connections = n;
+        }
+        if let Some(n) = l.gossip_max_conns_per_source {
+            gossip_limits.max_per_source = n;
+        }
+        let mut allowed_networks = f.allowed_networks;
+        allowed_networks.extend(a.allowed_network.iter().copied());
+        let mut http_allowed_hosts = f.http_allowed_hosts;
+        http_allowed_hosts.extend(a.http_allowed_host.iter().cloned());
         Ok(Settings {
+            allowed_networks,
+            scripts: super::services::ScriptChecks {
+                api: a.enable_script_checks || f.enable_script_checks,
+                local: a.enable_local_script_checks || f.enable_local_script_checks,
+            },
+            tls,
+            http_allowed_hosts: http_allowed_hosts
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            acl: f.acl,
+            http_limits,
+            gossip_limits,
+            // DNS over TCP is for the rare truncated answer: a few connections suffice.
+            dns_max_tcp_conns: l.dns_max_tcp_conns.unwrap_or(32),
+            // Handlers are the operator's scripts: 16 at once keeps a burst of events from
+            // forking hundreds of shells, and a queue keeps the rest in order.
+            event_handlers_max: l.event_handlers_max.unwrap_or(16).max(1),
             name,
             bind: a.bind.or(f.bind).unwrap_or(DEFAULT_BIND),
             advertise: a.advertise.or(f.advertise),

@@ -1,18 +1,19 @@
-//! The DNS interface (hickory-server): `NAME.service.grapevine` and
+//! The DNS interface (hickory-proto messages, served here): `NAME.service.grapevine` and
 //! `TAG.NAME.service.grapevine` answer A/AAAA (the instances' addresses) and SRV (port and
 //! target `NODE.node.grapevine`, with the target's address as additional record) for
 //! passing instances only, as Consul's DNS does under `.consul`. Answers come from the
 //! agent's catalog, so they are local reads: no query leaves the machine.
 
 use super::services::Catalog;
-use hickory_server::authority::MessageResponseBuilder;
-use hickory_server::proto::op::{Header, MessageType, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, SRV};
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, SRV};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// The domain answered.
@@ -20,6 +21,18 @@ pub const DOMAIN: &str = "grapevine.";
 
 /// Answers have a TTL of 0, as Consul's do by default: the catalog moves.
 const TTL: u32 = 0;
+
+/// The largest answer sent over UDP (RFC 1035's limit, whatever EDNS offers): a 40-byte
+/// query can draw at most about 13 times its size, and a longer answer is truncated (TC
+/// set) for the client to ask again over TCP.
+pub const MAX_UDP_ANSWER: usize = 512;
+
+/// DNS over TCP: connections from one address at once.
+const TCP_PER_CLIENT: usize = 8;
+/// DNS over TCP: how long a connection may wait for (or dribble) a query.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+/// DNS over TCP: queries one connection may ask.
+const TCP_QUERIES: usize = 16;
 
 /// Answers DNS queries from the catalog.
 pub struct Handler {
@@ -120,67 +133,75 @@ impl Handler {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response: R,
-    ) -> ResponseInfo {
-        let builder = MessageResponseBuilder::from_message_request(request);
-        let mut header = Header::response_from_request(request.header());
-        header.set_authoritative(true);
-        let info = match request.request_info() {
-            Ok(info) => info,
+impl Handler {
+    /// The response to a query message's bytes, or `None` when it cannot be read at all;
+    /// over UDP (`udp`) no longer than [`MAX_UDP_ANSWER`], truncated with TC if need be.
+    pub fn respond(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let request = match Message::from_vec(query) {
+            Ok(m) => m,
             Err(_) => {
-                header.set_response_code(ResponseCode::FormErr);
-                return send(&mut response, builder.build_no_records(header)).await;
+                // Echo the id with FORMERR when the header at least is there.
+                let id = u16::from_be_bytes([*query.first()?, *query.get(1)?]);
+                let mut m = Message::new();
+                m.set_id(id)
+                    .set_message_type(MessageType::Response)
+                    .set_response_code(ResponseCode::FormErr);
+                return m.to_vec().ok();
             }
         };
-        if info.header.message_type() != MessageType::Query
-            || info.header.op_code() != OpCode::Query
-        {
-            header.set_response_code(ResponseCode::NotImp);
-            return send(&mut response, builder.build_no_records(header)).await;
+        if request.message_type() != MessageType::Query {
+            return None;
         }
-        match self.answer(info.query.name(), info.query.query_type()) {
+        let mut m = Message::new();
+        m.set_id(request.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(request.op_code())
+            .set_recursion_desired(request.recursion_desired())
+            .set_authoritative(true);
+        let q = match request.queries() {
+            [q] if request.op_code() == OpCode::Query => q.clone(),
+            _ => {
+                m.set_response_code(ResponseCode::NotImp);
+                return m.to_vec().ok();
+            }
+        };
+        tracing::debug!(name = %q.name(), kind = %q.query_type(), udp, "DNS query");
+        m.add_query(q.clone());
+        match self.answer(&LowerName::from(q.name().clone()), q.query_type()) {
             Some((answers, extra)) => {
-                let msg = builder.build(header, answers.iter(), [], [], extra.iter());
-                send(&mut response, msg).await
+                m.add_answers(answers);
+                m.add_additionals(extra);
             }
             None => {
-                header.set_response_code(ResponseCode::NXDomain);
-                send(&mut response, builder.build_no_records(header)).await
+                m.set_response_code(ResponseCode::NXDomain);
             }
         }
-    }
-}
-
-async fn send<'a, R: ResponseHandler>(
-    response: &mut R,
-    msg: hickory_server::authority::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> ResponseInfo {
-    match response.send_response(msg).await {
-        Ok(info) => info,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot send a DNS response");
-            let mut h = Header::new();
-            h.set_response_code(ResponseCode::ServFail);
-            h.into()
+        let bytes = m.to_vec().ok()?;
+        if !udp || bytes.len() <= MAX_UDP_ANSWER {
+            return Some(bytes);
+        }
+        // Too long for UDP: drop the additional records, then answers, until it fits, and
+        // say so (TC) so the client asks again over TCP for all of it.
+        m.take_additionals();
+        m.set_truncated(true);
+        loop {
+            let bytes = m.to_vec().ok()?;
+            if bytes.len() <= MAX_UDP_ANSWER {
+                return Some(bytes);
+            }
+            let mut answers = m.take_answers();
+            if answers.pop().is_none() {
+                return Some(bytes);
+            }
+            m.add_answers(answers);
         }
     }
 }
 
-/// Serves DNS on `addr` (UDP and TCP) until the process ends; a failure to bind is logged,
-/// not fatal: DNS is an extra, and several agents on one machine cannot share a port.
-pub async fn serve(addr: SocketAddr, catalog: watch::Receiver<(u64, Arc<Catalog>)>) {
+/// Serves DNS on `addr` (UDP and TCP, at most `max_tcp` TCP connections) until the process
+/// ends; a failure to bind is logged, not fatal: DNS is an extra, and several agents on
+/// one machine cannot share a port.
+pub async fn serve(addr: SocketAddr, catalog: watch::Receiver<(u64, Arc<Catalog>)>, max_tcp: usize) {
     let udp = match tokio::net::UdpSocket::bind(addr).await {
         Ok(s) => s,
         Err(e) => {
@@ -188,15 +209,82 @@ pub async fn serve(addr: SocketAddr, catalog: watch::Receiver<(u64, Arc<Catalog>
             return;
         }
     };
-    let mut server = hickory_server::ServerFuture::new(Handler::new(catalog));
-    server.register_socket(udp);
+    let handler = Arc::new(Handler::new(catalog));
     match tokio::net::TcpListener::bind(addr).await {
-        Ok(tcp) => server.register_listener(tcp, std::time::Duration::from_secs(5)),
+        Ok(tcp) => {
+            tokio::spawn(serve_tcp(tcp, handler.clone(), max_tcp));
+        }
         Err(e) => tracing::warn!(%addr, error = %e, "DNS over TCP is off"),
     }
     tracing::info!(%addr, "DNS interface listening");
-    if let Err(e) = server.block_until_done().await {
-        tracing::warn!(error = %e, "the DNS interface stopped");
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, from) = match udp.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS receive failed");
+                continue;
+            }
+        };
+        if let Some(answer) = handler.respond(&buf[..n], true) {
+            let _ = udp.send_to(&answer, from).await;
+        }
+    }
+}
+
+async fn serve_tcp(listener: tokio::net::TcpListener, handler: Arc<Handler>, max: usize) {
+    let open: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    loop {
+        let Ok((mut stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        {
+            let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+            let total: usize = o.values().sum();
+            let n = o.entry(peer.ip()).or_insert(0);
+            if total >= max || *n >= TCP_PER_CLIENT {
+                metrics::counter!(grapevine::metrics::DROPPED, "layer" => "dns", "reason" => "too_many_connections")
+                    .increment(1);
+                continue;
+            }
+            *n += 1;
+        }
+        let (open, handler) = (open.clone(), handler.clone());
+        tokio::spawn(async move {
+            for _ in 0..TCP_QUERIES {
+                let mut len = [0u8; 2];
+                let query = async {
+                    stream.read_exact(&mut len).await?;
+                    let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                    stream.read_exact(&mut q).await?;
+                    Ok::<_, std::io::Error>(q)
+                };
+                let Ok(Ok(q)) = tokio::time::timeout(TCP_TIMEOUT, query).await else {
+                    break;
+                };
+                let Some(answer) = handler.respond(&q, false) else {
+                    break;
+                };
+                let Ok(n) = u16::try_from(answer.len()) else {
+                    break;
+                };
+                let write = async {
+                    stream.write_all(&n.to_be_bytes()).await?;
+                    stream.write_all(&answer).await
+                };
+                if !matches!(tokio::time::timeout(TCP_TIMEOUT, write).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = o.get_mut(&peer.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    o.remove(&peer.ip());
+                }
+            }
+        });
     }
 }
 

@@ -115,46 +115,111 @@ fn describe(e: &grapevine::Event, me: &str) -> Option<Described> {
     })
 }
 
-/// Runs `h` for an event of `kind` with `input` on stdin, without waiting for it.
-fn spawn(
-    h: &Handler,
-    kind: &str,
-    me: &str,
-    user: Option<&str>,
+/// One run of a handler script, queued.
+struct Job {
+    script: String,
+    kind: String,
+    me: String,
+    user: Option<String>,
     input: Vec<u8>,
-    env: &[(&'static str, String)],
-) {
+    env: Vec<(&'static str, String)>,
+}
+
+/// Runs waiting longer than this are killed: a hung script must not hold its slot for ever.
+const HANDLER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Jobs waiting for a slot; past it, new ones are dropped (and counted).
+const QUEUE: usize = 256;
+
+/// Runs one job to its end (or its timeout).
+async fn execute(job: Job) {
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
-        .arg(&h.script)
-        .env("GRAPEVINE_EVENT", kind)
-        .env("GRAPEVINE_SELF_NAME", me)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .arg(&job.script)
+        .env("GRAPEVINE_EVENT", &job.kind)
+        .env("GRAPEVINE_SELF_NAME", &job.me)
+        .envs(job.env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null());
-    if let Some(u) = user {
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(u) = &job.user {
         cmd.env("GRAPEVINE_USER_EVENT", u);
     }
-    match cmd.spawn() {
-        Ok(mut child) => {
-            tokio::spawn(async move {
-                if let Some(mut stdin) = child.stdin.take() {
-                    use tokio::io::AsyncWriteExt;
-                    let _ = stdin.write_all(&input).await;
-                }
-                if let Ok(status) = child.wait().await {
-                    if !status.success() {
-                        tracing::warn!(%status, "event handler failed");
-                    }
-                }
-            });
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, script = %job.script, "cannot run event handler");
+            return;
         }
-        Err(e) => tracing::warn!(error = %e, script = %h.script, "cannot run event handler"),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let _ = stdin.write_all(&job.input).await;
+    }
+    match tokio::time::timeout(HANDLER_TIMEOUT, child.wait()).await {
+        Ok(Ok(status)) if !status.success() => tracing::warn!(%status, "event handler failed"),
+        Ok(_) => {}
+        Err(_) => {
+            let _ = child.kill().await;
+            tracing::warn!(script = %job.script, "event handler killed after 300 s");
+        }
     }
 }
 
-/// Runs the matching handlers for each event until the node stops.
-pub async fn run(node: Node, handlers: Vec<Handler>) {
+/// Queues runs and starts them as slots free, at most `max` at once.
+#[derive(Clone)]
+struct Runner {
+    tx: tokio::sync::mpsc::Sender<Job>,
+}
+
+impl Runner {
+    fn start(max: usize) -> Runner {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    execute(job).await;
+                    drop(permit);
+                });
+            }
+        });
+        Runner { tx }
+    }
+
+    /// Queues a run of `h` for an event of `kind` with `input` on stdin.
+    fn spawn(
+        &self,
+        h: &Handler,
+        kind: &str,
+        me: &str,
+        user: Option<&str>,
+        input: Vec<u8>,
+        env: &[(&'static str, String)],
+    ) {
+        let job = Job {
+            script: h.script.clone(),
+            kind: kind.to_string(),
+            me: me.to_string(),
+            user: user.map(str::to_string),
+            input,
+            env: env.to_vec(),
+        };
+        if self.tx.try_send(job).is_err() {
+            metrics::counter!(grapevine::metrics::DROPPED, "layer" => "handlers", "reason" => "queue_full")
+                .increment(1);
+            tracing::debug!(kind, "event handler queue full: run dropped");
+        }
+    }
+}
+
+/// Runs the matching handlers for each event until the node stops, at most `max` scripts at
+/// once (the rest queue, up to 256; past that, runs are dropped and counted).
+pub async fn run(node: Node, handlers: Vec<Handler>, max: usize) {
+    let runner = Runner::start(max);
     let me = node.name().as_str().to_string();
     let mut events = node.events();
     // Key changes are batched: each handler runs once per burst with every key that
@@ -169,7 +234,7 @@ pub async fn run(node: Node, handlers: Vec<Handler>) {
                 let Some(e) = e else { return };
                 let Some((kind, user, input, env)) = describe(&e, &me) else { continue };
                 for h in handlers.iter().filter(|h| h.matches(kind, user.as_deref())) {
-                    spawn(h, kind, &me, user.as_deref(), input.clone(), &env);
+                    runner.spawn(h, kind, &me, user.as_deref(), input.clone(), &env);
                 }
             }
             changes = async { keys.as_mut()?.next().await.ok() }, if keys.is_some() => {
@@ -188,7 +253,7 @@ pub async fn run(node: Node, handlers: Vec<Handler>) {
                         }
                     }
                     if !input.is_empty() {
-                        spawn(h, "key-change", &me, None, input.into_bytes(), &[]);
+                        runner.spawn(h, "key-change", &me, None, input.into_bytes(), &[]);
                     }
                 }
             }

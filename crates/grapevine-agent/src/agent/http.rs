@@ -1,9 +1,11 @@
 //! The HTTP API: Consul's paths and shapes where they overlap, grapevine's own under
 //! `/v1/grapevine/`, and Prometheus metrics.
 
+use super::acl::{self, Acl};
 use super::log::EventLog;
 use axum::body::Bytes;
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, Path, Query, Request, State};
+use axum::middleware::Next;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +32,72 @@ pub struct App {
     pub registry: super::services::Registry,
     /// The catalog as known here, with its index.
     pub catalog: tokio::sync::watch::Receiver<(u64, Arc<super::services::Catalog>)>,
+    /// The tokens and their rules.
+    pub acl: Arc<Acl>,
+    /// Which `Host` headers are taken.
+    pub hosts: Arc<Hosts>,
+}
+
+/// The `Host` headers the API answers: an IP literal, `localhost` when bound to loopback,
+/// or a name in `http_allowed_hosts`. A page elsewhere that resolves its own name to this
+/// agent's address (DNS rebinding) sends its own name, and is refused.
+#[derive(Clone, Debug)]
+pub struct Hosts {
+    /// Names allowed (lowercase); `*` allows any.
+    pub allowed: Vec<String>,
+    /// Whether the API is bound to a loopback (or every) address.
+    pub loopback: bool,
+}
+
+impl Hosts {
+    /// Whether a request with these headers may be served.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+        let Some(host) = headers.get(axum::http::header::HOST) else {
+            // HTTP/1.0 clients may send none; browsers always do.
+            return Ok(());
+        };
+        let host = host.to_str().map_err(|_| "a Host header that is not text".to_string())?;
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        }
+        .to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
+        if name.parse::<std::net::IpAddr>().is_ok()
+            || self.allowed.iter().any(|a| a == "*" || a == name)
+            || (self.loopback && (name == "localhost" || name.ends_with(".localhost")))
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "Host {name:?} is not this agent's address: add it to http_allowed_hosts to allow \
+             it (the check keeps web pages from reaching the API by DNS rebinding)"
+        ))
+    }
+}
+
+/// Checks every request before its handler: the `Host` header, then the token's permission
+/// for what the request does (see [`acl::need`]). The token's rights go along for handlers
+/// that check more.
+pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    if let Err(e) = app.hosts.check(req.headers()) {
+        return (StatusCode::FORBIDDEN, e).into_response();
+    }
+    let token = acl::token_of(req.headers(), req.uri().query());
+    let authz = app.acl.authorize(token.as_deref());
+    let need = acl::need(
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+        app.node.name().as_str(),
+    );
+    if let Some(need) = need {
+        if let Err(denied) = authz.check(&need) {
+            return (StatusCode::FORBIDDEN, denied.to_string()).into_response();
+        }
+    }
+    req.extensions_mut().insert(authz);
+    next.run(req).await
 }
 
 impl FromRef<App> for Node {
@@ -69,6 +137,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/grapevine/keyring/{op}", put(keyring_op))
         .route("/metrics", get(metrics))
         .merge(super::apps::router())
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }
 
@@ -86,6 +155,9 @@ impl From<grapevine::Error> for ApiError {
         use grapevine::Error as E;
         let code = match e {
             E::Command(grapevine::CommandError::UnknownMember(_)) => StatusCode::NOT_FOUND,
+            E::Command(grapevine::CommandError::RateLimited { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             E::Command(_) | E::Keyring(_) | E::Name(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -205,12 +277,14 @@ fn body_key(body: &[u8]) -> Result<grapevine::crypto::Key, ApiError> {
     Keyring::key(&bytes).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
+/// Keys as the API shows them: fingerprints (the first 8 bytes of their SHA-256, in hex),
+/// never the keys, which would let whoever reads the API read and write the gossip.
 fn keys_json(keys: &[grapevine::crypto::Key]) -> Json<Vec<String>> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    Json(keys.iter().map(|k| b64.encode(k)).collect())
+    Json(keys.iter().map(grapevine::crypto::fingerprint).collect())
 }
 
-/// The keyring, primary first, base64 (this agent's: rotate a cluster by calling every agent).
+/// The keyring's fingerprints, primary first (this agent's: rotate a cluster by calling
+/// every agent).
 async fn keyring_list(State(node): State<Node>) -> Result<Json<Vec<String>>, ApiError> {
     Ok(keys_json(&node.keyring_list().await?))
 }
@@ -483,11 +557,12 @@ async fn kv_delete(
 }
 
 async fn fire(
-    State(node): State<Node>,
+    State(app): State<App>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = node.broadcast(&name, body.to_vec()).await?;
+    // Past this member's event budget (`events_per_origin`) the node refuses: 429.
+    let id = app.node.broadcast(&name, body.to_vec()).await?;
     Ok(Json(
         serde_json::json!({ "ID": format!("{id:016x}"), "Name": name }),
     ))

@@ -1,18 +1,20 @@
 //! `grapevine agent`: a member of the cluster with an HTTP API, until SIGTERM or SIGINT,
 //! which leave gracefully; and the CLI commands that talk to it.
 
+mod acl;
 mod apps;
 mod client;
 mod config;
 mod dns;
 mod handlers;
 mod http;
+mod listen;
 mod log;
 pub(crate) mod services;
 
 pub use client::{
     aggregate_command, kv_command, members_command, monitor_command, services_command,
-    simple_command, KvOp,
+    simple_command, Api, KvOp, TlsFiles,
 };
 pub use config::{AgentArgs, Settings, DEFAULT_HTTP};
 
@@ -50,14 +52,56 @@ fn prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
     Ok(handle)
 }
 
+/// Raises the soft limit on open files to the hard limit, as Consul's packages advise: the
+/// agent's own caps (gossip, HTTP, DNS) then bound what peers can hold, not the default
+/// 1,024.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::debug!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+/// Warns about settings that expose the cluster, once, at start.
+fn warn_exposure(s: &Settings, acl: &acl::Acl) {
+    let gossip_open = !s.bind.ip().is_loopback();
+    if gossip_open && s.encrypt_key_file.is_none() {
+        tracing::warn!(
+            bind = %s.bind,
+            "GOSSIP IS NOT ENCRYPTED on an address others can reach: anyone who can send to \
+             it can join the cluster, read its data and rewrite it. Set encrypt_key_file (a \
+             key from `grapevine keygen` or `serf keygen`) and allowed_networks."
+        );
+    }
+    if !s.http.ip().is_loopback() && !acl.enabled() {
+        tracing::warn!(
+            http = %s.http,
+            "the HTTP API is reachable from other hosts and has no ACL tokens: anyone who \
+             reaches it can read and write everything. Configure [acl] tokens."
+        );
+    }
+    if s.scripts.api && !acl.enabled() {
+        tracing::warn!(
+            "enable_script_checks is on without ACL tokens: anyone who reaches the HTTP API \
+             can run commands as this agent's user"
+        );
+    }
+}
+
 /// Runs the agent until a signal.
 pub async fn run(s: Settings) -> Result<()> {
+    raise_fd_limit();
     let prom = prometheus()?;
+    let acl = std::sync::Arc::new(acl::Acl::from_config(&s.acl)?);
+    let tls = s.tls.as_ref().map(|t| t.server_config()).transpose()?;
+    warn_exposure(&s, &acl);
     let mut builder = Node::builder()
         .name(s.name.clone())
         .bind(s.bind)
         .seeds(s.join.clone())
-        .config(s.config.clone());
+        .config(s.config.clone())
+        .limits(s.gossip_limits.clone())
+        .allowed_networks(s.allowed_networks.clone());
     if let Some(adv) = s.advertise {
         builder = builder.advertise(adv);
     }
@@ -72,6 +116,9 @@ pub async fn run(s: Settings) -> Result<()> {
         name = %node.name().as_str(),
         addr = %node.addr(),
         http = %s.http,
+        https = tls.is_some(),
+        acl = acl.enabled(),
+        encrypted = s.encrypt_key_file.is_some(),
         profile = s.config.profile,
         "agent started"
     );
@@ -80,23 +127,23 @@ pub async fn run(s: Settings) -> Result<()> {
         .with_context(|| format!("binding the HTTP API to {}", s.http))?;
     let handlers = handlers::parse_all(&s.event_handlers);
     if !handlers.is_empty() {
-        tokio::spawn(handlers::run(node.clone(), handlers));
+        tokio::spawn(handlers::run(node.clone(), handlers, s.event_handlers_max));
     }
     let log = log::EventLog::spawn(node.clone());
     // Every agent publishes what it holds of the keyspace, so any can tell when all agree.
     node.track(grapevine::Target::Keyspace).await?;
-    let registry = services::Registry::new(node.clone());
+    let registry = services::Registry::new(node.clone(), s.scripts);
     registry.forget_restored(&s.services).await;
     for def in s.services.clone() {
         let id = def.id().to_string();
         registry
-            .register(def)
+            .register(def, services::Origin::Config)
             .await
             .with_context(|| format!("registering the service {id:?} from the config file"))?;
     }
     let catalog = services::spawn_catalog(node.clone());
     if let Some(addr) = s.dns {
-        tokio::spawn(dns::serve(addr, catalog.clone()));
+        tokio::spawn(dns::serve(addr, catalog.clone(), s.dns_max_tcp_conns));
     }
     {
         let prom = prom.clone();
@@ -108,14 +155,27 @@ pub async fn run(s: Settings) -> Result<()> {
             }
         });
     }
+    let hosts = http::Hosts {
+        allowed: s.http_allowed_hosts.clone(),
+        loopback: s.http.ip().is_loopback() || s.http.ip().is_unspecified(),
+    };
     let app = http::router(http::App {
         node: node.clone(),
         log,
         prom,
         registry,
         catalog,
+        acl,
+        hosts: std::sync::Arc::new(hosts),
     });
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let counters = std::sync::Arc::new(listen::Counters::default());
+    let server = tokio::spawn(listen::serve(
+        listener,
+        app,
+        tls,
+        s.http_limits.clone(),
+        counters,
+    ));
     wait_for_signal().await;
     tracing::info!("leaving the cluster");
     node.leave().await?;

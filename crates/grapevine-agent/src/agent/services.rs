@@ -317,6 +317,32 @@ pub enum RegisterError {
     /// A bad name or id.
     #[error("a service needs a name, and its id may not contain '/'")]
     BadName,
+    /// A script check where scripts are not allowed (Consul's words).
+    #[error(
+        "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or \
+         'enable_local_script_checks' to true"
+    )]
+    ScriptsDisabled,
+}
+
+/// Where script checks may come from. Both off by default, as Consul has shipped since 0.9:
+/// a script check runs a command as the agent's user, so whoever may register one over the
+/// API may run anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScriptChecks {
+    /// From the HTTP API and the config file (`enable_script_checks`).
+    pub api: bool,
+    /// From the config file only (`enable_local_script_checks`).
+    pub local: bool,
+}
+
+/// Where a registration comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The HTTP API.
+    Api,
+    /// The agent's config file.
+    Config,
 }
 
 /// The services registered with this agent.
@@ -324,6 +350,7 @@ pub enum RegisterError {
 pub struct Registry {
     node: Node,
     inner: Arc<Mutex<BTreeMap<String, Registered>>>,
+    scripts: ScriptChecks,
 }
 
 /// Parses Consul's durations: `10s`, `500ms`, `1m`, `1h`, or bare seconds.
@@ -355,21 +382,41 @@ fn parse_duration(
 }
 
 impl Registry {
-    /// An empty registry publishing through `node`.
-    pub fn new(node: Node) -> Self {
+    /// An empty registry publishing through `node`, taking script checks as `scripts` says.
+    pub fn new(node: Node, scripts: ScriptChecks) -> Self {
         Registry {
             node,
             inner: Arc::new(Mutex::new(BTreeMap::new())),
+            scripts,
         }
     }
 
+    /// The name of the service registered here as `id`.
+    pub fn name_of(&self, id: &str) -> Option<String> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.get(id).map(|r| r.def.name.clone())
+    }
+
+    /// The name of the service whose check is `check_id`.
+    pub fn service_of_check(&self, check_id: &str) -> Option<String> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .values()
+            .find(|r| r.checks.iter().any(|c| c.check_id == check_id))
+            .map(|r| r.def.name.clone())
+    }
+
     /// Registers (or replaces) a service and starts its checks.
-    pub async fn register(&self, def: ServiceDef) -> Result<(), RegisterError> {
+    pub async fn register(&self, def: ServiceDef, origin: Origin) -> Result<(), RegisterError> {
         let id = def.id().to_string();
         if def.name.is_empty() || id.is_empty() || id.contains('/') {
             return Err(RegisterError::BadName);
         }
         let defs: Vec<CheckDef> = def.check.iter().chain(&def.checks).cloned().collect();
+        let scripts_allowed = self.scripts.api || (origin == Origin::Config && self.scripts.local);
+        if !scripts_allowed && defs.iter().any(|c| c.args.is_some()) {
+            return Err(RegisterError::ScriptsDisabled);
+        }
         let many = defs.len() > 1;
         let mut checks = Vec::new();
         let mut ttl = Vec::new();
@@ -662,53 +709,141 @@ async fn script_check(args: &[String], timeout: Duration) -> (Status, String) {
     }
 }
 
-/// Reads the catalog from every member's state, with membership.
-pub async fn read_catalog(node: &Node) -> Option<Catalog> {
-    let members = node.members().await.ok()?;
-    let states = node.node_states(None).await.ok()?;
-    let mut instances = Vec::new();
-    for s in states {
-        let Some(m) = members.iter().find(|m| m.name.as_str() == s.name) else {
-            continue;
-        };
-        // A member that left or failed long ago, or was reaped, drops out of the catalog
-        // when it is forgotten; until then it is listed critical.
-        let alive = matches!(m.state, State::Alive | State::Suspect);
-        for (k, v, _) in &s.keys {
-            if !k.starts_with(KEY_PREFIX) {
-                continue;
-            }
-            let Ok(service) = serde_json::from_slice::<ServiceRecord>(v) else {
-                continue;
-            };
-            instances.push(Instance {
-                node: s.name.clone(),
-                node_addr: m.addr.ip(),
-                node_alive: alive,
-                service,
-            });
-        }
-    }
-    instances.sort_by(|a, b| {
-        (&a.service.name, &a.node, &a.service.id).cmp(&(&b.service.name, &b.node, &b.service.id))
-    });
-    Some(Catalog { instances })
+/// The catalog kept current from what changes: the per-node states whose version moved
+/// (their `svc/` keys re-read), and membership after member events. Nothing is re-read while
+/// nothing changes, and a change costs a look at each state's version, not a copy of every
+/// state joined against every member (which once burned half a core at 10,000 members).
+struct CatalogReader {
+    node: Node,
+    /// Per member: the (generation, version) its services were read at, and those services.
+    services: std::collections::HashMap<String, ((u64, u64), Vec<ServiceRecord>)>,
+    /// Per member: its IP and whether it is alive or suspect.
+    members: std::collections::HashMap<String, (IpAddr, bool)>,
+    root: Option<u64>,
 }
 
-/// Keeps a catalog current: re-read every 200 ms, with an index that moves when it changes
-/// (what blocking queries and the DNS server wait on and read).
+impl CatalogReader {
+    async fn refresh_members(&mut self) -> Option<()> {
+        let members = self.node.members().await.ok()?;
+        self.members = members
+            .into_iter()
+            .map(|m| {
+                let alive = matches!(m.state, State::Alive | State::Suspect);
+                (m.name.as_str().to_string(), (m.addr.ip(), alive))
+            })
+            .collect();
+        Some(())
+    }
+
+    /// Re-reads the services of the states that changed, if any did; whether any did.
+    async fn refresh_services(&mut self) -> Option<bool> {
+        let root = self.node.node_states_root().await.ok()?;
+        if self.root == Some(root) {
+            return Some(false);
+        }
+        let versions = self.node.node_state_versions().await.ok()?;
+        let held: std::collections::HashSet<&String> = versions.iter().map(|(n, _, _)| n).collect();
+        self.services.retain(|n, _| held.contains(n));
+        let changed: Vec<String> = versions
+            .iter()
+            .filter(|(n, g, v)| self.services.get(n).is_none_or(|(at, _)| *at != (*g, *v)))
+            .map(|(n, _, _)| n.clone())
+            .collect();
+        for chunk in changed.chunks(256) {
+            let states = self
+                .node
+                .node_states_with_prefix(chunk, KEY_PREFIX)
+                .await
+                .ok()?;
+            for s in states {
+                let records = s
+                    .keys
+                    .iter()
+                    .filter_map(|(_, v, _)| serde_json::from_slice::<ServiceRecord>(v).ok())
+                    .collect();
+                self.services
+                    .insert(s.name.clone(), ((s.generation, s.version), records));
+            }
+        }
+        self.root = Some(root);
+        Some(true)
+    }
+
+    /// The catalog from what is held: instances of members known here.
+    fn catalog(&self) -> Catalog {
+        let mut instances = Vec::new();
+        for (node, (_, records)) in &self.services {
+            // A member that left or failed long ago, or was reaped, drops out of the catalog
+            // when it is forgotten; until then it is listed critical.
+            let Some(&(ip, alive)) = self.members.get(node) else {
+                continue;
+            };
+            for service in records {
+                instances.push(Instance {
+                    node: node.clone(),
+                    node_addr: ip,
+                    node_alive: alive,
+                    service: service.clone(),
+                });
+            }
+        }
+        instances.sort_by(|a, b| {
+            (&a.service.name, &a.node, &a.service.id).cmp(&(&b.service.name, &b.node, &b.service.id))
+        });
+        Catalog { instances }
+    }
+}
+
+/// Keeps a catalog current, with an index that moves when it changes (what blocking queries
+/// and the DNS server wait on and read): checked every 200 ms, and re-read only in part and
+/// only when per-node state or membership changed.
 pub fn spawn_catalog(node: Node) -> watch::Receiver<(u64, Arc<Catalog>)> {
     let (tx, rx) = watch::channel((1u64, Arc::new(Catalog::default())));
     tokio::spawn(async move {
+        let mut events = node.events();
+        let mut reader = CatalogReader {
+            node,
+            services: Default::default(),
+            members: Default::default(),
+            root: None,
+        };
+        let mut members_changed = true;
+        // Membership is re-read on member events, and every 10 s anyway: a subscriber that
+        // falls behind a burst of events loses some.
+        let mut ticks = 0u32;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let Some(c) = read_catalog(&node).await else {
-                if tx.is_closed() {
-                    return;
+            tokio::select! {
+                _ = tick.tick() => {}
+                e = events.next() => {
+                    match e {
+                        None => return,
+                        Some(grapevine::Event::User { .. } | grapevine::Event::Agreement { .. }) => {}
+                        Some(_) => members_changed = true,
+                    }
+                    continue;
                 }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            ticks = ticks.wrapping_add(1);
+            if ticks % 50 == 0 {
+                members_changed = true;
+            }
+            let Some(services_changed) = reader.refresh_services().await else {
                 continue;
             };
+            if members_changed {
+                if reader.refresh_members().await.is_none() {
+                    continue;
+                }
+                members_changed = false;
+            } else if !services_changed {
+                continue;
+            }
+            let c = reader.catalog();
             tx.send_if_modified(|(index, cur)| {
                 if **cur == c {
                     return false;
