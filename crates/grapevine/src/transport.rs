@@ -92,7 +92,9 @@ impl Default for Limits {
     /// 384 connections (plenty for a 200-member cluster's peers, under 1,024 descriptors),
     /// 256 per address past the hello, 16 per address in it, 5 s for a hello (Consul's
     /// handshake deadline), 10 s for a read (a lost SYN or segment is retried within it),
-    /// 60 s of idleness (connections are reused for every exchange meanwhile), 32 MiB in
+    /// 15 s of idleness (a connection serves every exchange with its peer meanwhile, while
+    /// the peers a node met in that time, some 50 with 3 state partners a second, stay far
+    /// under the cap whatever the cluster's size), 32 MiB in
     /// flight in all and 16 MiB per address (the largest frame, a membership table of
     /// 200,000): memory for the channel stays under 32 MiB whatever peers send.
     ///
@@ -108,7 +110,7 @@ impl Default for Limits {
             max_pending_per_source: 16,
             handshake_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(15),
             inflight_total: 32 << 20,
             inflight_per_source: grapevine_core::wire::MAX_FRAME,
             datagrams_per_source: grapevine_core::Rate::new(2_000, 1_000.0),
@@ -905,33 +907,45 @@ async fn run(
     });
     let write_idle = idle.clone();
     let limit = shared.limits.idle_timeout;
+    // Returns whether writing failed (rather than ran out of frames to write: an accepted
+    // connection whose writer the driver did not take still carries the peer's frames).
     let mut writing = tokio::spawn(async move {
         let (mut writer, mut rx) = (writer, rx);
         loop {
             let wait = write_idle.left(limit);
             if wait.is_zero() {
-                return;
+                return false;
             }
             match tokio::time::timeout(wait, rx.recv()).await {
                 Err(_) => continue,
-                Ok(None) => return,
+                Ok(None) => return false,
                 Ok(Some(f)) => {
                     write_idle.touch();
                     if writer.frame(&f).await.is_err() {
-                        return;
+                        return true;
                     }
                 }
             }
         }
     });
-    tokio::select! {
-        r = &mut reading => {
-            writing.abort();
-            if let Ok(Some(reason)) = r {
-                refused(&shared, reason, peer);
+    let mut write_done = false;
+    loop {
+        tokio::select! {
+            r = &mut reading => {
+                writing.abort();
+                if let Ok(Some(reason)) = r {
+                    refused(&shared, reason, peer);
+                }
+                break;
+            }
+            failed = &mut writing, if !write_done => {
+                write_done = true;
+                if matches!(failed, Ok(true)) {
+                    reading.abort();
+                    break;
+                }
             }
         }
-        _ = &mut writing => reading.abort(),
     }
     drop(slot);
 }

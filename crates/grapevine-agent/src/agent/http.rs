@@ -81,6 +81,7 @@ impl Hosts {
 /// that check more.
 pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Response {
     if let Err(e) = app.hosts.check(req.headers()) {
+        refused("host");
         return (StatusCode::FORBIDDEN, e).into_response();
     }
     let token = acl::token_of(req.headers(), req.uri().query());
@@ -93,11 +94,25 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
     );
     if let Some(need) = need {
         if let Err(denied) = authz.check(&need) {
+            refused("acl");
             return (StatusCode::FORBIDDEN, denied.to_string()).into_response();
         }
     }
     req.extensions_mut().insert(authz);
-    next.run(req).await
+    let response = next.run(req).await;
+    match response.status() {
+        StatusCode::FORBIDDEN => refused("acl"),
+        StatusCode::TOO_MANY_REQUESTS => refused("rate_limited"),
+        _ => {}
+    }
+    response
+}
+
+/// Counts a request the API refused (`grapevine_dropped_total{layer="http"}`); the
+/// reason is logged by the caller's answer, not here: a token must never reach a log.
+fn refused(reason: &'static str) {
+    metrics::counter!(grapevine::metrics::DROPPED, "layer" => "http", "reason" => reason)
+        .increment(1);
 }
 
 impl FromRef<App> for Node {
