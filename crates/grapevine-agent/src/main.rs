@@ -25,7 +25,12 @@ struct Cli {
     #[arg(long, global = true, env = "GRAPEVINE_HTTP_ADDR")]
     http: Option<String>,
     /// The ACL token the commands present to the agent (never printed or logged).
-    #[arg(long, global = true, env = "GRAPEVINE_HTTP_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "GRAPEVINE_HTTP_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// CA certificates (PEM) to verify an HTTPS agent by.
     #[arg(long, global = true, env = "GRAPEVINE_CACERT")]

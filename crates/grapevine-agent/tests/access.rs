@@ -23,7 +23,15 @@ fn agent(dir: &Path, name: &str, config: &str, args: &[&str]) -> Agent {
     let gossip: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let child = Command::new(BIN)
-        .args(["agent", "--name", name, "--profile", "local", "--dns", "off"])
+        .args([
+            "agent",
+            "--name",
+            name,
+            "--profile",
+            "local",
+            "--dns",
+            "off",
+        ])
         .args(["--bind", &gossip.to_string(), "--http", &http.to_string()])
         .args(["--config", cfg.to_str().unwrap()])
         .args(args)
@@ -109,7 +117,8 @@ fn tokens_decide_what_a_request_may_do_for_curl_the_cli_and_python_consul() {
         call("GET", &format!("{base}/v1/agent/self"), Some(ADMIN), "").0 == 200
     });
     // No token, a read-only one, an unknown one: no write.
-    let put = |key: &str, token: Option<&str>| call("PUT", &format!("{base}/v1/kv/{key}"), token, "v");
+    let put =
+        |key: &str, token: Option<&str>| call("PUT", &format!("{base}/v1/kv/{key}"), token, "v");
     let (code, msg) = put("app/x", None);
     assert_eq!(code, 403);
     assert_eq!(
@@ -118,15 +127,43 @@ fn tokens_decide_what_a_request_may_do_for_curl_the_cli_and_python_consul() {
          lacks permission 'key:write' on \"app/x\""
     );
     let (code, msg) = put("app/x", Some(READER));
-    assert_eq!((code, msg.contains("AccessorID 'reader'")), (403, true), "{msg}");
-    assert_eq!(put("app/x", Some("not-a-token")), (403, "ACL not found".into()));
+    assert_eq!(
+        (code, msg.contains("AccessorID 'reader'")),
+        (403, true),
+        "{msg}"
+    );
+    assert_eq!(
+        put("app/x", Some("not-a-token")),
+        (403, "ACL not found".into())
+    );
     // The app token writes its prefix only; the reader reads.
     assert_eq!(put("app/x", Some(APP)).0, 200);
     assert_eq!(put("other", Some(APP)).0, 403);
-    assert_eq!(call("GET", &format!("{base}/v1/kv/app/x"), Some(READER), "").0, 200);
+    assert_eq!(
+        call("GET", &format!("{base}/v1/kv/app/x"), Some(READER), "").0,
+        200
+    );
     assert_eq!(call("GET", &format!("{base}/v1/kv/app/x"), None, "").0, 403);
-    assert_eq!(call("GET", &format!("{base}/v1/grapevine/keyring"), Some(APP), "").0, 403);
-    assert_eq!(call("GET", &format!("{base}/v1/grapevine/keyring"), Some(ADMIN), "").0, 200);
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/v1/grapevine/keyring"),
+            Some(APP),
+            ""
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/v1/grapevine/keyring"),
+            Some(ADMIN),
+            ""
+        )
+        .0,
+        200
+    );
     // Bearer and ?token= work as the header does.
     let bearer = ureq::get(&format!("{base}/v1/kv/app/x"))
         .set("Authorization", &format!("Bearer {READER}"))
@@ -134,7 +171,16 @@ fn tokens_decide_what_a_request_may_do_for_curl_the_cli_and_python_consul() {
         .map(|r| r.status())
         .unwrap_or(0);
     assert_eq!(bearer, 200);
-    assert_eq!(call("GET", &format!("{base}/v1/kv/app/x?token={READER}"), None, "").0, 200);
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/v1/kv/app/x?token={READER}"),
+            None,
+            ""
+        )
+        .0,
+        200
+    );
     // The CLI, by flag and by environment.
     let cli = |args: &[&str], env: Option<&str>| {
         let mut c = Command::new(BIN);
@@ -143,13 +189,19 @@ fn tokens_decide_what_a_request_may_do_for_curl_the_cli_and_python_consul() {
             c.env("GRAPEVINE_HTTP_TOKEN", t);
         }
         let out = c.output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     assert!(!cli(&["kv", "put", "app/y", "1"], None).0, "no token");
     assert!(cli(&["kv", "put", "app/y", "1", "--token", APP], None).0);
     assert!(cli(&["kv", "put", "app/z", "1"], Some(APP)).0);
     let (ok, err) = cli(&["kv", "put", "other", "1"], Some(APP));
-    assert!(!ok && err.contains("403") && err.contains("Permission denied"), "{err}");
+    assert!(
+        !ok && err.contains("403") && err.contains("Permission denied"),
+        "{err}"
+    );
     // python-consul passes its token.
     if python_consul() {
         let out = python(&format!(
@@ -166,7 +218,10 @@ except consul.ACLPermissionDenied:
 "#,
             port = a.http.port()
         ));
-        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["hello", "denied"]);
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["hello", "denied"]
+        );
     }
     // No secret ever reaches the log, debug level included.
     drop(a);
@@ -190,20 +245,71 @@ fn certs(dir: &Path) -> Certs {
             .current_dir(dir)
             .output()
             .expect("openssl runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=grapevine test CA"]].concat());
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=grapevine test CA",
+        ],
+    ]
+    .concat());
     for (who, ext) in [
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
         ("client", "extendedKeyUsage=clientAuth\n"),
     ] {
         std::fs::write(dir.join(format!("{who}.ext")), ext).unwrap();
-        run(&[&["req"][..], &ec, &["-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"), "-subj", &format!("/CN={who}")]].concat());
         run(&[
-            "x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", &format!("{who}.pem"), "-days", "2",
-            "-extfile", &format!("{who}.ext"),
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+                "-subj",
+                &format!("/CN={who}"),
+            ],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
         ]);
     }
     Certs {
@@ -215,7 +321,15 @@ fn certs(dir: &Path) -> Certs {
 
 fn curl(url: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .args(args)
         .arg(url)
         .output()
@@ -235,12 +349,24 @@ fn https_works_with_curl_python_consul_and_the_cli_and_client_certs_are_enforced
         dir.path(),
         "tls",
         "",
-        &["--tls-cert-file", &s(&c.server.0), "--tls-key-file", &s(&c.server.1)],
+        &[
+            "--tls-cert-file",
+            &s(&c.server.0),
+            "--tls-key-file",
+            &s(&c.server.1),
+        ],
     );
     let url = format!("https://{}/v1/agent/self", a.http);
-    eventually(Duration::from_secs(10), || curl(&url, &["--cacert", &s(&c.ca)]).0);
+    eventually(Duration::from_secs(10), || {
+        curl(&url, &["--cacert", &s(&c.ca)]).0
+    });
     assert_eq!(curl(&url, &["--cacert", &s(&c.ca)]).1, "200");
-    assert!(!curl(&url.replace("https", "http"), &[]).1.starts_with("200"), "no plain HTTP");
+    assert!(
+        !curl(&url.replace("https", "http"), &[])
+            .1
+            .starts_with("200"),
+        "no plain HTTP"
+    );
     if python_consul() {
         let out = python(&format!(
             r#"
@@ -256,31 +382,63 @@ print(c.kv.get("tls/k")[1]["Value"].decode())
     }
     let https = format!("https://{}", a.http);
     let out = Command::new(BIN)
-        .args(["kv", "put", "tls/cli", "yes", "--http", &https, "--ca-file", &s(&c.ca)])
+        .args([
+            "kv",
+            "put",
+            "tls/cli",
+            "yes",
+            "--http",
+            &https,
+            "--ca-file",
+            &s(&c.ca),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Client certificates required: none, refused at the handshake; the CA's, served.
     let b = agent(
         dir.path(),
         "mtls",
         "",
         &[
-            "--tls-cert-file", &s(&c.server.0), "--tls-key-file", &s(&c.server.1),
-            "--tls-client-ca-file", &s(&c.ca), "--tls-verify-incoming",
+            "--tls-cert-file",
+            &s(&c.server.0),
+            "--tls-key-file",
+            &s(&c.server.1),
+            "--tls-client-ca-file",
+            &s(&c.ca),
+            "--tls-verify-incoming",
         ],
     );
     let url = format!("https://{}/v1/agent/self", b.http);
     let with_cert = [
-        "--cacert", &s(&c.ca), "--cert", &s(&c.client.0), "--key", &s(&c.client.1),
+        "--cacert",
+        &s(&c.ca),
+        "--cert",
+        &s(&c.client.0),
+        "--key",
+        &s(&c.client.1),
     ];
     eventually(Duration::from_secs(10), || curl(&url, &with_cert).0);
     let (ok, out) = curl(&url, &["--cacert", &s(&c.ca)]);
-    assert!(!ok && !out.starts_with("200"), "served without a client certificate: {out}");
+    assert!(
+        !ok && !out.starts_with("200"),
+        "served without a client certificate: {out}"
+    );
     assert_eq!(curl(&url, &with_cert).1, "200");
     let cli = |extra: &[&str]| {
         Command::new(BIN)
-            .args(["info", "--http", &format!("https://{}", b.http), "--ca-file", &s(&c.ca)])
+            .args([
+                "info",
+                "--http",
+                &format!("https://{}", b.http),
+                "--ca-file",
+                &s(&c.ca),
+            ])
             .args(extra)
             .output()
             .unwrap()
@@ -288,5 +446,10 @@ print(c.kv.get("tls/k")[1]["Value"].decode())
             .success()
     };
     assert!(!cli(&[]));
-    assert!(cli(&["--client-cert", &s(&c.client.0), "--client-key", &s(&c.client.1)]));
+    assert!(cli(&[
+        "--client-cert",
+        &s(&c.client.0),
+        "--client-key",
+        &s(&c.client.1)
+    ]));
 }

@@ -212,7 +212,10 @@ fn a_strangers_frames_neither_overwrite_nor_delete_keys() {
             i,
             "grapevine_dropped_total{layer=\"protocol\",reason=\"not_member\"}",
         );
-        assert!(unsolicited >= 4.0 && not_member >= 1.0, "{unsolicited} {not_member}");
+        assert!(
+            unsolicited >= 4.0 && not_member >= 1.0,
+            "{unsolicited} {not_member}"
+        );
     }
 }
 
@@ -241,10 +244,7 @@ fn a_forged_death_at_the_largest_incarnation_does_not_stick() {
     let mut agents = s.agents;
     let old = agents.pop().unwrap();
     drop(old);
-    let back = Spec::new(&victim)
-        .port(port)
-        .join(agents[0].gossip)
-        .start();
+    let back = Spec::new(&victim).port(port).join(agents[0].gossip).start();
     back.wait_up();
     let refs: Vec<&common::Agent> = agents.iter().chain([&back]).collect();
     let names = ["s0", "s1", victim.as_str()];
@@ -487,7 +487,11 @@ fn dribbling_connections_and_slowloris_are_capped_and_timed_out() {
         // 1,100 gossip connections that greet and dribble junk, 2,000 HTTP connections that
         // send half a request line, then a byte a second.
         for i in 0..3100 {
-            let dst = if i < 1100 { s.agents[0].gossip } else { s.agents[0].http };
+            let dst = if i < 1100 {
+                s.agents[0].gossip
+            } else {
+                s.agents[0].http
+            };
             if let Some(mut c) = stranger_tcp(dst) {
                 let first = if i < 1100 {
                     hello(c.local_addr().unwrap())
@@ -513,7 +517,10 @@ fn dribbling_connections_and_slowloris_are_capped_and_timed_out() {
         )
     };
     assert!(transport("too_many_from_source") > 500.0);
-    assert!(transport("read_timeout") > 0.0, "the dribblers were timed out");
+    assert!(
+        transport("read_timeout") > 0.0,
+        "the dribblers were timed out"
+    );
     assert!(s.metric_sum(0, "grapevine_dropped_total{layer=\"http\"") > 1000.0);
 }
 
@@ -558,7 +565,9 @@ fn an_event_flood_is_rate_limited_and_handlers_run_a_few_at_a_time() {
     let marker = format!("handler-marker-{}", std::process::id());
     let handler = format!("user=sleep 2; : {marker}");
     let s = Siege::start(3, &["--event-handler", &handler]);
-    let sent_before: f64 = (0..3).map(|i| s.metric(i, "grapevine_bytes_out_total")).sum();
+    let sent_before: f64 = (0..3)
+        .map(|i| s.metric(i, "grapevine_bytes_out_total"))
+        .sum();
     let mut refused = 0;
     let peak = peak_processes(&marker, || {
         s.run(Duration::from_secs(2), || {
@@ -585,14 +594,20 @@ fn an_event_flood_is_rate_limited_and_handlers_run_a_few_at_a_time() {
             }
         });
     });
-    let sent_after: f64 = (0..3).map(|i| s.metric(i, "grapevine_bytes_out_total")).sum();
+    let sent_after: f64 = (0..3)
+        .map(|i| s.metric(i, "grapevine_bytes_out_total"))
+        .sum();
     eprintln!(
         "{refused} of 1,000 events refused (429); {:.1} MB of gossip; {peak} handlers at once",
         (sent_after - sent_before) / 1e6
     );
     assert!(refused >= 900, "{refused}");
     assert!(peak <= 16, "{peak} handlers at once");
-    assert!(sent_after - sent_before < 20e6, "{} bytes", sent_after - sent_before);
+    assert!(
+        sent_after - sent_before < 20e6,
+        "{} bytes",
+        sent_after - sent_before
+    );
 }
 
 #[test]
@@ -699,7 +714,10 @@ fn dns_query(id: u16, qname: &str) -> Vec<u8> {
     use std::str::FromStr;
     let mut m = Dns::new();
     m.set_id(id).set_recursion_desired(true);
-    m.add_query(Query::query(DnsName::from_str(qname).unwrap(), RecordType::SRV));
+    m.add_query(Query::query(
+        DnsName::from_str(qname).unwrap(),
+        RecordType::SRV,
+    ));
     m.to_vec().unwrap()
 }
 
@@ -722,7 +740,11 @@ fn dns_answers_over_udp_fit_512_bytes_and_queries_are_not_logged() {
             i % 200 + 1
         );
         assert_eq!(
-            put_status(&format!("http://{}/v1/agent/service/register", a.http), &body).0,
+            put_status(
+                &format!("http://{}/v1/agent/service/register", a.http),
+                &body
+            )
+            .0,
             200
         );
     }
@@ -805,10 +827,12 @@ impl Cgroup {
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let tag = format!("grapevine-test-{}", std::process::id());
         // cgroup v1: the memory hierarchy.
-        if let Some(path) = own
-            .lines()
-            .find_map(|l| l.split(':').nth(1).filter(|c| *c == "memory").and(l.split(':').nth(2)))
-        {
+        if let Some(path) = own.lines().find_map(|l| {
+            l.split(':')
+                .nth(1)
+                .filter(|c| *c == "memory")
+                .and(l.split(':').nth(2))
+        }) {
             let dir = std::path::Path::new("/sys/fs/cgroup/memory")
                 .join(path.trim_start_matches('/'))
                 .join(&tag);
@@ -897,7 +921,8 @@ fn largest_frames_from(dst: SocketAddr, n: usize, wave: u8) -> Vec<TcpStream> {
         for _ in 0..n {
             tasks.push(tokio::spawn(async move {
                 let sock = tokio::net::TcpSocket::new_v4().ok()?;
-                sock.bind(SocketAddr::from(([127, 0, 0, 3 + wave], 0))).ok()?;
+                sock.bind(SocketAddr::from(([127, 0, 0, 3 + wave], 0)))
+                    .ok()?;
                 let mut c = tokio::time::timeout(Duration::from_secs(2), sock.connect(dst))
                     .await
                     .ok()?

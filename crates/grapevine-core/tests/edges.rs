@@ -132,7 +132,7 @@ fn a_strangers_unsolicited_entries_and_openings_change_nothing() {
             entries: vec![(b"k".to_vec(), forged.clone())],
             want: vec![],
         });
-        n.handle_frame(net.now, stranger(), &packet(&[entries.clone()]));
+        n.handle_frame(net.now, stranger(), &packet(std::slice::from_ref(&entries)));
         // Even from a member's address, entries outside an exchange are not taken.
         n.handle_frame(net.now, addr(1), &packet(&[entries]));
     }
@@ -175,7 +175,7 @@ fn a_forged_death_at_the_newest_incarnation_is_refuted_and_does_not_stick() {
         let at = net.now;
         // One datagram to each other member, as a spoofed gossip packet.
         for i in 0..2 {
-            net.nodes[i].handle_datagram(at, stranger(), &packet(&[dead.clone()]));
+            net.nodes[i].handle_datagram(at, stranger(), &packet(std::slice::from_ref(&dead)));
         }
         net.run(Duration::from_secs(20));
         for i in 0..2 {

@@ -1136,7 +1136,13 @@ mod tests {
         let mut a = side(quick(), keys.clone()).await;
         let mut b = side(quick(), keys).await;
         let (tx, rx) = mpsc::channel(8);
-        connect(a.shared.clone(), b.addr, Duration::from_secs(1), rx, a.inbound.clone());
+        connect(
+            a.shared.clone(),
+            b.addr,
+            Duration::from_secs(1),
+            rx,
+            a.inbound.clone(),
+        );
         tx.send(ack(1)).await.unwrap();
         tx.send(ack(2)).await.unwrap();
         for seq in [1, 2] {
@@ -1152,7 +1158,10 @@ mod tests {
         back.send(ack(3)).await.unwrap();
         let f = a.frames.recv().await.unwrap();
         assert_eq!((f.from, f.frame), (b.addr, ack(3)));
-        assert!(a.control.try_recv().is_err(), "a opened it: nothing to report");
+        assert!(
+            a.control.try_recv().is_err(),
+            "a opened it: nothing to report"
+        );
     }
 
     #[tokio::test]
@@ -1250,7 +1259,13 @@ mod tests {
         let sink_addr = sink.local_addr().unwrap();
         let a = side(quick(), keys).await;
         let (tx, rx) = mpsc::channel(8);
-        connect(a.shared.clone(), sink_addr, Duration::from_secs(1), rx, a.inbound.clone());
+        connect(
+            a.shared.clone(),
+            sink_addr,
+            Duration::from_secs(1),
+            rx,
+            a.inbound.clone(),
+        );
         tx.send(ack(1)).await.unwrap();
         let (mut s, _) = sink.accept().await.unwrap();
         let mut recorded = vec![0u8; 4096];

@@ -244,9 +244,10 @@ impl std::fmt::Display for Denied {
 }
 
 /// What a request may do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub enum Authz {
     /// Everything (no ACLs configured, or a management token).
+    #[default]
     All,
     /// What a token's rules allow.
     Rules {
@@ -290,12 +291,6 @@ pub struct Acl {
     /// Secret → (accessor, rules or `None` for management).
     tokens: HashMap<String, (String, Option<Arc<Rules>>)>,
     anonymous: Authz,
-}
-
-impl Default for Authz {
-    fn default() -> Self {
-        Authz::All
-    }
 }
 
 impl Acl {
@@ -557,7 +552,10 @@ mod tests {
             msg,
             "Permission denied: token with AccessorID 'app' lacks permission 'key:write' on \"other\""
         );
-        assert!(matches!(a.authorize(Some("0123456789abcdef-ops")), Authz::All));
+        assert!(matches!(
+            a.authorize(Some("0123456789abcdef-ops")),
+            Authz::All
+        ));
         assert!(matches!(a.authorize(Some("nope")), Authz::Unknown));
         // No token: the anonymous rules, none here, so denied.
         assert!(!a.authorize(None).allows(&Need::read(Resource::Key, "x")));
@@ -568,16 +566,40 @@ mod tests {
     #[test]
     fn each_request_needs_the_permission_consul_would_ask() {
         let n = |m: Method, p: &str, q: &str| need(&m, p, q, "me");
-        assert_eq!(n(Method::GET, "/v1/kv/a/b", ""), Some(Need::read(Resource::Key, "a/b")));
-        assert_eq!(n(Method::PUT, "/v1/kv/a%2Fb", ""), Some(Need::write(Resource::Key, "a/b")));
-        assert_eq!(n(Method::DELETE, "/v1/kv/a", "recurse"), Some(Need::write(Resource::Key, "a")));
-        assert_eq!(n(Method::GET, "/v1/grapevine/keyring", ""), Some(Need::read(Resource::Keyring, "")));
-        assert_eq!(n(Method::PUT, "/v1/event/fire/x", ""), Some(Need::write(Resource::Event, "x")));
+        assert_eq!(
+            n(Method::GET, "/v1/kv/a/b", ""),
+            Some(Need::read(Resource::Key, "a/b"))
+        );
+        assert_eq!(
+            n(Method::PUT, "/v1/kv/a%2Fb", ""),
+            Some(Need::write(Resource::Key, "a/b"))
+        );
+        assert_eq!(
+            n(Method::DELETE, "/v1/kv/a", "recurse"),
+            Some(Need::write(Resource::Key, "a"))
+        );
+        assert_eq!(
+            n(Method::GET, "/v1/grapevine/keyring", ""),
+            Some(Need::read(Resource::Keyring, ""))
+        );
+        assert_eq!(
+            n(Method::PUT, "/v1/event/fire/x", ""),
+            Some(Need::write(Resource::Event, "x"))
+        );
         assert_eq!(n(Method::GET, "/v1/status/leader", ""), None);
         assert_eq!(n(Method::PUT, "/v1/agent/service/register", ""), None);
-        assert_eq!(n(Method::PUT, "/v1/agent/force-leave/x", ""), Some(Need::write(Resource::Operator, "")));
-        assert_eq!(n(Method::GET, "/v1/health/service/web", "passing"), Some(Need::read(Resource::Service, "web")));
-        assert_eq!(n(Method::PUT, "/v1/grapevine/state/me/k", ""), Some(Need::write(Resource::Node, "me")));
+        assert_eq!(
+            n(Method::PUT, "/v1/agent/force-leave/x", ""),
+            Some(Need::write(Resource::Operator, ""))
+        );
+        assert_eq!(
+            n(Method::GET, "/v1/health/service/web", "passing"),
+            Some(Need::read(Resource::Service, "web"))
+        );
+        assert_eq!(
+            n(Method::PUT, "/v1/grapevine/state/me/k", ""),
+            Some(Need::write(Resource::Node, "me"))
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ impl Api {
         } else {
             format!("http://{addr}")
         };
-        let mut builder = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(5));
+        let mut builder =
+            ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(5));
         if base.starts_with("https://") {
             builder = builder.tls_config(client_tls(tls)?);
         }
@@ -97,7 +98,11 @@ fn client_tls(tls: &TlsFiles) -> Result<Arc<rustls::ClientConfig>> {
                 .context("the client certificate and key do not go together")?
         }
         (None, None) => builder.with_no_client_auth(),
-        _ => return Err(anyhow!("a client certificate needs its key, and a key its certificate")),
+        _ => {
+            return Err(anyhow!(
+                "a client certificate needs its key, and a key its certificate"
+            ))
+        }
     };
     Ok(Arc::new(config))
 }
@@ -225,7 +230,12 @@ pub fn kv_command(http: &Api, op: &KvOp) -> Result<String> {
             Ok(format!("deleted {key}\n"))
         }
         KvOp::List { prefix } => {
-            let r = refused(call("GET", http, &format!("/v1/kv/{prefix}?recurse"), None)?)?;
+            let r = refused(call(
+                "GET",
+                http,
+                &format!("/v1/kv/{prefix}?recurse"),
+                None,
+            )?)?;
             if r.status() == 404 {
                 return Ok(String::new());
             }
@@ -396,12 +406,7 @@ pub fn aggregate_command(
 }
 
 /// `grapevine event`, `join`, `leave`, `info`: one call each.
-pub fn simple_command(
-    http: &Api,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-) -> Result<String> {
+pub fn simple_command(http: &Api, method: &str, path: &str, body: Option<&[u8]>) -> Result<String> {
     let r = call(method, http, path, body)?;
     let status = r.status();
     let text = r.into_string()?;
@@ -469,7 +474,10 @@ pub fn monitor_command(http: &Api, json: bool) -> Result<()> {
             return Err(e.into());
         }
     }
-    Err(anyhow!("the agent at {} closed the event stream", http.base))
+    Err(anyhow!(
+        "the agent at {} closed the event stream",
+        http.base
+    ))
 }
 
 #[cfg(test)]

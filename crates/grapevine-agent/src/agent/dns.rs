@@ -201,7 +201,11 @@ impl Handler {
 /// Serves DNS on `addr` (UDP and TCP, at most `max_tcp` TCP connections) until the process
 /// ends; a failure to bind is logged, not fatal: DNS is an extra, and several agents on
 /// one machine cannot share a port.
-pub async fn serve(addr: SocketAddr, catalog: watch::Receiver<(u64, Arc<Catalog>)>, max_tcp: usize) {
+pub async fn serve(
+    addr: SocketAddr,
+    catalog: watch::Receiver<(u64, Arc<Catalog>)>,
+    max_tcp: usize,
+) {
     let udp = match tokio::net::UdpSocket::bind(addr).await {
         Ok(s) => s,
         Err(e) => {

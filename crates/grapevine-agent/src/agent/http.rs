@@ -5,8 +5,8 @@ use super::acl::{self, Acl};
 use super::log::EventLog;
 use axum::body::Bytes;
 use axum::extract::{FromRef, Path, Query, Request, State};
-use axum::middleware::Next;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -56,7 +56,9 @@ impl Hosts {
             // HTTP/1.0 clients may send none; browsers always do.
             return Ok(());
         };
-        let host = host.to_str().map_err(|_| "a Host header that is not text".to_string())?;
+        let host = host
+            .to_str()
+            .map_err(|_| "a Host header that is not text".to_string())?;
         let name = match host.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or_default(),
             None => host.rsplit_once(':').map_or(host, |(h, _)| h),

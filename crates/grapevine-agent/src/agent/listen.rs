@@ -211,7 +211,9 @@ pub async fn serve(
             let mut p = per.lock().unwrap_or_else(|e| e.into_inner());
             let n = p.entry(ip).or_insert(0);
             if *n >= limits.max_conns_per_client {
-                counters.too_many_from_client.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .too_many_from_client
+                    .fetch_add(1, Ordering::Relaxed);
                 drop(p);
                 refuse("too_many_from_client", peer);
                 continue;
@@ -239,10 +241,7 @@ pub async fn serve(
                 .header_read_timeout(limits.header_timeout)
                 .keep_alive(true);
             let result = match acceptor {
-                None => {
-                    http.serve_connection(TokioIo::new(stream), service)
-                        .await
-                }
+                None => http.serve_connection(TokioIo::new(stream), service).await,
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(
                         limits.handshake_timeout,

@@ -788,7 +788,11 @@ impl CatalogReader {
             }
         }
         instances.sort_by(|a, b| {
-            (&a.service.name, &a.node, &a.service.id).cmp(&(&b.service.name, &b.node, &b.service.id))
+            (&a.service.name, &a.node, &a.service.id).cmp(&(
+                &b.service.name,
+                &b.node,
+                &b.service.id,
+            ))
         });
         Catalog { instances }
     }
@@ -829,7 +833,7 @@ pub fn spawn_catalog(node: Node) -> watch::Receiver<(u64, Arc<Catalog>)> {
                 return;
             }
             ticks = ticks.wrapping_add(1);
-            if ticks % 50 == 0 {
+            if ticks.is_multiple_of(50) {
                 members_changed = true;
             }
             let Some(services_changed) = reader.refresh_services().await else {

@@ -38,7 +38,10 @@ pub fn rss(pid: u32) -> Option<u64> {
 pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
         == Some(false)
 }
 
@@ -184,7 +187,7 @@ impl Siege {
                             s.peak_fds[i] = s.peak_fds[i].max(fds(*pid).unwrap_or(0));
                         }
                     }
-                    if round % 4 == 0 {
+                    if round.is_multiple_of(4) {
                         let t = Instant::now();
                         let body = get(&format!("http://{}/v1/grapevine/members", https[0]));
                         let members_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -192,7 +195,8 @@ impl Siege {
                         let _ = get(&format!("http://{}/v1/kv/siege/key-042", https[0]));
                         let kv_ms = t.elapsed().as_secs_f64() * 1000.0;
                         let mut s = seen.lock().unwrap();
-                        s.members_ms.push(if body.is_some() { members_ms } else { 1e9 });
+                        s.members_ms
+                            .push(if body.is_some() { members_ms } else { 1e9 });
                         s.kv_ms.push(kv_ms);
                         for (i, h) in https.iter().enumerate() {
                             let view = super::members(*h);
@@ -249,7 +253,10 @@ impl Siege {
             );
         }
         let (m, k) = (median(&seen.members_ms), median(&seen.kv_ms));
-        assert!(m < 100.0 && k < 100.0, "median latency: members {m:.1} ms, kv {k:.1} ms");
+        assert!(
+            m < 100.0 && k < 100.0,
+            "median latency: members {m:.1} ms, kv {k:.1} ms"
+        );
         eprintln!(
             "held: peak RSS growth {:?} MB, peak fds {:?}, median members {m:.1} ms, kv {k:.1} ms",
             seen.peak_rss
