@@ -118,6 +118,34 @@ fn index_hash(name_hash: u64) -> u64 {
     top.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ top
 }
 
+/// A record's address, with the side table of IPv6 addresses.
+fn addr_in(r: &Record, v6: &HashMap<Name, [u8; 16]>) -> SocketAddr {
+    let ip = if r.is_v6() {
+        IpAddr::V6(Ipv6Addr::from(v6.get(&r.name).copied().unwrap_or_default()))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(r.v4))
+    };
+    SocketAddr::new(ip, r.port)
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it maps (as records store them).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match split(addr) {
+        Ok(v4) => SocketAddr::new(IpAddr::V4(Ipv4Addr::from(v4)), addr.port()),
+        Err(_) => addr,
+    }
+}
+
+/// The address index's hash.
+fn addr_hash(addr: SocketAddr) -> u64 {
+    use crate::filter::mix;
+    let ip = match split(addr) {
+        Ok(v4) => u128::from(u32::from_be_bytes(v4)),
+        Err(v6) => u128::from_be_bytes(v6),
+    };
+    mix(mix(ip as u64 ^ u64::from(addr.port())) ^ (ip >> 64) as u64)
+}
+
 /// An address as IPv4 (mapped IPv6 addresses included), or as IPv6.
 fn split(addr: SocketAddr) -> Result<[u8; 4], [u8; 16]> {
     match addr.ip() {
@@ -140,6 +168,9 @@ pub(crate) struct Membership {
     records: ChunkedVec<Record>,
     keys: ChunkedVec<Keys>,
     index: HashTable<u32>,
+    /// Records by address: to tell whether a datagram comes from a member (about 6 bytes a
+    /// member).
+    by_addr: HashTable<u32>,
     /// When each member that is not alive entered its state (for reaping and reclaim).
     since: HashMap<Name, Time>,
     /// Tags of the members that have any.
@@ -156,6 +187,7 @@ impl Membership {
             records: ChunkedVec::new(),
             keys: ChunkedVec::new(),
             index: HashTable::new(),
+            by_addr: HashTable::new(),
             since: HashMap::new(),
             tags: HashMap::new(),
             v6: HashMap::new(),
@@ -174,6 +206,10 @@ impl Membership {
         let keys = &self.keys;
         self.index
             .reserve(additional, |&i| keys.get(i as usize).index_hash());
+        let (records, v6) = (&self.records, &self.v6);
+        self.by_addr.reserve(additional, |&i| {
+            addr_hash(addr_in(records.get(i as usize), v6))
+        });
     }
 
     /// Members alive or suspect, self included.
@@ -210,6 +246,30 @@ impl Membership {
                     && self.records.get(i as usize).name == *name
             })
             .copied()
+    }
+
+    /// A record at `addr` (any, if several share it).
+    pub fn find_by_addr(&self, addr: SocketAddr) -> Option<u32> {
+        let addr = canonical(addr);
+        self.by_addr
+            .find(addr_hash(addr), |&i| {
+                self.addr_of(self.records.get(i as usize)) == addr
+            })
+            .copied()
+    }
+
+    /// Re-files record `idx` in the address index, from `old` (if filed) to its address now.
+    fn refile(&mut self, idx: u32, old: Option<SocketAddr>) {
+        if let Some(old) = old {
+            if let Ok(e) = self.by_addr.find_entry(addr_hash(old), |&i| i == idx) {
+                e.remove();
+            }
+        }
+        let now = self.addr_of(self.records.get(idx as usize));
+        let (records, v6) = (&self.records, &self.v6);
+        self.by_addr.insert_unique(addr_hash(now), idx, |&i| {
+            addr_hash(addr_in(records.get(i as usize), v6))
+        });
     }
 
     /// The address of a record.
@@ -370,6 +430,7 @@ impl Membership {
         }
         self.records.push(rec);
         self.store_addr(idx, addr);
+        self.refile(idx, None);
         let record = self.record_hash(self.records.get(idx as usize), h);
         self.digest.add(h, record);
         self.keys.push(Keys::new(h, record));
@@ -393,7 +454,11 @@ impl Membership {
         self.digest.remove(k.name_hash(), k.record());
         let out = f(self.records.get_mut(idx as usize));
         if let Some(addr) = addr {
-            self.store_addr(idx, addr);
+            let old = self.addr_of(self.records.get(idx as usize));
+            if old != canonical(addr) {
+                self.store_addr(idx, addr);
+                self.refile(idx, Some(old));
+            }
         }
         self.rehash(idx);
         self.digest
@@ -419,6 +484,10 @@ impl Membership {
     pub fn remove(&mut self, idx: u32) -> Removal {
         let k = *self.keys.get(idx as usize);
         let h = k.index_hash();
+        let gone = self.addr_of(self.records.get(idx as usize));
+        if let Ok(e) = self.by_addr.find_entry(addr_hash(gone), |&i| i == idx) {
+            e.remove();
+        }
         self.digest.remove(k.name_hash(), k.record());
         let rec = self.records.get(idx as usize);
         self.tags.remove(&rec.name);
@@ -437,6 +506,10 @@ impl Membership {
         let moved_from = if last != idx {
             let mh = self.keys.get(idx as usize).index_hash();
             if let Some(slot) = self.index.find_mut(mh, |&i| i == last) {
+                *slot = idx;
+            }
+            let moved = self.addr_of(self.records.get(idx as usize));
+            if let Some(slot) = self.by_addr.find_mut(addr_hash(moved), |&i| i == last) {
                 *slot = idx;
             }
             Some(last)

@@ -182,8 +182,11 @@ pub struct Node {
     aggregates: Aggregates,
     /// New members taken in by gossip and from strangers, by source IP.
     joins: Limiter<IpAddr>,
-    /// New members being verified, by name.
+    /// New members being verified, by name, and their names by the seq of their ping.
     candidates: HashMap<Name, Candidate>,
+    candidate_seqs: HashMap<u32, Name>,
+    /// The earliest of the candidates' deadlines (`Time::MAX` with none).
+    candidates_due: Time,
     /// New user events accepted, by origin.
     event_budget: Limiter<Name>,
     /// Targets whose value this node publishes for agreement checks.
@@ -312,6 +315,8 @@ impl Node {
             aggregates: Aggregates::new(config.aggregate_epoch_rounds),
             joins: Limiter::new(config.new_members_per_source, config.new_members_total, now),
             candidates: HashMap::new(),
+            candidate_seqs: HashMap::new(),
+            candidates_due: Time::MAX,
             event_budget: Limiter::new(config.events_per_origin, config.events_total, now),
             tracked: Vec::new(),
             agreed: Vec::new(),
@@ -562,10 +567,7 @@ impl Node {
         for s in self.suspicions.values() {
             next = next.min(s.deadline());
         }
-        for c in self.candidates.values() {
-            next = next.min(c.deadline);
-        }
-        next
+        next.min(self.candidates_due)
     }
 
     // ----- inputs -----------------------------------------------------------------------
@@ -764,6 +766,13 @@ impl Node {
             self.stats.broadcasts_out += piggybacked as u64;
         }
         self.emit(dst, false, b.finish());
+    }
+
+    /// Whether a live member other than this node is known at `addr`.
+    fn live_member_at(&self, addr: SocketAddr) -> bool {
+        self.members
+            .find_by_addr(addr)
+            .is_some_and(|i| i != self.me_idx && self.members.get(i).state.is_live())
     }
 
     /// Whether `name` is a live member known at `addr`.
@@ -1141,14 +1150,19 @@ impl Node {
             self.send_packet(r.requester, r.version, &[Message::Ack(Ack { seq: r.seq })]);
             return;
         }
-        let verified = self
-            .candidates
-            .iter()
-            .find(|(_, c)| c.seq == m.seq && c.alive.addr == from)
-            .map(|(n, _)| n.clone());
-        if let Some(c) = verified.and_then(|n| self.candidates.remove(&n)) {
-            self.on_alive(now, c.alive, Origin::Verified(c.relay));
-            return;
+        if let Some(name) = self.candidate_seqs.get(&m.seq) {
+            if self
+                .candidates
+                .get(name)
+                .is_some_and(|c| c.alive.addr == from)
+            {
+                let name = name.clone();
+                self.candidate_seqs.remove(&m.seq);
+                if let Some(c) = self.candidates.remove(&name) {
+                    self.on_alive(now, c.alive, Origin::Verified(c.relay));
+                }
+                return;
+            }
         }
         self.stats.drop(DropReason::Unexpected);
     }
@@ -1258,9 +1272,6 @@ impl Node {
                 self.stats.drop(DropReason::TableFull);
                 return;
             }
-            if !self.admit_new_member(now, &origin) {
-                return;
-            }
             // New members are relayed as rumours by nodes in steady state. Those learned by
             // anti-entropy are not: the exchanges spread them. Nor are those heard while this
             // node is itself catching up with a busy queue: when a whole cluster starts at
@@ -1278,16 +1289,30 @@ impl Node {
                 Origin::Local => true,
                 Origin::Verified(relay) => relay,
             };
-            // Hearsay (gossip, or a stranger's word about others) must answer a ping first.
+            // Gossip relayed by a live member (from its address) is taken as a member's
+            // exchange is.
+            let from_member = match &origin {
+                Origin::Gossip(from) => self.live_member_at(*from),
+                _ => false,
+            };
+            if !from_member && !self.admit_new_member(now, &origin) {
+                return;
+            }
+            // Hearsay, a member named by a stranger (by gossip from an address that is no
+            // live member's, or in the exchange of a joiner not yet a member here), must
+            // answer a ping first. A member that introduces itself, from its own address or
+            // over a connection from its own IP, is taken at its word: pinging it would only
+            // tell whether a datagram's source was forged (forged ones stay within
+            // admission's budgets).
             let hearsay = match &origin {
-                Origin::Gossip(_) => true,
-                Origin::Sync(_, Some(from)) => !is_peer || m.addr != *from,
-                Origin::Sync(_, None) | Origin::Local | Origin::Verified(_) => false,
+                Origin::Gossip(from) => !from_member && *from != m.addr,
+                Origin::Sync(..) | Origin::Local | Origin::Verified(_) => false,
             };
             if hearsay && self.config.verify_hearsay {
                 self.verify(now, m, relay);
                 return;
             }
+            self.known_now(&m.name);
             let rec = Record::new(m.name.clone(), m.incarnation, State::Alive, m.protocol);
             let idx = self
                 .members
@@ -1347,15 +1372,16 @@ impl Node {
             .push_repeated(m.name.clone(), Message::Alive(m).encode(), factor);
     }
 
-    /// Whether a member never seen before may be added on the word of `origin`: members'
-    /// exchanges and this node's own findings always, gossip and strangers within
-    /// `new_members_per_source` and `new_members_total`. A refusal is counted and makes the
-    /// node catch up with a member, which brings it the new members that are real.
+    /// Whether a member never seen before may be considered on the word of `origin`:
+    /// gossip within `new_members_per_source` (its datagram's source, which may be forged)
+    /// and `new_members_total`; exchanges, over connections that proved their source, and
+    /// this node's own findings always. A refusal is counted and makes the node catch up
+    /// with a member, which brings it the new members that are real.
     fn admit_new_member(&mut self, now: Time, origin: &Origin) -> bool {
-        let source = match origin {
-            Origin::Gossip(from) | Origin::Sync(_, Some(from)) => from.ip(),
-            Origin::Sync(_, None) | Origin::Local | Origin::Verified(_) => return true,
+        let Origin::Gossip(from) = origin else {
+            return true;
         };
+        let source = from.ip();
         if self.joins.allow(&source, now) {
             return true;
         }
@@ -1364,10 +1390,12 @@ impl Node {
         false
     }
 
-    /// Pings a member heard of by hearsay before taking it in: only one that answers from
-    /// the address claimed joins the table (and probe order). Fabricated members never
-    /// answer, so however many get past admission, none dilutes the probing of real ones;
-    /// a real one that misses both pings still arrives by anti-entropy with a member.
+    /// Holds a member heard of by hearsay until it proves itself: only one that answers a
+    /// ping from the address claimed joins the table (and probe order). Fabricated members
+    /// never answer, so however many get past admission, none dilutes the probing of real
+    /// ones. The ping waits `CANDIDATE_WAIT` catch-up intervals first: while a whole cluster
+    /// forms, anti-entropy with members brings most newcomers by then, and they need no
+    /// ping; a real one that misses both pings still arrives that way.
     fn verify(&mut self, now: Time, m: Alive, relay: bool) {
         if let Some(c) = self.candidates.get_mut(&m.name) {
             if incarnation::newer(m.incarnation, c.alive.incarnation) && c.alive.addr == m.addr {
@@ -1380,18 +1408,29 @@ impl Node {
             return;
         }
         let seq = self.next_seq();
-        let deadline = now + self.config.probe_timeout;
-        self.ping_candidate(&m, seq);
+        let deadline = now + self.config.push_pull_catchup_interval * CANDIDATE_WAIT;
+        self.candidate_seqs.insert(seq, m.name.clone());
+        self.candidates_due = self.candidates_due.min(deadline);
         self.candidates.insert(
             m.name.clone(),
             Candidate {
                 alive: m,
                 seq,
                 deadline,
-                tries: 1,
+                tries: 0,
                 relay,
             },
         );
+    }
+
+    /// Forgets a candidate that became a member another way.
+    fn known_now(&mut self, name: &Name) {
+        if self.candidates.is_empty() {
+            return;
+        }
+        if let Some(c) = self.candidates.remove(name) {
+            self.candidate_seqs.remove(&c.seq);
+        }
     }
 
     fn ping_candidate(&mut self, m: &Alive, seq: u32) {
@@ -1406,7 +1445,7 @@ impl Node {
 
     /// Pings candidates again once, then forgets those that never answered.
     fn expire_candidates(&mut self, now: Time) {
-        if self.candidates.is_empty() {
+        if now < self.candidates_due {
             return;
         }
         let mut due: Vec<Name> = self
@@ -1422,14 +1461,25 @@ impl Node {
             };
             if c.tries < CANDIDATE_TRIES {
                 c.tries += 1;
-                c.deadline = now + self.config.probe_interval;
+                c.deadline = now
+                    + if c.tries == 1 {
+                        self.config.probe_timeout
+                    } else {
+                        self.config.probe_interval
+                    };
                 let (alive, seq) = (c.alive.clone(), c.seq);
                 self.ping_candidate(&alive, seq);
-            } else {
-                self.candidates.remove(&name);
+            } else if let Some(c) = self.candidates.remove(&name) {
+                self.candidate_seqs.remove(&c.seq);
                 self.stats.drop(DropReason::Unverified);
             }
         }
+        self.candidates_due = self
+            .candidates
+            .values()
+            .map(|c| c.deadline)
+            .min()
+            .unwrap_or(Time::MAX);
     }
 
     fn on_suspect(&mut self, now: Time, m: Suspect, origin: Origin) {
@@ -1981,7 +2031,9 @@ impl Node {
                     self.stats.drop(DropReason::TableFull);
                     continue;
                 }
-                if !self.admit_new_member(now, &origin) {
+                if stranger.is_some() {
+                    // A stranger's word about others' deaths and departures is not taken.
+                    self.stats.drop(DropReason::NotMember);
                     continue;
                 }
                 let state = if e.state == State::Suspect {
@@ -1989,6 +2041,7 @@ impl Node {
                 } else {
                     e.state
                 };
+                self.known_now(&e.name);
                 let rec = Record::new(e.name.clone(), e.incarnation, state, e.protocol);
                 let idx = self.members.insert(rec, e.addr, &e.tags, now);
                 self.order.insert(idx);
@@ -2560,12 +2613,20 @@ const REFUTATION_FACTOR: u32 = 3;
 /// At most one log line per this long about probes answered only over TCP.
 const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The most members heard of by hearsay being verified at once; past it more are refused
-/// (they arrive by anti-entropy with a member if real).
-const MAX_CANDIDATES: usize = 256;
+/// The most members heard of by hearsay being verified at once (about 100 bytes each); past
+/// it more are refused (they arrive by anti-entropy with a member if real). A joiner's
+/// exchange may name thousands, most of which this node's own exchanges bring before their
+/// ping is due.
+const MAX_CANDIDATES: usize = 4096;
 
-/// Pings a candidate gets before it is forgotten: a lost datagram does not cost a real
-/// member its place.
+/// Catch-up intervals a candidate waits before its first ping (2 s in `lan`): time for this
+/// node's own exchanges, which a node that sees news runs at that interval, to bring it if
+/// real. Only a whole cluster forming at once, or two merging, hears of many members from
+/// strangers; they come by anti-entropy meanwhile and need no ping.
+const CANDIDATE_WAIT: u32 = 8;
+
+/// Pings a candidate gets before it is forgotten (the first after `CANDIDATE_WAIT`, the
+/// second a probe timeout later): a lost datagram does not cost a real member its place.
 const CANDIDATE_TRIES: u8 = 2;
 
 /// The most indirect probes this node runs for others at once: each lives a fraction of a

@@ -90,7 +90,8 @@ pub struct Limits {
 
 impl Default for Limits {
     /// 384 connections (plenty for a 200-member cluster's peers, under 1,024 descriptors),
-    /// 256 per address past the hello, 16 per address in it, 5 s for a hello (Consul's
+    /// 256 per address past the hello, 64 per address in it (a whole loopback test cluster
+    /// joining one agent at once greets within milliseconds), 5 s for a hello (Consul's
     /// handshake deadline), 10 s for a read (a lost SYN or segment is retried within it),
     /// 15 s of idleness (a connection serves every exchange with its peer meanwhile, while
     /// the peers a node met in that time, some 50 with 3 state partners a second, stay far
@@ -98,23 +99,24 @@ impl Default for Limits {
     /// flight in all and 16 MiB per address (the largest frame, a membership table of
     /// 200,000): memory for the channel stays under 32 MiB whatever peers send.
     ///
-    /// Datagrams: 2,000 at once and 1,000 a second from one address (a member sends a few a
-    /// second; a whole test cluster on one loopback address a few hundred), 20,000 and
-    /// 10,000 a second in all; a flood is dropped before it is opened or decoded. Replay
+    /// Datagrams: 4,000 at once and 2,000 a second from one address (a member sends a few a
+    /// second; a cluster of hundreds of agents on one loopback address, while it forms, a
+    /// few hundred), 40,000 and 20,000 a second in all; a flood is dropped before it is
+    /// opened or decoded. Replay
     /// window 60 s, as the tolerated clock drift of replicated state: members' clocks must
     /// agree within it.
     fn default() -> Self {
         Limits {
             max_connections: 384,
             max_per_source: 256,
-            max_pending_per_source: 16,
+            max_pending_per_source: 64,
             handshake_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15),
             inflight_total: 32 << 20,
             inflight_per_source: grapevine_core::wire::MAX_FRAME,
-            datagrams_per_source: grapevine_core::Rate::new(2_000, 1_000.0),
-            datagrams_total: grapevine_core::Rate::new(20_000, 10_000.0),
+            datagrams_per_source: grapevine_core::Rate::new(4_000, 2_000.0),
+            datagrams_total: grapevine_core::Rate::new(40_000, 20_000.0),
             replay_window: Duration::from_secs(60),
         }
     }
