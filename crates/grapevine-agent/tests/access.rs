@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{eventually, free_port, Agent, BIN};
+use common::{eventually, free_port, python_consul, Agent, BIN};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,21 +54,6 @@ fn call(method: &str, url: &str, token: Option<&str>, body: &str) -> (u16, Strin
         Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
         Err(e) => (0, e.to_string()),
     }
-}
-
-fn python_consul() -> bool {
-    let have = Command::new("python3")
-        .args(["-c", "import consul"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var_os("GRAPEVINE_REQUIRE_CONSUL").is_none(),
-            "python-consul is required here (pip install python-consul)"
-        );
-        eprintln!("skipped the python-consul part: not installed");
-    }
-    have
 }
 
 /// Runs a python snippet; its stdout, or a panic with its stderr.

@@ -78,16 +78,7 @@ fn the_demo_runs_a_small_cluster_through_every_step() {
 /// (blocking query), delete, members (scripts/consul-client-check.py).
 #[test]
 fn python_consul_works_against_the_agent() {
-    let have = Command::new("python3")
-        .args(["-c", "import consul"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var_os("GRAPEVINE_REQUIRE_CONSUL").is_none(),
-            "python-consul is required here (pip install python-consul)"
-        );
-        eprintln!("skipped: python-consul is not installed (pip install python-consul)");
+    if !common::python_consul() {
         return;
     }
     let a = Spec::new("consul-compat").start();

@@ -1250,19 +1250,7 @@ impl Driver {
                     .into_iter()
                     .filter_map(|name| {
                         let s = self.core.node_state(&name)?;
-                        let mut keys: Vec<(String, Vec<u8>, u64)> = s
-                            .entries
-                            .iter()
-                            .filter(|(k, v)| k.starts_with(&prefix) && !v.is_gone(phys))
-                            .map(|(k, v)| (k.clone(), v.value.clone(), v.version))
-                            .collect();
-                        keys.sort();
-                        Some(NodeStateView {
-                            name: name.as_str().to_string(),
-                            generation: s.generation,
-                            version: s.max_version,
-                            keys,
-                        })
+                        Some(state_view(&name, s, phys, &prefix))
                     })
                     .collect();
                 let _ = tx.send(out);
@@ -1435,19 +1423,7 @@ impl Driver {
                         keys: Vec::new(),
                     });
                 };
-                let mut keys: Vec<(String, Vec<u8>, u64)> = s
-                    .entries
-                    .iter()
-                    .filter(|(_, v)| !v.is_gone(phys))
-                    .map(|(k, v)| (k.clone(), v.value.clone(), v.version))
-                    .collect();
-                keys.sort();
-                Some(NodeStateView {
-                    name: name.as_str().to_string(),
-                    generation: s.generation,
-                    version: s.max_version,
-                    keys,
-                })
+                Some(state_view(&name, s, phys, ""))
             })
             .collect()
     }
@@ -1521,4 +1497,26 @@ fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A member's state as shown: the keys under `prefix` that are neither deleted nor expired.
+fn state_view(
+    name: &Name,
+    s: &grapevine_core::state::endpoint::NodeState,
+    phys: u64,
+    prefix: &str,
+) -> NodeStateView {
+    let mut keys: Vec<(String, Vec<u8>, u64)> = s
+        .entries
+        .iter()
+        .filter(|(k, v)| k.starts_with(prefix) && !v.is_gone(phys))
+        .map(|(k, v)| (k.clone(), v.value.clone(), v.version))
+        .collect();
+    keys.sort();
+    NodeStateView {
+        name: name.as_str().to_string(),
+        generation: s.generation,
+        version: s.max_version,
+        keys,
+    }
 }

@@ -317,6 +317,19 @@ impl Shared {
         self.sources.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The bookkeeping of source `ip`, made on first use.
+    fn source_of<'a>(
+        &self,
+        sources: &'a mut HashMap<IpAddr, Source>,
+        ip: IpAddr,
+    ) -> &'a mut Source {
+        sources.entry(ip).or_insert_with(|| Source {
+            established: 0,
+            pending: 0,
+            budget: Arc::new(Semaphore::new(self.limits.inflight_per_source)),
+        })
+    }
+
     /// Takes a pending-handshake slot for `ip`, if the limits allow a connection.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
         if !self.allows(ip) {
@@ -326,11 +339,7 @@ impl Shared {
             return Err(Refusal::TooManyConnections);
         }
         let mut sources = self.sources();
-        let s = sources.entry(ip).or_insert_with(|| Source {
-            established: 0,
-            pending: 0,
-            budget: Arc::new(Semaphore::new(self.limits.inflight_per_source)),
-        });
+        let s = self.source_of(&mut sources, ip);
         if s.pending >= self.limits.max_pending_per_source {
             return Err(Refusal::TooManyFromSource);
         }
@@ -349,11 +358,7 @@ impl Shared {
             return Err(Refusal::TooManyConnections);
         }
         let mut sources = self.sources();
-        let s = sources.entry(ip).or_insert_with(|| Source {
-            established: 0,
-            pending: 0,
-            budget: Arc::new(Semaphore::new(self.limits.inflight_per_source)),
-        });
+        let s = self.source_of(&mut sources, ip);
         s.established += 1;
         self.counters.open.fetch_add(1, Ordering::Relaxed);
         Ok(Slot {

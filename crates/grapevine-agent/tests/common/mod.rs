@@ -296,3 +296,20 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     }
     found
 }
+
+/// Whether python-consul is importable; where CI requires it (`GRAPEVINE_REQUIRE_CONSUL`), a
+/// panic instead of false.
+pub fn python_consul() -> bool {
+    let have = Command::new("python3")
+        .args(["-c", "import consul"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("GRAPEVINE_REQUIRE_CONSUL").is_none(),
+            "python-consul is required here (pip install python-consul)"
+        );
+        eprintln!("skipped: python-consul is not installed (pip install python-consul)");
+    }
+    have
+}
