@@ -168,7 +168,7 @@ pub(crate) struct Membership {
     records: ChunkedVec<Record>,
     keys: ChunkedVec<Keys>,
     index: HashTable<u32>,
-    /// Records by address: to tell whether a datagram comes from a member (about 6 bytes a
+    /// Records by address: to tell whether a datagram comes from a member (about 8 bytes a
     /// member).
     by_addr: HashTable<u32>,
     /// When each member that is not alive entered its state (for reaping and reclaim).
@@ -248,14 +248,13 @@ impl Membership {
             .copied()
     }
 
-    /// A record at `addr` (any, if several share it).
-    pub fn find_by_addr(&self, addr: SocketAddr) -> Option<u32> {
+    /// The records at `addr` (a restarted member may share its address with its old name's).
+    pub fn at_addr(&self, addr: SocketAddr) -> impl Iterator<Item = u32> + '_ {
         let addr = canonical(addr);
         self.by_addr
-            .find(addr_hash(addr), |&i| {
-                self.addr_of(self.records.get(i as usize)) == addr
-            })
+            .iter_hash(addr_hash(addr))
             .copied()
+            .filter(move |&i| self.addr_of(self.records.get(i as usize)) == addr)
     }
 
     /// Re-files record `idx` in the address index, from `old` (if filed) to its address now.
@@ -274,14 +273,7 @@ impl Membership {
 
     /// The address of a record.
     pub fn addr_of(&self, r: &Record) -> SocketAddr {
-        let ip = if r.is_v6() {
-            IpAddr::V6(Ipv6Addr::from(
-                self.v6.get(&r.name).copied().unwrap_or_default(),
-            ))
-        } else {
-            IpAddr::V4(Ipv4Addr::from(r.v4))
-        };
-        SocketAddr::new(ip, r.port)
+        addr_in(r, &self.v6)
     }
 
     /// The address as 16 bytes (IPv4 mapped into IPv6), as the record hash takes it.

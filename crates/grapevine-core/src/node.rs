@@ -771,8 +771,8 @@ impl Node {
     /// Whether a live member other than this node is known at `addr`.
     fn live_member_at(&self, addr: SocketAddr) -> bool {
         self.members
-            .find_by_addr(addr)
-            .is_some_and(|i| i != self.me_idx && self.members.get(i).state.is_live())
+            .at_addr(addr)
+            .any(|i| i != self.me_idx && self.members.get(i).state.is_live())
     }
 
     /// Whether `name` is a live member known at `addr`.
