@@ -225,7 +225,7 @@ impl Config {
     /// sources together: a whole cluster forming at once (10,000 nodes in the simulator)
     /// hears of members mostly from nodes it does not know yet, and the total must not slow
     /// its join; a forged flood from many sources costs at most 4,096 held candidates and
-    /// two pings each (about 60 KB/s at the sustained rate), and those refused arrive by
+    /// two pings each (at the sustained rate, about 2,000 bare pings a second), and those refused arrive by
     /// anti-entropy with a member within a catch-up interval if real. User
     /// events: 64 at once and 16 a second per origin, 256 and 64 a second in all: far above
     /// operational events, far below the 841 a second that once made 275 MB of gossip.
