@@ -55,6 +55,7 @@ fn gossip_packet() -> Vec<u8> {
             name: name(5),
             addr: addr(5),
         },
+        roots: None,
     }));
     let mut i = 1;
     loop {
@@ -85,6 +86,7 @@ fn bench(c: &mut Criterion) {
                 name: name(5),
                 addr: addr(5),
             },
+            roots: None,
         })],
     )
     .to_vec();

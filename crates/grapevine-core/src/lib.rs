@@ -28,6 +28,7 @@ pub mod node;
 mod phi;
 mod probe;
 mod replication;
+pub mod roots;
 pub mod rumor;
 pub mod state;
 pub mod stats;

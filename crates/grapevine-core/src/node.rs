@@ -20,6 +20,7 @@ use crate::name::Name;
 use crate::phi::PhiDetector;
 use crate::probe::{Phase, Probe, ProbeOrder, Relay};
 use crate::replication::{Replication, ReplicationStats};
+use crate::roots::{Coverage, Roots};
 use crate::rumor::{Rules, Rumors};
 use crate::state::endpoint::NodeState;
 use crate::state::keyspace::{Applied, Keyspace, Policy, Value};
@@ -175,6 +176,8 @@ pub struct Node {
     catch_up: u32,
     /// Per-node state, the shared keyspace and their exchanges.
     replication: Replication,
+    /// Membership roots compared by pings.
+    sync_coverage: Coverage,
     /// Heartbeat arrivals, for phi-accrual detection.
     phi: PhiDetector,
     /// User events being spread, and those seen.
@@ -310,6 +313,7 @@ impl Node {
             rx_version: PROTOCOL_VERSION,
             catch_up: 0,
             replication: Replication::new(&config, name_for_state, seed, now),
+            sync_coverage: Coverage::default(),
             phi: PhiDetector::new(config.heartbeat_interval),
             rumors: Rumors::default(),
             aggregates: Aggregates::new(config.aggregate_epoch_rounds),
@@ -881,11 +885,7 @@ impl Node {
             nacks: 0,
         });
         self.stats.probes += 1;
-        let ping = Message::Ping(Ping {
-            seq,
-            target: target.clone(),
-            source: self.me.clone(),
-        });
+        let ping = self.ping(seq, target.clone());
         let end = self.timers.probe;
         if let Some(s) = self.suspicion_mut(&target) {
             s.probing(end);
@@ -981,11 +981,7 @@ impl Node {
             // The buddy system holds on this path too: a suspect that lost the direct ping
             // learns of the accusation here and answers with its denial (see `dispatch`).
             let buddy = self.buddy_accusation(&target);
-            let ping = Message::Ping(Ping {
-                seq,
-                target,
-                source: self.me.clone(),
-            });
+            let ping = self.ping(seq, target);
             match buddy {
                 Some(accusation) => self.send_frame_of(addr, version, &[accusation, ping]),
                 None => self.send_frame(addr, version, &ping),
@@ -1048,10 +1044,43 @@ impl Node {
         }
     }
 
-    fn on_ping(&mut self, _now: Time, from: SocketAddr, m: Ping, reliable: bool) {
+    /// A ping of `target`, carrying this node's roots fingerprinted with `seq`.
+    fn ping(&self, seq: u32, target: Name) -> Message {
+        Message::Ping(Ping {
+            seq,
+            target,
+            source: self.me.clone(),
+            roots: Some(self.roots().fingerprints(seq)),
+        })
+    }
+
+    /// The roots of this node's membership table, per-node states and keyspace.
+    fn roots(&self) -> Roots {
+        let (nodes, keyspace) = self.replication.roots();
+        Roots {
+            membership: self.members.digest().root(),
+            nodes,
+            keyspace,
+        }
+    }
+
+    fn on_ping(&mut self, now: Time, from: SocketAddr, m: Ping, reliable: bool) {
         if m.target != self.me.name {
             self.stats.drop(DropReason::WrongTarget);
             return;
+        }
+        // A member's roots say whether anti-entropy with it would find anything.
+        if let Some(prints) = &m.roots {
+            if self.is_member_at(&m.source.name, from) {
+                let c = self.roots().compare(m.seq, prints);
+                self.sync_coverage.record(now, c.membership);
+                let opening =
+                    self.replication
+                        .compared(&self.config, now, from, c.nodes, c.keyspace);
+                for (dst, msg) in opening {
+                    self.send_state(now, dst, &msg);
+                }
+            }
         }
         let ack = Message::Ack(Ack { seq: m.seq });
         let version = self.rx_version;
@@ -1092,11 +1121,7 @@ impl Node {
             },
         );
         let version = self.version_to(Some(&m.target.name));
-        let ping = Message::Ping(Ping {
-            seq,
-            target: m.target.name,
-            source: self.me.clone(),
-        });
+        let ping = self.ping(seq, m.target.name);
         self.send_packet(m.target.addr, version, &[ping]);
     }
 
@@ -1434,11 +1459,7 @@ impl Node {
     }
 
     fn ping_candidate(&mut self, m: &Alive, seq: u32) {
-        let ping = Message::Ping(Ping {
-            seq,
-            target: m.name.clone(),
-            source: self.me.clone(),
-        });
+        let ping = self.ping(seq, m.name.clone());
         // Bare: the address is only claimed so far.
         self.send_bare(m.addr, Self::version_for(m.protocol), &[ping]);
     }
@@ -1724,8 +1745,19 @@ impl Node {
     // ----- anti-entropy -------------------------------------------------------------------
 
     fn push_pull_tick(&mut self, now: Time) {
-        self.timers.push_pull = now + self.config.push_pull_interval_for(self.members.live());
+        let interval = self.config.push_pull_interval_for(self.members.live());
+        self.timers.push_pull = now + interval;
         if self.leaving {
+            return;
+        }
+        if self.sync_coverage.covered(now, interval) {
+            // Pings since the last exchange showed members holding this very table: an
+            // exchange would find nothing. It counts as one that agreed.
+            self.stats.syncs_skipped += 1;
+            self.catch_up = self.catch_up.saturating_sub(1);
+            if self.catch_up > 0 {
+                self.sync_soon(now);
+            }
             return;
         }
         let peers = self.random_members(1, None, |_, r| r.state == State::Alive);
@@ -1774,7 +1806,11 @@ impl Node {
         {
             let seed = self.seeds[self.rng.gen_range(0..self.seeds.len())];
             let join = !self.synced;
-            self.start_sync(now, seed, join);
+            // A seed that is a live member here is probed anyway: this side is not cut off
+            // from it.
+            if join || self.members.live() <= 1 || !self.live_member_at(seed) {
+                self.start_sync(now, seed, join);
+            }
         }
     }
 
@@ -2503,12 +2539,11 @@ impl Node {
 
     /// A round of state exchanges, if due and this node holds any state.
     fn state_round(&mut self, now: Time) {
+        if now < self.replication.deadline(&self.config) {
+            return;
+        }
         if !self.tracked.is_empty() && self.replication.round_due(&self.config, now) {
             self.publish_seen(now);
-        }
-        if !self.replication.round_due(&self.config, now) {
-            self.replication.skip_round(&self.config, now);
-            return;
         }
         let want = self.config.state_fanout + 8;
         let candidates: Vec<SocketAddr> = self

@@ -1,11 +1,15 @@
 //! State replication for one node: its own per-node state, its copies of everyone else's,
 //! the shared keyspace, and the rounds of tree exchanges that keep them in step.
 //!
-//! Every `state_interval` the node opens two exchanges (per-node states, shared keyspace)
-//! with each of `state_fanout` members; each starts with a root comparison, so in steady
-//! state a round costs a few dozen bytes per partner whatever the cluster or keyspace
-//! size. Exchange ids opened here are below 2^31; answers from the responder carry the id
-//! with the top bit set, so each side tells its own exchanges from the peer's.
+//! A round opens two exchanges (per-node states, shared keyspace) with each of
+//! `state_fanout` members; each starts with a root comparison. Rounds run only when there
+//! is news to spread: a node runs one as soon as its own data changed (a write, an expiry,
+//! or entries an exchange brought), at most one per `state_interval`. A ping whose roots
+//! differ from this node's (see [`crate::roots`]) opens an exchange of the differing store
+//! with its sender at once, so a node that missed news gets it within a ping or two. While
+//! nothing changes the interval doubles, up to `state_backoff_max`, and a round is skipped
+//! outright when the latest pings showed equal roots: an idle cluster opens no exchange. Exchange ids opened here are below 2^31; answers from the responder
+//! carry the id with the top bit set, so each side tells its own exchanges from the peer's.
 //!
 //! Only members write here. An exchange's opening names its sender, and the node answers
 //! it only when that is a live member at the address the opening came from; every later
@@ -15,6 +19,7 @@
 
 use crate::config::Config;
 use crate::name::Name;
+use crate::roots::Coverage;
 use crate::state::hlc::Hlc;
 use crate::state::keyspace::{Applied, Keyspace, Policy, Value};
 use crate::state::nodes::NodeStates;
@@ -41,6 +46,12 @@ pub struct ReplicationStats {
     pub exchanges: u64,
     /// Exchanges that found something to move.
     pub exchanges_divergent: u64,
+    /// Rounds run.
+    pub rounds: u64,
+    /// Exchanges opened at once because a ping showed a difference.
+    pub exchanges_on_ping: u64,
+    /// Rounds skipped because every ping compared since the last showed equal roots.
+    pub rounds_quiet: u64,
     /// Rounds skipped because the bandwidth budget was spent.
     pub rounds_throttled: u64,
     /// Remote timestamps refused as too far ahead.
@@ -64,7 +75,20 @@ pub(crate) struct Replication {
     /// last step came.
     serving: HashMap<(SocketAddr, u32), Time>,
     last_exchange: HashMap<SocketAddr, Time>,
+    /// When the next round is due while nothing changes (backed off).
     next_round: Time,
+    /// The earliest the next round may run: one `state_interval` after the last that sent.
+    earliest: Time,
+    /// The roots (per-node states, keyspace) as the last round left them: a change since
+    /// is news to spread.
+    roots_at_round: (u64, u64),
+    /// Rounds in a row that found this node's data unchanged: the interval is
+    /// `state_interval × 2^quiet_rounds`.
+    quiet_rounds: u32,
+    /// Root comparisons made by pings.
+    coverage: Coverage,
+    /// When own keys are next expired and old tombstones possibly collected.
+    next_housekeeping: Time,
     /// When tombstones in the copies of per-node state are next collected.
     next_collect: Time,
     rng: Xoshiro256PlusPlus,
@@ -95,6 +119,11 @@ impl Replication {
             serving: HashMap::new(),
             last_exchange: HashMap::new(),
             next_round: first_round,
+            earliest: first_round,
+            roots_at_round: (0, 0),
+            quiet_rounds: 0,
+            coverage: Coverage::default(),
+            next_housekeeping: first_round,
             next_collect: first_round,
             tokens: 0.0,
             tokens_at: now,
@@ -164,34 +193,72 @@ impl Replication {
         self.keyspace.set_policy(prefix, policy);
     }
 
-    /// Whether this node opens exchanges: when it holds anything, or always in pull mode
-    /// (where a node holding nothing is the one that must ask). Otherwise nodes holding
-    /// state reach it, so a cluster that does not use replicated state pays nothing for it.
+    /// Whether this node holds anything, or runs in pull mode (where a node holding nothing
+    /// is the one that must ask). Otherwise nodes holding state reach it, so a cluster that
+    /// does not use replicated state pays nothing for it.
     fn active(&self, config: &Config) -> bool {
         !self.nodes.is_empty()
             || !self.keyspace.is_empty()
             || config.state_mode == crate::state::reconcile::Mode::Pull
     }
 
-    /// When `tick` must next run: never while the node is not active.
-    pub fn deadline(&self, config: &Config) -> Time {
-        if self.active(config) {
+    /// The roots of the two trees.
+    pub fn roots(&self) -> (u64, u64) {
+        (self.nodes.tree().root(), self.keyspace.tree().root())
+    }
+
+    /// Whether this node has news: its data changed since the last round.
+    fn has_news(&self) -> bool {
+        self.roots() != self.roots_at_round
+    }
+
+    /// When the next round is due: as soon as one may run once there is news, else at the
+    /// backed-off time (never while the node holds nothing and has no news).
+    fn round_deadline(&self, config: &Config) -> Time {
+        if self.has_news() {
+            self.next_round.min(self.earliest)
+        } else if self.active(config) {
             self.next_round
         } else {
             Time::MAX
         }
     }
 
-    /// Whether a round is due at `now`.
-    pub fn round_due(&self, config: &Config, now: Time) -> bool {
-        now >= self.next_round && self.active(config)
+    /// When `tick` must next run.
+    pub fn deadline(&self, config: &Config) -> Time {
+        let housekeeping = if self.nodes.is_empty() && self.keyspace.is_empty() {
+            Time::MAX
+        } else {
+            self.next_housekeeping
+        };
+        self.round_deadline(config).min(housekeeping)
     }
 
-    /// Skips a round that is due with nothing to do.
-    pub fn skip_round(&mut self, config: &Config, now: Time) {
-        if now >= self.next_round {
-            self.next_round = now + config.state_interval;
+    /// Whether a round is due at `now`.
+    pub fn round_due(&self, config: &Config, now: Time) -> bool {
+        now >= self.round_deadline(config)
+    }
+
+    /// Records what a ping from member `peer` showed at `now`: whether its per-node states
+    /// and its keyspace looked equal to this node's. Returns the exchanges to open with it
+    /// of those that differ, unless one with it is already under way.
+    pub fn compared(
+        &mut self,
+        config: &Config,
+        now: Time,
+        peer: SocketAddr,
+        nodes: bool,
+        keyspace: bool,
+    ) -> Vec<(SocketAddr, Message)> {
+        self.coverage.record(now, nodes && keyspace);
+        let mut out = Vec::new();
+        if (nodes && keyspace) || self.open.keys().any(|(p, _)| *p == peer) {
+            return out;
         }
+        self.stats.exchanges_on_ping += 1;
+        self.last_exchange.insert(peer, now);
+        self.open_with(config, now, peer, !nodes, !keyspace, &mut out);
+        out
     }
 
     /// Accounts for `bytes` of state sent at `now` against the bandwidth budget.
@@ -209,24 +276,50 @@ impl Replication {
         self.tokens = (self.tokens + dt * rate as f64).min(rate as f64);
     }
 
-    /// A round, if due: the exchanges to open with partners chosen from `candidates`
-    /// (random live members, more than the fanout so the bias has a choice).
+    /// The time between rounds after `quiet_rounds` quiet ones: doubling from
+    /// `state_interval` up to `state_backoff_max`.
+    fn backoff(&self, config: &Config) -> std::time::Duration {
+        config
+            .state_interval
+            .saturating_mul(1 << self.quiet_rounds.min(20))
+            .min(config.state_backoff_max.max(config.state_interval))
+    }
+
+    /// Housekeeping, if due, and a round, if due: the exchanges to open with partners chosen
+    /// from `candidates` (random live members, more than the fanout so the bias has a
+    /// choice).
     pub fn tick(
         &mut self,
         config: &Config,
         now: Time,
         candidates: &[SocketAddr],
     ) -> Vec<(SocketAddr, Message)> {
-        if now < self.next_round {
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + config.state_interval;
+            let timeout = config.sync_timeout;
+            self.open
+                .retain(|_, (_, started, _)| now.saturating_since(*started) < timeout);
+            self.serving
+                .retain(|_, last| now.saturating_since(*last) < timeout);
+            self.housekeeping(config, now);
+        }
+        if !self.round_due(config, now) {
             return Vec::new();
         }
-        self.next_round = now + config.state_interval;
-        let timeout = config.sync_timeout;
-        self.open
-            .retain(|_, (_, started, _)| now.saturating_since(*started) < timeout);
-        self.serving
-            .retain(|_, last| now.saturating_since(*last) < timeout);
-        self.housekeeping(config, now);
+        let news = self.has_news();
+        let covered = self.coverage.covered(now, self.backoff(config));
+        self.roots_at_round = self.roots();
+        self.quiet_rounds = if news {
+            0
+        } else {
+            self.quiet_rounds.saturating_add(1)
+        };
+        self.next_round = now + self.backoff(config);
+        if !news && covered {
+            // Pings since the last round compared roots with members and all agreed.
+            self.stats.rounds_quiet += 1;
+            return Vec::new();
+        }
         if let Some(rate) = config.state_bandwidth {
             self.refill(rate, now);
             if self.tokens < 0.0 {
@@ -234,8 +327,10 @@ impl Replication {
                 return Vec::new();
             }
         }
-        let mut pool: Vec<SocketAddr> = candidates.to_vec();
+        self.stats.rounds += 1;
+        self.earliest = now + config.state_interval;
         let mut out = Vec::new();
+        let mut pool: Vec<SocketAddr> = candidates.to_vec();
         for _ in 0..config.state_fanout {
             if pool.is_empty() {
                 break;
@@ -250,22 +345,7 @@ impl Replication {
             };
             let peer = pool.swap_remove(j);
             self.last_exchange.insert(peer, now);
-            for nodes_tree in [true, false] {
-                self.next_id = (self.next_id + 1) % RESPONDER;
-                let id = self.next_id;
-                let mut msg = if nodes_tree {
-                    reconcile::open_nodes(&self.nodes, id)
-                } else {
-                    reconcile::open(&self.keyspace, id)
-                };
-                if let Message::TreeHashes(h) = &mut msg {
-                    h.sender = Some(self.me.clone());
-                }
-                let ex = Self::exchange(config, id, true);
-                self.open.insert((peer, id), (ex, now, false));
-                self.stats.exchanges += 1;
-                out.push((peer, msg));
-            }
+            self.open_with(config, now, peer, true, true, &mut out);
         }
         // Forget partners not seen for long: the map stays bounded by recent partners.
         let horizon = config.state_interval * 600;
@@ -274,7 +354,38 @@ impl Replication {
         out
     }
 
-    /// Expires own keys (every round) and collects old tombstones and expired values (every
+    /// Opens exchanges of the per-node states and of the keyspace, as asked, with `peer`.
+    fn open_with(
+        &mut self,
+        config: &Config,
+        now: Time,
+        peer: SocketAddr,
+        nodes: bool,
+        keyspace: bool,
+        out: &mut Vec<(SocketAddr, Message)>,
+    ) {
+        for (nodes_tree, wanted) in [(true, nodes), (false, keyspace)] {
+            if !wanted {
+                continue;
+            }
+            self.next_id = (self.next_id + 1) % RESPONDER;
+            let id = self.next_id;
+            let mut msg = if nodes_tree {
+                reconcile::open_nodes(&self.nodes, id)
+            } else {
+                reconcile::open(&self.keyspace, id)
+            };
+            if let Message::TreeHashes(h) = &mut msg {
+                h.sender = Some(self.me.clone());
+            }
+            let ex = Self::exchange(config, id, true);
+            self.open.insert((peer, id), (ex, now, false));
+            self.stats.exchanges += 1;
+            out.push((peer, msg));
+        }
+    }
+
+    /// Expires own keys (every `state_interval`) and collects old tombstones and expired values (every
     /// quarter of the grace period, at most every minute: a scan of everything held).
     fn housekeeping(&mut self, config: &Config, now: Time) {
         let phys = self.physical(now);
@@ -482,6 +593,83 @@ mod tests {
     use crate::state::keyspace::lww;
     use crate::wire::{TreeEntries, TREE_KEYSPACE};
     use std::time::Duration;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 7946))
+    }
+
+    fn secs(t: u64) -> Time {
+        Time::ZERO + Duration::from_secs(t)
+    }
+
+    /// A node holding state whose first round has run, at 10 s.
+    fn started() -> (Config, Replication) {
+        let config = Config::lan();
+        let mut r = Replication::new(&config, Name::new("me").unwrap(), 1, Time::ZERO);
+        r.set_own("k", b"v".to_vec(), None, Time::ZERO);
+        let out = r.tick(&config, secs(10), &[addr(1), addr(2), addr(3)]);
+        // News (the write): three partners, two trees each.
+        assert_eq!(out.len(), 6);
+        (config, r)
+    }
+
+    #[test]
+    fn rounds_are_skipped_while_pings_show_equal_roots() {
+        let (config, mut r) = started();
+        assert_eq!(
+            r.deadline(&config),
+            secs(11),
+            "housekeeping and the next round"
+        );
+        r.compared(&config, secs(11), addr(7), true, true);
+        r.compared(&config, secs(11), addr(8), true, true);
+        for t in [11, 12, 13, 14, 15, 16, 17, 18] {
+            assert!(r.tick(&config, secs(t), &[addr(1)]).is_empty(), "{t}");
+            r.compared(&config, secs(t), addr(7), true, true);
+            r.compared(&config, secs(t), addr(8), true, true);
+        }
+        assert_eq!(
+            (r.stats.rounds, r.stats.rounds_quiet),
+            (1, 3),
+            "at 11, 13 and 17 s"
+        );
+    }
+
+    #[test]
+    fn without_pings_rounds_back_off_to_the_maximum_and_news_ends_the_wait() {
+        let (config, mut r) = started();
+        let mut at = Vec::new();
+        for t in 11..400 {
+            if !r.tick(&config, secs(t), &[addr(1)]).is_empty() {
+                at.push(t);
+            }
+        }
+        // 1, 2, 4, ... 64 s apart, then 64 s (`state_backoff_max`).
+        assert_eq!(at, [11, 13, 17, 25, 41, 73, 137, 201, 265, 329, 393]);
+        r.set_own("k", b"w".to_vec(), None, secs(400));
+        assert!(r.deadline(&config) <= secs(400), "news is due at once");
+        assert_eq!(r.tick(&config, secs(400), &[addr(1)]).len(), 2);
+        assert_eq!(r.deadline(&config), secs(401));
+    }
+
+    #[test]
+    fn a_ping_showing_a_difference_opens_an_exchange_of_that_store_at_once() {
+        let (config, mut r) = started();
+        let out = r.compared(&config, secs(10), addr(9), true, false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, addr(9));
+        assert!(matches!(&out[0].1, Message::TreeHashes(h) if h.tree == TREE_KEYSPACE));
+        // Not twice while it runs, and not with a partner of the round still under way.
+        assert!(r
+            .compared(&config, secs(10), addr(9), false, false)
+            .is_empty());
+        assert!(r
+            .compared(&config, secs(10), addr(1), false, true)
+            .is_empty());
+        // The difference is no news of this node's: no round before the backed-off one.
+        assert_eq!(r.deadline(&config), secs(11));
+        assert_eq!(r.stats.exchanges_on_ping, 1);
+    }
 
     #[test]
     fn writes_stamped_too_far_ahead_are_refused_and_counted() {

@@ -134,6 +134,8 @@ pub struct Stats {
     pub syncs: u64,
     /// Exchanges that found the views divergent.
     pub syncs_divergent: u64,
+    /// Push-pull exchanges skipped because pings showed members holding the same table.
+    pub syncs_skipped: u64,
     /// Member entries received in anti-entropy exchanges.
     pub sync_entries_in: u64,
     /// Bytes of replicated-state exchanges sent (per-node state and shared keyspace).

@@ -298,6 +298,7 @@ fn a_stranger_gets_no_more_bytes_than_it_sent() {
             name: name("victim"),
             addr: stranger(),
         },
+        roots: None,
     })]);
     while n.poll_transmit().is_some() {}
     n.handle_datagram(net.now, stranger(), &ping);

@@ -29,6 +29,7 @@ fn ping(label: &[u8]) -> Vec<u8> {
             name: Name::new("b").unwrap(),
             addr: from(),
         },
+        roots: None,
     });
     wire::encode_packet(PROTOCOL_VERSION, label, &[m]).to_vec()
 }

@@ -64,11 +64,14 @@ fn entry() -> impl Strategy<Value = Entry> {
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u32>(), name(), node()).prop_map(|(seq, target, source)| Message::Ping(Ping {
-            seq,
-            target,
-            source
-        })),
+        (any::<u32>(), name(), node(), any::<Option<[u8; 3]>>()).prop_map(
+            |(seq, target, source, roots)| Message::Ping(Ping {
+                seq,
+                target,
+                source,
+                roots: roots.map(Fingerprints),
+            })
+        ),
         (any::<u32>(), node(), any::<bool>(), node()).prop_map(|(seq, target, nack, requester)| {
             Message::IndirectPing(IndirectPing {
                 seq,

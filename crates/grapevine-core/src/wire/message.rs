@@ -134,7 +134,17 @@ pub struct Ping {
     pub target: Name,
     /// The prober, so the target can answer over the reliable channel.
     pub source: NodeAddr,
+    /// The prober's data roots, fingerprinted with `seq` as salt (see [`crate::roots`]);
+    /// absent from builds before them.
+    pub roots: Option<Fingerprints>,
 }
+
+/// Salted one-byte fingerprints of a sender's roots: membership, per-node states, keyspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprints(pub [u8; 3]);
+
+/// The most fingerprint bytes a ping may carry: room for a newer build's extra roots.
+const MAX_FINGERPRINTS: usize = 16;
 
 /// A request to probe `target` for `requester` and report back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -565,6 +575,20 @@ fn read_mask(r: &mut Reader<'_>) -> Result<[u8; DIGEST_BUCKETS / 8], DecodeError
     Ok(mask)
 }
 
+/// Optional trailing fingerprints: absent when the body ends here. Fewer than this build
+/// compares count as none; more (a newer build's) are skipped.
+fn read_fingerprints(r: &mut Reader<'_>) -> Result<Option<Fingerprints>, DecodeError> {
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let len = r.len("ping fingerprints", MAX_FINGERPRINTS)?;
+    let b = r.bytes(len, "ping fingerprints")?;
+    Ok(match b {
+        [m, n, k, ..] => Some(Fingerprints([*m, *n, *k])),
+        _ => None,
+    })
+}
+
 /// An optional trailing filter: absent when the body ends here.
 fn read_filter(r: &mut Reader<'_>) -> Result<Option<Filter>, DecodeError> {
     if r.is_empty() {
@@ -686,6 +710,9 @@ impl Message {
                 w.varint(m.seq);
                 w.lp(m.target.as_str().as_bytes());
                 write_node(w, &m.source);
+                if let Some(f) = &m.roots {
+                    w.lp(&f.0);
+                }
             }
             Message::IndirectPing(m) => {
                 w.varint(m.seq);
@@ -856,6 +883,7 @@ impl Message {
                 seq: r.varint("ping seq")?,
                 target: read_name(r, "ping target")?,
                 source: read_node(r, "ping source")?,
+                roots: read_fingerprints(r)?,
             }),
             MessageType::IndirectPing => Message::IndirectPing(IndirectPing {
                 seq: r.varint("indirect ping seq")?,
