@@ -10,8 +10,10 @@ pub mod net;
 pub mod parallel;
 pub mod scenario;
 pub mod sim;
+pub mod sockets;
 pub mod tune;
 
 pub use net::{NetConfig, Topology};
 pub use parallel::par_map;
 pub use sim::{sim_addr, sim_name, NoObserver, Observer, Sim, Slowness};
+pub use sockets::{Ledger, SocketCost};

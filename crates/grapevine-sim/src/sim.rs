@@ -3,6 +3,7 @@
 //! and events are ordered by (time, insertion number), so a seed fixes the run.
 
 use crate::net::{self, NetConfig, Topology};
+use crate::sockets::Ledger;
 use bytes::Bytes;
 use grapevine_core::{Config, Event, Name, Node, Time};
 use hashbrown::HashMap;
@@ -99,6 +100,8 @@ pub struct Sim {
     events_processed: u64,
     /// Reused for each node's transmits, so draining a node allocates nothing.
     outgoing: Vec<grapevine_core::Transmit>,
+    /// What the nodes' sends cost on real sockets.
+    sockets: Ledger,
 }
 
 /// The simulated address of node `i` (in 240.0.0.0/4, reserved: never a real host).
@@ -134,6 +137,7 @@ impl Sim {
             topology: Topology::default(),
             events_processed: 0,
             outgoing: Vec::new(),
+            sockets: Ledger::default(),
         }
     }
 
@@ -145,6 +149,11 @@ impl Sim {
     /// Events handled so far.
     pub fn events_processed(&self) -> u64 {
         self.events_processed
+    }
+
+    /// What the nodes' sends have cost on real sockets so far.
+    pub fn sockets(&self) -> &Ledger {
+        &self.sockets
     }
 
     /// The simulator's RNG, for scenarios' own random choices.
@@ -260,7 +269,16 @@ impl Sim {
         let from = self.nodes[i as usize].addr;
         for t in outgoing.drain(..) {
             obs.on_send(now, i, t.payload.len(), t.reliable);
-            let Some(&to) = self.by_addr.get(&t.dst) else {
+            let to = self.by_addr.get(&t.dst).copied();
+            let reachable = to.filter(|&to| {
+                self.topology.can_reach(i, to) && self.nodes[to as usize].core.is_some()
+            });
+            if t.reliable {
+                self.sockets.frame(now, i, reachable, t.payload.len());
+            } else {
+                self.sockets.datagram(i, t.payload.len());
+            }
+            let Some(to) = to else {
                 continue;
             };
             if !self.topology.can_reach(i, to) {
@@ -378,5 +396,6 @@ impl Sim {
         if until > self.now {
             self.now = until;
         }
+        self.sockets.tidy(self.now);
     }
 }

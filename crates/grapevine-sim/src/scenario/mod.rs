@@ -1,6 +1,7 @@
 //! Scenarios: each sets up a cluster, applies faults and measures against the truth.
 
 pub mod aggregate;
+pub mod idle;
 pub mod merkle;
 pub mod rumor;
 pub mod spread;

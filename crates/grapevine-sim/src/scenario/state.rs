@@ -114,7 +114,8 @@ pub struct StateReport {
     pub seconds_to_all: Option<f64>,
     /// State bytes sent per node per round while the writes spread.
     pub bytes_per_node_per_round: f64,
-    /// State bytes sent per node per round once converged (ten rounds measured).
+    /// State bytes sent per node per round once converged and settled (ten rounds measured,
+    /// ten rounds after convergence): none while pings show every member's roots equal.
     pub steady_bytes_per_node_per_round: f64,
     /// Writes whose effect is missing on some node at the end: a per-node value absent, or a
     /// shared key not holding the value its policy (last write wins) picks.
@@ -296,7 +297,9 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
             }
         }
     }
-    // Steady state: ten more rounds.
+    // Steady state: ten rounds, after ten for the last exchanges of the spread to end.
+    t = t + round * 10;
+    sim.run_until(t, &mut NoObserver);
     let b0 = bytes_now(&sim);
     for _ in 0..10 {
         t = t + round;
