@@ -692,6 +692,7 @@ fn nothing_is_sent_to_a_third_party_and_answers_are_no_larger_than_asked() {
                     name: name("victim"),
                     addr: victim_addr,
                 },
+                roots: None,
             })]);
             sock.send_to(&ping, a.gossip).unwrap();
             let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));

@@ -234,6 +234,7 @@ impl NodeBuilder {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (events_tx, _) = broadcast::channel(4096);
         let (kv_tx, kv_rx) = watch::channel(0u64);
+        let (states_tx, states_rx) = watch::channel(core.node_states_root());
         let keyring = Arc::new(RwLock::new(self.keyring));
         let replay = Arc::new(Mutex::new(ReplayGuard::new(self.limits.replay_window)));
         let shared = transport::Shared::new(
@@ -263,6 +264,8 @@ impl NodeBuilder {
             generation,
             blocked: Vec::new(),
             kv_index: kv_tx,
+            states_root: states_tx,
+            exports: 0,
             exporter: crate::metrics::Exporter::default(),
             writers: HashMap::new(),
             events: events_tx.clone(),
@@ -283,6 +286,7 @@ impl NodeBuilder {
             cmds: cmd_tx,
             events: events_tx,
             kv_index: kv_rx,
+            states_root: states_rx,
         })
     }
 }
@@ -336,7 +340,6 @@ enum Command {
     Leave(oneshot::Sender<()>),
     ForceLeave(Name, oneshot::Sender<Result<(), Error>>),
     NodeState(Option<Name>, oneshot::Sender<Vec<NodeStateView>>),
-    NodeStatesRoot(oneshot::Sender<u64>),
     NodeStateVersions(oneshot::Sender<Vec<(String, u64, u64)>>),
     NodeStatesPrefix(Vec<Name>, String, oneshot::Sender<Vec<NodeStateView>>),
     Stop(oneshot::Sender<()>),
@@ -366,6 +369,7 @@ pub struct Node {
     cmds: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
     kv_index: watch::Receiver<u64>,
+    states_root: watch::Receiver<u64>,
 }
 
 /// A shared key as the HTTP API shows it: its value and the local change count when it
@@ -754,8 +758,15 @@ impl Node {
     }
 
     /// The root hash of the per-node states held here: it moves when any of them changes.
-    pub async fn node_states_root(&self) -> Result<u64, Error> {
-        self.ask(Command::NodeStatesRoot).await
+    pub fn node_states_root(&self) -> u64 {
+        *self.states_root.borrow()
+    }
+
+    /// The root of the per-node states held here, as a channel that wakes its holder when
+    /// it moves (and closes when the node stops): a catalog kept from per-node state waits
+    /// on it instead of asking.
+    pub fn node_states_watch(&self) -> watch::Receiver<u64> {
+        self.states_root.clone()
     }
 
     /// Every per-node state held here by member name, with its generation and version: what
@@ -902,6 +913,10 @@ struct Driver {
     generation: u64,
     blocked: Vec<SocketAddr>,
     kv_index: watch::Sender<u64>,
+    /// The root of the per-node states, published when it moves.
+    states_root: watch::Sender<u64>,
+    /// Metric exports so far.
+    exports: u64,
     exporter: crate::metrics::Exporter,
     /// Slots this node claimed, by map, and at which epoch: to tell it when it lost one.
     claims: BTreeMap<(String, u32), u64>,
@@ -1233,9 +1248,6 @@ impl Driver {
             Command::NodeState(name, tx) => {
                 let _ = tx.send(self.node_states(now, name.as_ref()));
             }
-            Command::NodeStatesRoot(tx) => {
-                let _ = tx.send(self.core.node_states_root());
-            }
             Command::NodeStateVersions(tx) => {
                 let out = self
                     .core
@@ -1393,10 +1405,18 @@ impl Driver {
         let transport = crate::metrics::Transport {
             refused: &refused,
             connections: counters.open.load(std::sync::atomic::Ordering::Relaxed),
-            kernel_drops: crate::metrics::kernel_drops(self.me.port()),
+            // Read from /proc, which lists every UDP socket of the host: every tenth export
+            // (10 s) is plenty for a counter scraped every 15 s or so.
+            kernel_drops: self
+                .exports
+                .is_multiple_of(10)
+                .then(|| crate::metrics::kernel_drops(self.me.port()))
+                .flatten(),
         };
+        self.exports = self.exports.wrapping_add(1);
         self.exporter.export(
             self.core.stats(),
+            self.core.replication_stats(),
             self.core.members().map(|m| m.state),
             &self.refused,
             &transport,
@@ -1434,6 +1454,12 @@ impl Driver {
         self.kv_index.send_if_modified(|v| {
             let moved = *v != changes;
             *v = changes;
+            moved
+        });
+        let root = self.core.node_states_root();
+        self.states_root.send_if_modified(|v| {
+            let moved = *v != root;
+            *v = root;
             moved
         });
         while let Some(e) = self.core.poll_event() {

@@ -5,7 +5,7 @@
 //! here and the differences since the last export are added to the facade's counters.
 
 use grapevine_core::wire::MessageType;
-use grapevine_core::{DropReason, State, Stats};
+use grapevine_core::{DropReason, ReplicationStats, State, Stats};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -42,6 +42,11 @@ pub const DECLARED_FAILED: &str = "grapevine_declared_failed_total";
 pub const DROPPED: &str = "grapevine_dropped_total";
 /// Anti-entropy exchanges of the member list completed.
 pub const SYNCS: &str = "grapevine_syncs_total";
+/// Anti-entropy exchanges of the member list skipped: pings showed equal tables.
+pub const SYNCS_SKIPPED: &str = "grapevine_syncs_skipped_total";
+/// Rounds of replicated-state exchanges, by outcome (`run`, or `quiet`: skipped because
+/// pings showed equal roots).
+pub const STATE_ROUNDS: &str = "grapevine_state_rounds_total";
 /// Bytes of replicated-state exchanges sent.
 pub const STATE_BYTES_OUT: &str = "grapevine_state_bytes_out_total";
 /// Reliable-channel (TCP) connections open now.
@@ -88,6 +93,14 @@ pub fn describe() {
     );
     describe_counter!(SYNCS, "Member-list anti-entropy exchanges completed.");
     describe_counter!(
+        SYNCS_SKIPPED,
+        "Member-list anti-entropy exchanges skipped: pings showed equal tables."
+    );
+    describe_counter!(
+        STATE_ROUNDS,
+        "Rounds of replicated-state exchanges, by outcome (run, or quiet: pings showed equal roots)."
+    );
+    describe_counter!(
         STATE_BYTES_OUT,
         Unit::Bytes,
         "Bytes of replicated-state exchanges sent."
@@ -98,6 +111,7 @@ pub fn describe() {
 #[derive(Default)]
 pub(crate) struct Exporter {
     last: Stats,
+    last_replication: ReplicationStats,
     refused: HashMap<&'static str, u64>,
     transport: HashMap<&'static str, u64>,
     kernel_drops: u64,
@@ -159,6 +173,7 @@ impl Exporter {
     pub(crate) fn export(
         &mut self,
         stats: &Stats,
+        replication: &ReplicationStats,
         states: impl Iterator<Item = State>,
         refused: &HashMap<&'static str, u64>,
         transport: &Transport<'_>,
@@ -212,6 +227,19 @@ impl Exporter {
         add(REFUTATIONS, last.refutations, stats.refutations);
         add(DECLARED_FAILED, last.declared_dead, stats.declared_dead);
         add(SYNCS, last.syncs, stats.syncs);
+        add(SYNCS_SKIPPED, last.syncs_skipped, stats.syncs_skipped);
+        for (outcome, before, now) in [
+            ("run", self.last_replication.rounds, replication.rounds),
+            (
+                "quiet",
+                self.last_replication.rounds_quiet,
+                replication.rounds_quiet,
+            ),
+        ] {
+            if now > before || !self.started {
+                metrics::counter!(STATE_ROUNDS, "outcome" => outcome).increment(now - before);
+            }
+        }
         add(STATE_BYTES_OUT, last.state_bytes_out, stats.state_bytes_out);
         for r in DropReason::ALL {
             let (before, now) = (last.dropped(r), stats.dropped(r));
@@ -257,6 +285,7 @@ impl Exporter {
             rtt.record(d.as_secs_f64());
         }
         self.last = stats.clone();
+        self.last_replication = replication.clone();
         self.refused = refused.clone();
         self.started = true;
     }

@@ -737,7 +737,7 @@ impl CatalogReader {
 
     /// Re-reads the services of the states that changed, if any did; whether any did.
     async fn refresh_services(&mut self) -> Option<bool> {
-        let root = self.node.node_states_root().await.ok()?;
+        let root = self.node.node_states_root();
         if self.root == Some(root) {
             return Some(false);
         }
@@ -799,12 +799,14 @@ impl CatalogReader {
 }
 
 /// Keeps a catalog current, with an index that moves when it changes (what blocking queries
-/// and the DNS server wait on and read): checked every 200 ms, and re-read only in part and
-/// only when per-node state or membership changed.
+/// and the DNS server wait on and read): re-read only in part, and only when per-node state
+/// or membership changed, at most every 200 ms (a burst of changes is read once). An idle
+/// agent's catalog costs nothing.
 pub fn spawn_catalog(node: Node) -> watch::Receiver<(u64, Arc<Catalog>)> {
     let (tx, rx) = watch::channel((1u64, Arc::new(Catalog::default())));
     tokio::spawn(async move {
         let mut events = node.events();
+        let mut roots = node.node_states_watch();
         let mut reader = CatalogReader {
             node,
             services: Default::default(),
@@ -814,28 +816,34 @@ pub fn spawn_catalog(node: Node) -> watch::Receiver<(u64, Arc<Catalog>)> {
         let mut members_changed = true;
         // Membership is re-read on member events, and every 10 s anyway: a subscriber that
         // falls behind a burst of events loses some.
-        let mut ticks = 0u32;
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reread = tokio::time::interval(Duration::from_secs(10));
+        reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                e = events.next() => {
-                    match e {
-                        None => return,
-                        Some(grapevine::Event::User { .. } | grapevine::Event::Agreement { .. }) => {}
-                        Some(_) => members_changed = true,
+            if !first {
+                tokio::select! {
+                    _ = reread.tick() => members_changed = true,
+                    r = roots.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
                     }
-                    continue;
+                    e = events.next() => {
+                        match e {
+                            None => return,
+                            Some(grapevine::Event::User { .. } | grapevine::Event::Agreement { .. }) => continue,
+                            Some(_) => members_changed = true,
+                        }
+                    }
                 }
+                // Let a burst settle: what it brings meanwhile is read at once below.
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            first = false;
             if tx.is_closed() {
                 return;
             }
-            ticks = ticks.wrapping_add(1);
-            if ticks.is_multiple_of(50) {
-                members_changed = true;
-            }
+            roots.borrow_and_update();
             let Some(services_changed) = reader.refresh_services().await else {
                 continue;
             };

@@ -11,6 +11,7 @@ use clap::{Subcommand, ValueEnum};
 use grapevine_core::state::reconcile::Mode as FlowMode;
 use grapevine_core::{Detector, ProbeSelection};
 use grapevine_sim::scenario::aggregate;
+use grapevine_sim::scenario::idle::{self, IdleParams};
 use grapevine_sim::scenario::merkle::{self, MerkleParams};
 use grapevine_sim::scenario::rumor::{self, RumorParams, Variant};
 use grapevine_sim::scenario::spread::{self, SpreadParams};
@@ -68,6 +69,7 @@ impl Scenario {
             Scenario::Merkle(a) => &a.run,
             Scenario::State(a) => &a.run,
             Scenario::Aggregate(a) => &a.run,
+            Scenario::Idle(a) => &a.run,
         }
     }
 
@@ -182,6 +184,19 @@ impl Scenario {
                 let report = aggregate::run(&params).map_err(|e| anyhow!(e))?;
                 Ok(serde_json::to_value(report)?)
             }
+            Scenario::Idle(a) => {
+                let params = IdleParams {
+                    nodes: a.nodes,
+                    profile: a.profile,
+                    own_state: !a.no_own_state,
+                    settle: a.settle,
+                    periods: a.periods,
+                    seed: a.run.seed,
+                    no_wall_clock: a.run.no_wall_clock,
+                };
+                let report = idle::run(&params).map_err(|e| anyhow!(e))?;
+                Ok(serde_json::to_value(report)?)
+            }
         }
     }
 }
@@ -215,6 +230,9 @@ pub enum Scenario {
     State(StateArgs),
     /// The real protocol aggregating a metric by push-sum: relative error per round.
     Aggregate(AggregateArgs),
+    /// An idle cluster holding state as agents do: messages, frames, connections and wire
+    /// bytes per node per period.
+    Idle(IdleArgs),
 }
 
 /// The options the simulator's scenarios share.
@@ -254,6 +272,28 @@ pub struct AggregateArgs {
     /// The relative error to count rounds to.
     #[arg(long, default_value_t = 1e-3)]
     epsilon: f64,
+    #[command(flatten)]
+    run: RunOpts,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct IdleArgs {
+    /// Cluster size.
+    #[arg(long, default_value_t = 100)]
+    nodes: u32,
+    /// Protocol profile: lan, wan or local.
+    #[arg(long, default_value = "lan")]
+    profile: String,
+    /// Hold the shared keyspace only, no per-node state (whose copies grow with the square
+    /// of the cluster size: about 10 GB of memory at 10,000 nodes).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    no_own_state: bool,
+    /// Probe periods between the state's convergence and the measurement.
+    #[arg(long, default_value_t = 120)]
+    settle: u32,
+    /// Probe periods measured.
+    #[arg(long, default_value_t = 100)]
+    periods: u32,
     #[command(flatten)]
     run: RunOpts,
 }
