@@ -3,20 +3,29 @@
 measured by the same method in the same run.
 
   scripts/compare-serf.py [--nodes 50] [--grapevine target/release/grapevine] [--serf serf]
+                          [--settle 30] [--only grapevine|serf] [--json]
 
 Measures, for each system:
   join      from starting the first agent until every agent's own CLI lists all N alive
             (polled: `grapevine members --format json`, `serf members -format json`)
   event     from firing a user event until every agent's handler script has run
   detect    from SIGKILL of one agent until every survivor's CLI lists it failed
-  rss, cpu  an idle agent's resident memory and CPU share over a 20 s idle window
-  bytes/s   loopback bytes per agent per second over the same idle window
+  rss, cpu  an idle agent's resident memory and CPU share over a 20 s idle window, which starts
+            30 s after the event: past the join's tail (connections opened while the cluster
+            formed close after 15 s of idleness in grapevine; Serf closes each at once), so
+            both systems are measured in their steady state
+  bytes/s   loopback bytes per agent per second over the same idle window (IP packets: headers
+            included, connections and acknowledgements too)
+  kv        grapevine only (Serf has no key/value store): from writing a shared key on one
+            agent until every agent's HTTP API has returned it to a blocking query (one per
+            agent, all waiting before the write)
 
 Both use their LAN profile. Needs Linux (/proc) and `serf` (apt-get install serf).
 """
 import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 
 _taken = set()
+
 
 def free_port():
     """A port free for both UDP and TCP on loopback, never handed out twice in a run, and
@@ -108,6 +117,28 @@ class Grapevine(System):
     def name_of(self, i):
         return f"g{i}"
 
+    def put_key(self, key, value):
+        import urllib.request
+        req = urllib.request.Request(f"http://127.0.0.1:{self.ports[0][1]}/v1/kv/{key}",
+                                     data=value, method="PUT")
+        urllib.request.urlopen(req, timeout=5).read()
+
+    def await_key(self, i, key, limit):
+        """Waits for `key` on agent i by blocking queries (Consul's: `?index=&wait=`), which
+        return the moment it arrives; returns that moment, or None after `limit` seconds."""
+        import urllib.request, urllib.error
+        base = f"http://127.0.0.1:{self.ports[i][1]}/v1/kv/{key}"
+        index, t0 = 0, time.time()
+        while time.time() - t0 < limit:
+            try:
+                with urllib.request.urlopen(f"{base}?index={index}&wait=5s", timeout=10) as r:
+                    return time.time()
+            except urllib.error.HTTPError as e:
+                index = int(e.headers.get("X-Consul-Index", index))
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        return None
+
 class Serf(System):
     def __init__(self, binary, n, workdir):
         super().__init__("serf", n, workdir)
@@ -147,7 +178,7 @@ def wait_until(check, limit):
         time.sleep(0.05)
     return False
 
-def measure(sys_, n):
+def measure(sys_, n, settle):
     r = {}
     t0 = time.time()
     for i in range(n):
@@ -176,8 +207,8 @@ def measure(sys_, n):
         raise SystemExit(f"{sys_.name}: the event did not reach everyone in 60 s")
     r["event_s"] = max(float(open(f).read().strip()) for f in files) - t0
 
-    # Idle: let things settle, then a 20 s window.
-    time.sleep(5)
+    # Idle: let things settle (see the docstring), then a 20 s window.
+    time.sleep(settle)
     pids = [p.pid for p in sys_.procs]
     b0, c0, w0 = lo_bytes(), [cpu_ticks(p) for p in pids], time.time()
     time.sleep(20)
@@ -186,6 +217,23 @@ def measure(sys_, n):
     r["rss_mib"] = sum(rss_kb(p) for p in pids) / len(pids) / 1024
     r["cpu_pct"] = 100 * sum(b - a for a, b in zip(c0, c1)) / hz / (w1 - w0) / len(pids)
     r["bytes_per_s"] = (b1 - b0) / (w1 - w0) / len(pids)
+
+    if hasattr(sys_, "put_key"):
+        import threading
+        arrived = [None] * n
+        def wait(i):
+            arrived[i] = sys_.await_key(i, "bench/spread", 60)
+        threads = [threading.Thread(target=wait, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        time.sleep(2)  # every blocking query is waiting
+        t0 = time.time()
+        sys_.put_key("bench/spread", b"x")
+        for t in threads:
+            t.join()
+        if any(a is None for a in arrived):
+            raise SystemExit(f"{sys_.name}: the key did not reach everyone in 60 s")
+        r["kv_s"] = max(arrived) - t0
 
     victim = n - 1
     t0 = time.time()
@@ -208,6 +256,8 @@ def main():
     ap.add_argument("--grapevine", default="target/release/grapevine")
     ap.add_argument("--serf", default=shutil.which("serf") or "serf")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--settle", type=float, default=30,
+                    help="seconds between the event and the idle window")
     ap.add_argument("--only", choices=["grapevine", "serf"], help="measure one system alone")
     a = ap.parse_args()
     results = {}
@@ -220,7 +270,7 @@ def main():
             s = make(d)
             try:
                 print(f"measuring {s.name} with {a.nodes} agents...", file=sys.stderr)
-                results[s.name] = measure(s, a.nodes)
+                results[s.name] = measure(s, a.nodes, a.settle)
             finally:
                 s.stop_all()
     if a.json or a.only:
@@ -231,11 +281,13 @@ def main():
             ("SIGKILL detected by all (s)", "detect_s", "{:.2f}"),
             ("idle RSS per agent (MiB)", "rss_mib", "{:.1f}"),
             ("idle CPU per agent (%)", "cpu_pct", "{:.2f}"),
-            ("idle bytes per agent per s", "bytes_per_s", "{:.0f}")]
+            ("idle bytes per agent per s", "bytes_per_s", "{:.0f}"),
+            ("shared key reaches all (s)", "kv_s", "{:.2f}")]
     print(f"{a.nodes} agents each, loopback, LAN profiles")
     print(f"{'':<32} {'grapevine':>10} {'serf':>10}")
     for label, k, fmt in rows:
-        print(f"{label:<32} {fmt.format(results['grapevine'][k]):>10} {fmt.format(results['serf'][k]):>10}")
+        cells = [fmt.format(results[x][k]) if k in results[x] else "-" for x in ("grapevine", "serf")]
+        print(f"{label:<32} {cells[0]:>10} {cells[1]:>10}")
 
 if __name__ == "__main__":
     main()
