@@ -234,6 +234,7 @@ fn a_quick_report_produces_every_plot_and_table() {
     for table in [
         "## Acceptance checks",
         "| N | join converged",
+        "| N | messages | datagrams |",
         "| selection | seed |",
         "| k | loss | formula |",
         "| slow share |",

@@ -302,10 +302,13 @@ fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         .iter()
         .map(|&n| (n, lab.run(&format!("swim --nodes {n} --periods 100"))))
         .collect();
-    let states: Vec<(u32, Value)> = z
+    // Idle clusters holding state as agents do (the shared keyspace: everyone's per-node
+    // state would take ~10 GB at 10,000 nodes; what an idle node sends does not depend on
+    // what it holds).
+    let idles: Vec<(u32, Value)> = z
         .three()
         .iter()
-        .map(|&n| (n, lab.run(&format!("state --nodes {n}"))))
+        .map(|&n| (n, lab.run(&format!("idle --nodes {n} --no-own-state"))))
         .collect();
     let phi_sizes = [z.small / 4, z.small / 2, z.small];
     let phis: Vec<(u32, Value)> = phi_sizes
@@ -350,6 +353,43 @@ fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         "steady bytes per node per period within ±15 % from the smallest to the largest N",
         format!("{lo:.1} to {hi:.1} bytes: ±{:.1} %", spread * 100.0),
         bytes.len() == runs.len() && spread <= 0.15,
+    );
+    md += "\nIdle, holding state as agents do (`grapevine sim idle --nodes N --no-own-state`: \
+           every node holds the shared keyspace, and the run measures 100 periods once it \
+           converged and 120 more passed), per node per period, what real sockets pay \
+           (headers, acknowledgements, connections):\n\n\
+           | N | messages | datagrams | reliable frames | connections | bytes on the wire |\n\
+           |---|---|---|---|---|---|\n";
+    for (n, r) in &idles {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            int(Some(f64::from(*n))),
+            f(num(r, "messages"), 3),
+            f(num(r, "datagrams"), 3),
+            f(num(r, "frames"), 3),
+            f(num(r, "connections"), 3),
+            f(num(r, "wire_bytes"), 1)
+        );
+    }
+    let wire: Vec<f64> = idles
+        .iter()
+        .filter_map(|(_, r)| num(r, "wire_bytes"))
+        .collect();
+    let frames: f64 = idles.iter().filter_map(|(_, r)| num(r, "frames")).sum();
+    let (wlo, whi) = wire
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+    let wmid = (wlo + whi) / 2.0;
+    let wspread = if wmid > 0.0 { (whi - wmid) / wmid } else { 1.0 };
+    b.check(
+        "Idle is nearly free (Wave 2, 2/6)",
+        "an idle cluster holding state: no reliable frame, wire bytes per node per period within ±15 % across N and at most 120",
+        format!(
+            "{wlo:.1} to {whi:.1} bytes on the wire: ±{:.1} %; {frames:.3} frames per node per period",
+            wspread * 100.0
+        ),
+        wire.len() == idles.len() && wspread <= 0.15 && whi <= 120.0 && frames == 0.0,
     );
     let joins: Vec<f64> = runs
         .iter()
@@ -411,8 +451,8 @@ fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let load_chart = Chart {
         title: "Steady traffic per node against cluster size".into(),
         command: format!(
-            "grapevine sim swim --nodes N --periods 100; grapevine sim state --nodes N; \
-             grapevine sim swim --nodes N --periods 60 --detector phi (N = {})",
+            "grapevine sim swim --nodes N --periods 100; grapevine sim idle --nodes N \
+             --no-own-state; grapevine sim swim --nodes N --periods 60 --detector phi (N = {})",
             list(&z.nodes)
         ),
         x: axis("cluster size N (nodes, log scale)", true),
@@ -427,12 +467,12 @@ fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
                     .map(|(x, r)| (n(*x), num(r, "bytes_per_node_per_period").map(|b| b * 2.0)))),
             ),
             series(
-                "state anti-entropy (fanout 3, one round a second)",
+                "idle, holding state: on the wire, headers and all",
                 Kind::Measured,
                 2,
-                pts(states
+                pts(idles
                     .iter()
-                    .map(|(x, r)| (n(*x), num(r, "steady_bytes_per_node_per_round")))),
+                    .map(|(x, r)| (n(*x), num(r, "wire_bytes_per_second")))),
             ),
             series(
                 "phi-accrual heartbeats (all to all)",
@@ -1028,9 +1068,10 @@ fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
                 .collect(),
         ));
     }
-    md += "\nThe real protocol's rounds are not synchronous: each node opens its exchange at its \
-           own phase, so news can cross several hops within one round, and push-pull and pull \
-           finish below the synchronous model; they grow with log N all the same.\n";
+    md += "\nThe real protocol's rounds are not synchronous: a node runs its round as soon as \
+           news reaches it (at most one a second), and a ping that shows a difference opens an \
+           exchange at once, so news crosses several hops within one round and the real \
+           protocol finishes below the synchronous model; it grows with log N all the same.\n";
     let real_chart = Chart {
         title: "Rounds until every node holds a write: the real protocol, fanout 1".into(),
         command: format!(
@@ -1206,8 +1247,9 @@ fn state(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let three = z.three();
     let mut md = String::from(
         "## Replicated state: the real protocol\n\n`grapevine sim state --nodes N` (fanout 3, \
-         push-pull, a round a second; one write to the writer's own state and to a shared key \
-         after the cluster joined):\n\n\
+         push-pull, a round as soon as a node has news and at most one a second; one write to \
+         the writer's own state and to a shared key after the cluster joined; steady state \
+         measured ten rounds after convergence):\n\n\
          | N | rounds to converge | to half / 99 % / all (s) | bytes/node/round while spreading | in steady state | lost writes |\n|---|---|---|---|---|---|\n",
     );
     let mut lost_total = 0.0;
