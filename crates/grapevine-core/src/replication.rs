@@ -241,7 +241,8 @@ impl Replication {
 
     /// Records what a ping from member `peer` showed at `now`: whether its per-node states
     /// and its keyspace looked equal to this node's. Returns the exchanges to open with it
-    /// of those that differ, unless one with it is already under way.
+    /// of those that differ, unless one with it is under way or began less than a
+    /// `state_interval` ago (so pings, forged ones included, open at most one a second).
     pub fn compared(
         &mut self,
         config: &Config,
@@ -252,7 +253,11 @@ impl Replication {
     ) -> Vec<(SocketAddr, Message)> {
         self.coverage.record(now, nodes && keyspace);
         let mut out = Vec::new();
-        if (nodes && keyspace) || self.open.keys().any(|(p, _)| *p == peer) {
+        let recent = self
+            .last_exchange
+            .get(&peer)
+            .is_some_and(|t| now.saturating_since(*t) < config.state_interval);
+        if (nodes && keyspace) || recent || self.open.keys().any(|(p, _)| *p == peer) {
             return out;
         }
         self.stats.exchanges_on_ping += 1;
@@ -668,7 +673,13 @@ mod tests {
             .is_empty());
         // The difference is no news of this node's: no round before the backed-off one.
         assert_eq!(r.deadline(&config), secs(11));
-        assert_eq!(r.stats.exchanges_on_ping, 1);
+        // Once the exchange ended, not again within a second: forged pings make no storm.
+        r.open.clear();
+        assert!(r
+            .compared(&config, secs(10), addr(9), true, false)
+            .is_empty());
+        assert_eq!(r.compared(&config, secs(11), addr(9), true, false).len(), 1);
+        assert_eq!(r.stats.exchanges_on_ping, 2);
     }
 
     #[test]
