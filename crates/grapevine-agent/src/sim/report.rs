@@ -121,6 +121,16 @@ impl Lab {
     }
 }
 
+/// The least and greatest of `xs`, and how far they stray from their midpoint, as a share
+/// of it (1 when there is nothing to measure).
+fn band(xs: &[f64]) -> (f64, f64, f64) {
+    let (lo, hi) = xs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+    let mid = (lo + hi) / 2.0;
+    (lo, hi, if mid > 0.0 { (hi - mid) / mid } else { 1.0 })
+}
+
 fn num(v: &Value, field: &str) -> Option<f64> {
     field
         .split('.')
@@ -343,11 +353,7 @@ fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         .iter()
         .filter_map(|(_, r)| num(r, "bytes_per_node_per_period"))
         .collect();
-    let (lo, hi) = bytes
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
-    let mid = (lo + hi) / 2.0;
-    let spread = if mid > 0.0 { (hi - mid) / mid } else { 1.0 };
+    let (lo, hi, spread) = band(&bytes);
     b.check(
         "Constant load (issue 1/6)",
         "steady bytes per node per period within ±15 % from the smallest to the largest N",
@@ -377,11 +383,7 @@ fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         .filter_map(|(_, r)| num(r, "wire_bytes"))
         .collect();
     let frames: f64 = idles.iter().filter_map(|(_, r)| num(r, "frames")).sum();
-    let (wlo, whi) = wire
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
-    let wmid = (wlo + whi) / 2.0;
-    let wspread = if wmid > 0.0 { (whi - wmid) / wmid } else { 1.0 };
+    let (wlo, whi, wspread) = band(&wire);
     b.check(
         "Idle is nearly free (Wave 2, 2/6)",
         "an idle cluster holding state: no reliable frame, wire bytes per node per period within ±15 % across N and at most 120",
