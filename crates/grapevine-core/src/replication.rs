@@ -321,7 +321,7 @@ impl Replication {
         };
         self.next_round = now + self.backoff(config);
         if !news && covered {
-            // Pings since the last round compared roots with members and all agreed.
+            // The latest pings showed members holding equal roots: nothing to find.
             self.stats.rounds_quiet += 1;
             return Vec::new();
         }
@@ -390,8 +390,9 @@ impl Replication {
         }
     }
 
-    /// Expires own keys (every `state_interval`) and collects old tombstones and expired values (every
-    /// quarter of the grace period, at most every minute: a scan of everything held).
+    /// Expires own keys (every `state_interval`) and collects old tombstones and expired
+    /// values (every quarter of the grace period, at most every minute: a scan of everything
+    /// held).
     fn housekeeping(&mut self, config: &Config, now: Time) {
         let phys = self.physical(now);
         let me = self.me.clone();
