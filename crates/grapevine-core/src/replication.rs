@@ -242,7 +242,8 @@ impl Replication {
     /// Records what a ping from member `peer` showed at `now`: whether its per-node states
     /// and its keyspace looked equal to this node's. Returns the exchanges to open with it
     /// of those that differ, unless one with it is under way or began less than a
-    /// `state_interval` ago (so pings, forged ones included, open at most one a second).
+    /// `state_interval` ago (so pings, forged ones included, open at most one a second), or
+    /// the bandwidth budget is spent.
     pub fn compared(
         &mut self,
         config: &Config,
@@ -259,6 +260,13 @@ impl Replication {
             .is_some_and(|t| now.saturating_since(*t) < config.state_interval);
         if (nodes && keyspace) || recent || self.open.keys().any(|(p, _)| *p == peer) {
             return out;
+        }
+        if let Some(rate) = config.state_bandwidth {
+            self.refill(rate, now);
+            if self.tokens < 0.0 {
+                self.stats.rounds_throttled += 1;
+                return out;
+            }
         }
         self.stats.exchanges_on_ping += 1;
         self.last_exchange.insert(peer, now);

@@ -53,5 +53,9 @@ fn idle_cost_is_flat_from_100_to_10000_nodes_holding_the_keyspace() {
         let ratio = r.wire_bytes / small.wire_bytes;
         assert!((0.85..=1.15).contains(&ratio), "{small:?} {r:?}");
     }
-    assert_eq!(small.wire_bytes, idle(100, true).wire_bytes);
+    let own = idle(100, true);
+    assert!(
+        (small.wire_bytes - own.wire_bytes).abs() <= 1.0,
+        "{small:?} {own:?}"
+    );
 }
