@@ -86,6 +86,8 @@ pub struct Ledger {
     costs: Vec<SocketCost>,
     /// Open connections by node pair (lower index first): when each last carried a frame.
     connections: HashMap<(u32, u32), Time>,
+    /// When idle connections are next forgotten.
+    next_tidy: Time,
 }
 
 impl Ledger {
@@ -149,8 +151,13 @@ impl Ledger {
             .fold(SocketCost::default(), |a, c| a.plus(c))
     }
 
-    /// Forgets connections idle past the timeout (bounded memory over long runs).
+    /// Forgets connections idle past the timeout (bounded memory over long runs), once per
+    /// timeout at most: the simulator calls this at every step.
     pub fn tidy(&mut self, now: Time) {
+        if now < self.next_tidy {
+            return;
+        }
+        self.next_tidy = now + IDLE_TIMEOUT;
         self.connections
             .retain(|_, last| now.saturating_since(*last) < IDLE_TIMEOUT);
     }
