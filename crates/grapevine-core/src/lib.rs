@@ -13,11 +13,11 @@
 
 pub mod admission;
 pub mod aggregate;
-mod awareness;
-mod broadcast;
 mod chunked;
 pub mod config;
+mod detection;
 pub mod digest;
+mod error;
 pub mod event;
 pub mod filter;
 pub mod incarnation;
@@ -25,14 +25,11 @@ pub mod member;
 mod membership;
 pub mod name;
 pub mod node;
-mod phi;
-mod probe;
 mod replication;
 pub mod roots;
 pub mod rumor;
 pub mod state;
 pub mod stats;
-mod suspicion;
 pub mod time;
 pub mod wire;
 

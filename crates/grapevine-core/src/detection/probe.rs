@@ -8,7 +8,7 @@
 
 use crate::chunked::ChunkedVec;
 use crate::config::ProbeSelection;
-use crate::membership::{Membership, Removal};
+use crate::membership::table::{Removal, Table};
 use crate::name::Name;
 use crate::time::Time;
 use rand::Rng;
@@ -81,7 +81,7 @@ impl ProbeOrder {
     /// The next member worth probing: alive or suspect, not `me`.
     pub fn next<R: Rng>(
         &mut self,
-        members: &Membership,
+        members: &Table,
         me: u32,
         mode: ProbeSelection,
         rng: &mut R,
@@ -159,11 +159,11 @@ pub(crate) struct Relay {
 mod tests {
     use super::*;
     use crate::member::State;
-    use crate::membership::Record;
+    use crate::membership::table::Record;
     use rand::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;
 
-    fn add(m: &mut Membership, o: &mut ProbeOrder, i: u32) -> u32 {
+    fn add(m: &mut Table, o: &mut ProbeOrder, i: u32) -> u32 {
         let name = Name::new(&format!("n{i}")).unwrap();
         let addr = format!("10.0.0.{}:7946", i + 1).parse().unwrap();
         let idx = m.insert(Record::new(name, 1, State::Alive, 1), addr, &[], Time::ZERO);
@@ -174,12 +174,12 @@ mod tests {
     #[test]
     fn each_pass_probes_every_member_once_and_newcomers_within_the_pass() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
-        let (mut m, mut o) = (Membership::new(), ProbeOrder::new());
+        let (mut m, mut o) = (Table::new(), ProbeOrder::new());
         let me = add(&mut m, &mut o, 0);
         for i in 1..20 {
             add(&mut m, &mut o, i);
         }
-        let next = |m: &Membership, o: &mut ProbeOrder, rng: &mut Xoshiro256PlusPlus| {
+        let next = |m: &Table, o: &mut ProbeOrder, rng: &mut Xoshiro256PlusPlus| {
             o.next(m, me, ProbeSelection::RoundRobin, rng).unwrap()
         };
         // The first pass holds everyone: 19 probes reach 19 distinct members, never me.

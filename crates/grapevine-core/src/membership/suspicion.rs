@@ -8,6 +8,9 @@ use crate::name::Name;
 use crate::time::Time;
 use std::time::Duration;
 
+/// The suspicions a node holds, by member.
+pub(crate) type Suspicions = hashbrown::HashMap<Name, Suspicion>;
+
 /// One suspicion of one member.
 #[derive(Clone, Debug)]
 pub(crate) struct Suspicion {

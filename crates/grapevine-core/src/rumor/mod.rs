@@ -7,6 +7,8 @@
 //! id for their time to live, and stop spreading once older than it or after `max_hops`
 //! forwards.
 
+pub(crate) mod mongering;
+
 use crate::name::Name;
 use crate::time::Time;
 use crate::wire::UserEvent;

@@ -16,6 +16,8 @@
 //! a message of a higher epoch arrives) a node settles its estimates and starts again from
 //! its own contribution; what it reports is the last settled estimate once it has one.
 
+pub(crate) mod rounds;
+
 use crate::name::Name;
 use crate::wire::{Aggregate, AggregateMass};
 use std::collections::{BTreeMap, HashSet};

@@ -17,6 +17,12 @@
 //! answering for it. A stranger's unsolicited entries are dropped (and counted), however
 //! well formed.
 
+mod agreement;
+mod commands;
+mod rounds;
+
+pub use agreement::{Agreement, Target};
+
 use crate::config::Config;
 use crate::name::Name;
 use crate::roots::Coverage;
@@ -95,6 +101,8 @@ pub(crate) struct Replication {
     tokens: f64,
     tokens_at: Time,
     pub stats: ReplicationStats,
+    /// The targets whose agreement this node checks.
+    tracking: agreement::Tracking,
 }
 
 impl Replication {
@@ -128,6 +136,7 @@ impl Replication {
             tokens: 0.0,
             tokens_at: now,
             stats: ReplicationStats::default(),
+            tracking: agreement::Tracking::default(),
         }
     }
 

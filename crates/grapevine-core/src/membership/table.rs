@@ -23,7 +23,7 @@ const IS_V6: u8 = 0x40;
 /// `meta` bits: the protocol version.
 const PROTOCOL_BITS: u8 = 0x3f;
 
-/// One member as stored (its address and tags through [`Membership`], which holds the
+/// One member as stored (its address and tags through [`Table`], which holds the
 /// side tables).
 #[derive(Clone, Debug)]
 pub(crate) struct Record {
@@ -38,7 +38,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// A record without its address, which [`Membership::insert`] sets.
+    /// A record without its address, which [`Table::insert`] sets.
     pub fn new(name: Name, incarnation: u32, state: State, protocol: u8) -> Self {
         Record {
             name,
@@ -164,7 +164,7 @@ pub(crate) struct Removal {
 }
 
 /// The table of members, self included.
-pub(crate) struct Membership {
+pub(crate) struct Table {
     records: ChunkedVec<Record>,
     keys: ChunkedVec<Keys>,
     index: HashTable<u32>,
@@ -181,9 +181,9 @@ pub(crate) struct Membership {
     live: usize,
 }
 
-impl Membership {
+impl Table {
     pub fn new() -> Self {
-        Membership {
+        Table {
             records: ChunkedVec::new(),
             keys: ChunkedVec::new(),
             index: HashTable::new(),
@@ -521,7 +521,7 @@ impl Membership {
         &self,
         mask: &[u8; wire::DIGEST_BUCKETS / 8],
         w: &mut wire::Writer,
-        mut keep: impl FnMut(&Membership, u32, u64) -> bool,
+        mut keep: impl FnMut(&Table, u32, u64) -> bool,
     ) -> u32 {
         let mut n = 0u32;
         let all = mask.iter().all(|b| *b == 0xff);
@@ -571,8 +571,8 @@ fn hash_fields(
 mod tests {
     use super::*;
 
-    fn table(entries: &[(&str, &str)]) -> Membership {
-        let mut m = Membership::new();
+    fn table(entries: &[(&str, &str)]) -> Table {
+        let mut m = Table::new();
         for (name, addr) in entries {
             let rec = Record::new(Name::new(name).unwrap(), 1, State::Alive, 1);
             m.insert(rec, addr.parse().unwrap(), &[], Time::ZERO);
@@ -587,7 +587,7 @@ mod tests {
             ("b", "[2001:db8::1]:7946"),
             ("c", "[::ffff:10.0.0.3]:7946"),
         ]);
-        let addr = |m: &Membership, n: &str| {
+        let addr = |m: &Table, n: &str| {
             let i = m.find(&Name::new(n).unwrap()).unwrap();
             m.addr_of(m.get(i))
         };
