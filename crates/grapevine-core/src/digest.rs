@@ -5,7 +5,7 @@
 //! records of differing buckets cross the wire. In steady state push-pull therefore
 //! costs a constant few dozen bytes whatever the cluster size.
 
-use crate::wire::DIGEST_BUCKETS;
+use crate::membership::messages::DIGEST_BUCKETS;
 
 const DIGEST_BUCKET_BITS: u32 = DIGEST_BUCKETS.trailing_zeros();
 

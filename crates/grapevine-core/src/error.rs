@@ -1,7 +1,7 @@
 //! The errors commands return.
 
 use crate::member::State;
-use crate::wire::MAX_TAGS_LEN;
+use crate::membership::messages::MAX_TAGS_LEN;
 
 /// An error from a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

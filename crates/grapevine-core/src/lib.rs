@@ -23,15 +23,39 @@ pub mod filter;
 pub mod incarnation;
 pub mod member;
 mod membership;
+mod message;
 pub mod name;
 pub mod node;
-mod replication;
 pub mod roots;
 pub mod rumor;
 pub mod state;
 pub mod stats;
 pub mod time;
-pub mod wire;
+
+/// The wire format: packets, the bounded codec and the table of message codes (the byte
+/// layer, in `wire/`, which knows nothing of what messages mean), and every protocol's
+/// messages, re-exported from their protocols for those who encode or decode them.
+pub mod wire {
+    mod codec;
+    mod codes;
+    mod fields;
+    mod framing;
+
+    pub(crate) use codec::{Body, Reader, Writer};
+    pub use codes::{frame_limit, MessageType, MAX_FRAME};
+    pub use fields::NodeAddr;
+    pub(crate) use fields::{read_name, read_node, write_node};
+    pub(crate) use framing::FrameWriter;
+    pub use framing::*;
+
+    pub use crate::aggregate::messages::*;
+    pub use crate::detection::messages::*;
+    pub use crate::membership::messages::*;
+    pub use crate::message::{decode_packet, Message};
+    pub use crate::rumor::messages::*;
+    pub use crate::state::messages::*;
+    pub use crate::state::value::{MAX_KEY_LEN, MAX_VALUE_LEN};
+}
 
 pub use admission::{Limiter, Rate};
 pub use aggregate::{AggregateError, Estimate};
@@ -40,6 +64,6 @@ pub use event::Event;
 pub use member::{Member, State};
 pub use name::{Name, NameError};
 pub use node::{Agreement, CommandError, Node, Target, Transmit};
-pub use replication::ReplicationStats;
+pub use state::replication::ReplicationStats;
 pub use stats::{DropReason, Stats};
 pub use time::Time;

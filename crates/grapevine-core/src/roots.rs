@@ -9,8 +9,8 @@
 //! difference between neighbours shows within a second, for three bytes a ping (four with
 //! their length): an idle cluster needs no exchange rounds at all to know it is idle.
 
+use crate::detection::messages::Fingerprints;
 use crate::time::Time;
-use crate::wire::Fingerprints;
 use std::time::Duration;
 
 /// The roots of a node's replicated data.

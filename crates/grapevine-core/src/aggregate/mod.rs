@@ -16,10 +16,11 @@
 //! a message of a higher epoch arrives) a node settles its estimates and starts again from
 //! its own contribution; what it reports is the last settled estimate once it has one.
 
+pub(crate) mod messages;
 pub(crate) mod rounds;
 
+use crate::aggregate::messages::{Aggregate, AggregateMass};
 use crate::name::Name;
-use crate::wire::{Aggregate, AggregateMass};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 
@@ -97,7 +98,7 @@ pub enum AggregateError {
     /// A name too long or empty.
     #[error(
         "a metric name must be 1 to {} bytes",
-        crate::wire::MAX_METRIC_NAME_LEN
+        crate::aggregate::messages::MAX_METRIC_NAME_LEN
     )]
     BadName,
 }
@@ -181,7 +182,7 @@ impl Aggregates {
         value: Option<f64>,
         anchor: impl FnOnce() -> bool,
     ) -> Result<(), AggregateError> {
-        if name.is_empty() || name.len() > crate::wire::MAX_METRIC_NAME_LEN {
+        if name.is_empty() || name.len() > crate::aggregate::messages::MAX_METRIC_NAME_LEN {
             return Err(AggregateError::BadName);
         }
         if let Some(v) = value {

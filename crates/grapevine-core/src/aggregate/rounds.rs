@@ -2,10 +2,11 @@
 //! to one random live member, in as many datagrams as it takes.
 
 use super::{AggregateError, Aggregates, Estimate};
+use crate::aggregate::messages::Aggregate;
 use crate::config::Config;
+use crate::message::Message;
 use crate::node::context::Ctx;
 use crate::time::Time;
-use crate::wire::{Aggregate, Message};
 use std::net::SocketAddr;
 
 /// This node's aggregation and its round timer.

@@ -6,18 +6,22 @@
 //! [`Accusation`], which the node hands to membership, where suspicion and precedence live.
 
 pub(crate) mod awareness;
+pub(crate) mod messages;
 pub(crate) mod phi;
 pub(crate) mod probe;
 
 use crate::config::{Config, Detector};
+use crate::detection::messages::{Ack, IndirectPing, Nack, Ping};
 use crate::member::State;
+use crate::membership::messages::Suspect;
 use crate::membership::suspicion::{Suspicion, Suspicions};
+use crate::message::Message;
 use crate::name::Name;
 use crate::node::context::Ctx;
 use crate::roots::Roots;
 use crate::stats::DropReason;
 use crate::time::Time;
-use crate::wire::{Ack, IndirectPing, Message, Nack, NodeAddr, Ping, Suspect};
+use crate::wire::NodeAddr;
 use hashbrown::HashMap;
 use phi::PhiDetector;
 use probe::{Phase, Probe, Relay};

@@ -146,7 +146,8 @@ impl BroadcastQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Leave, Message};
+    use crate::membership::messages::Leave;
+    use crate::message::Message;
 
     fn msg(name: &str, inc: u32) -> Vec<u8> {
         Message::Leave(Leave {
@@ -164,7 +165,7 @@ mod tests {
         assert_eq!(q.len(), 1);
         let mut p = PacketBuilder::new(1, b"", 1400);
         assert_eq!(q.fill(&mut p, 3), 1, "the stale copy is not sent");
-        let got = crate::wire::decode_packet(&p.finish(), b"", 65535).unwrap();
+        let got = crate::message::decode_packet(&p.finish(), b"", 65535).unwrap();
         assert!(matches!(&got[0], Message::Leave(l) if l.incarnation == 2));
         for _ in 0..2 {
             let mut p = PacketBuilder::new(1, b"", 1400);
@@ -198,7 +199,7 @@ mod tests {
         let mut p = PacketBuilder::new(1, b"", 200);
         let n = q.fill(&mut p, 10);
         assert!(n > 0 && n < 50);
-        let first = crate::wire::decode_packet(&p.finish(), b"", 65535).unwrap();
+        let first = crate::message::decode_packet(&p.finish(), b"", 65535).unwrap();
         assert!(
             matches!(&first[0], Message::Leave(l) if l.incarnation == 49),
             "newest first"
@@ -206,7 +207,7 @@ mod tests {
         // The ones just sent now have 1 transmit; the next packet takes unsent ones.
         let mut p2 = PacketBuilder::new(1, b"", 200);
         q.fill(&mut p2, 10);
-        let second = crate::wire::decode_packet(&p2.finish(), b"", 65535).unwrap();
+        let second = crate::message::decode_packet(&p2.finish(), b"", 65535).unwrap();
         assert!(matches!(&second[0], Message::Leave(l) if l.incarnation == 49 - n as u32));
     }
 
@@ -224,7 +225,7 @@ mod tests {
         assert_eq!(q.len(), 5);
         let mut p = PacketBuilder::new(1, b"", 1400);
         assert_eq!(q.fill(&mut p, 10), 5);
-        let got = crate::wire::decode_packet(&p.finish(), b"", 65535).unwrap();
+        let got = crate::message::decode_packet(&p.finish(), b"", 65535).unwrap();
         assert!(matches!(&got[0], Message::Leave(l) if l.incarnation == 7));
     }
 }

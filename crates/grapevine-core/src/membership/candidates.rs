@@ -2,13 +2,14 @@
 
 use super::{Membership, Origin};
 use crate::detection;
+use crate::detection::messages::Ack;
 use crate::incarnation;
+use crate::membership::messages::Alive;
 use crate::name::Name;
 use crate::node::context::Ctx;
 use crate::roots::Roots;
 use crate::stats::DropReason;
 use crate::time::Time;
-use crate::wire::{Ack, Alive};
 
 /// A member heard of by gossip or from a stranger, not yet in the table: it must answer a
 /// ping from this node first (see `verify`).

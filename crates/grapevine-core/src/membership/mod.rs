@@ -8,6 +8,7 @@
 
 pub(crate) mod broadcast;
 mod candidates;
+pub(crate) mod messages;
 pub(crate) mod suspicion;
 mod sync;
 pub(crate) mod table;
@@ -16,11 +17,13 @@ mod updates;
 use crate::admission::Limiter;
 use crate::config::Config;
 use crate::member::State;
+use crate::membership::messages::{Alive, Dead, Leave, Suspect};
+use crate::message::Message;
 use crate::name::Name;
 use crate::node::context::Ctx;
 use crate::roots::Coverage;
 use crate::time::Time;
-use crate::wire::{Alive, Dead, Leave, Message, PacketBuilder, Suspect, PROTOCOL_VERSION};
+use crate::wire::{PacketBuilder, PROTOCOL_VERSION};
 use candidates::Candidate;
 use hashbrown::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -7,15 +7,16 @@ use super::{Membership, Origin};
 use crate::event::Event;
 use crate::filter::Filter;
 use crate::member::State;
+use crate::membership::messages::{
+    Alive, Entry, Leave, Suspect, SyncBuckets, SyncEntries, SyncRequest,
+};
 use crate::membership::table::{Record, Table};
+use crate::message::Message;
 use crate::name::Name;
 use crate::node::context::Ctx;
 use crate::stats::DropReason;
 use crate::time::Time;
-use crate::wire::{
-    self, Alive, Entry, Leave, Message, Suspect, SyncBuckets, SyncEntries, SyncRequest,
-    PROTOCOL_VERSION_MIN,
-};
+use crate::wire::{self, PROTOCOL_VERSION_MIN};
 use bytes::Bytes;
 use rand::Rng;
 use std::net::SocketAddr;
@@ -249,14 +250,14 @@ impl Membership {
         ctx: &Ctx,
         kind: wire::MessageType,
         id: u32,
-        mask: &[u8; wire::DIGEST_BUCKETS / 8],
+        mask: &[u8; crate::membership::messages::DIGEST_BUCKETS / 8],
         mut own: Option<&mut Filter>,
         mut keep: impl FnMut(&Table, u32, u64) -> bool,
     ) -> Bytes {
         // About 30 bytes an entry, for the share of buckets that differ: a guess that saves
         // most regrowth of a large frame without reserving a whole table for a small one.
         let buckets = mask.iter().map(|b| b.count_ones() as usize).sum::<usize>();
-        let share = ctx.members.len() * buckets / wire::DIGEST_BUCKETS;
+        let share = ctx.members.len() * buckets / crate::membership::messages::DIGEST_BUCKETS;
         let estimate = 64 + 30 * share / 8;
         let mut f = wire::FrameWriter::new(ctx.rx_version, &ctx.config.label, kind, estimate);
         f.w.varint(id);
@@ -275,7 +276,7 @@ impl Membership {
             });
         f.patch(count_at, count);
         if let Some(own) = own {
-            wire::write_filter(&mut f.w, own);
+            crate::membership::messages::write_filter(&mut f.w, own);
         }
         f.finish()
     }

@@ -10,9 +10,10 @@
 use crate::chunked::ChunkedVec;
 use crate::digest::Digest;
 use crate::member::{Member, State};
+use crate::membership::messages::EntryRef;
 use crate::name::Name;
 use crate::time::Time;
-use crate::wire::{self, EntryRef};
+use crate::wire::{self};
 use hashbrown::{HashMap, HashTable};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -519,7 +520,7 @@ impl Table {
     /// scanned; a record is read only to be written.
     pub fn write_entries(
         &self,
-        mask: &[u8; wire::DIGEST_BUCKETS / 8],
+        mask: &[u8; crate::membership::messages::DIGEST_BUCKETS / 8],
         w: &mut wire::Writer,
         mut keep: impl FnMut(&Table, u32, u64) -> bool,
     ) -> u32 {
@@ -531,7 +532,7 @@ impl Table {
                 mask[b / 8] & (1 << (b % 8)) != 0
             };
             if selected && keep(self, i as u32, k.record()) {
-                wire::write_entry(w, &self.entry(self.records.get(i)));
+                crate::membership::messages::write_entry(w, &self.entry(self.records.get(i)));
                 n += 1;
             }
         }

@@ -6,13 +6,14 @@ use crate::config::Detector;
 use crate::event::Event;
 use crate::incarnation;
 use crate::member::{Member, State};
+use crate::membership::messages::{Alive, Dead, Leave, Suspect};
 use crate::membership::suspicion::Suspicion;
 use crate::membership::table::Record;
+use crate::message::Message;
 use crate::name::Name;
 use crate::node::context::Ctx;
 use crate::stats::DropReason;
 use crate::time::Time;
-use crate::wire::{Alive, Dead, Leave, Message, Suspect};
 use std::net::SocketAddr;
 
 impl Membership {

@@ -5,9 +5,10 @@
 use super::Node;
 use crate::detection::Detection;
 use crate::membership::Origin;
+use crate::message::Message;
 use crate::stats::{DropReason, Stats};
 use crate::time::Time;
-use crate::wire::{self, Message, PROTOCOL_VERSION};
+use crate::wire::{self, PROTOCOL_VERSION};
 use std::net::SocketAddr;
 
 impl Node {
@@ -145,7 +146,7 @@ impl Node {
     /// A member's roots, carried by its ping, say whether anti-entropy with it would find
     /// anything: equal membership roots count toward skipping push-pull, differing state
     /// roots open an exchange of that store.
-    fn compare_roots(&mut self, now: Time, from: SocketAddr, m: &wire::Ping) {
+    fn compare_roots(&mut self, now: Time, from: SocketAddr, m: &crate::detection::messages::Ping) {
         let Some(prints) = &m.roots else { return };
         if !self.ctx.is_member_at(&m.source.name, from) {
             return;

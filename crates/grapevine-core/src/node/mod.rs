@@ -12,7 +12,7 @@ mod dispatch;
 mod timers;
 
 pub use crate::error::CommandError;
-pub use crate::replication::{Agreement, Target};
+pub use crate::state::{Agreement, Target};
 pub use context::Transmit;
 
 use crate::aggregate::rounds::Aggregation;
@@ -21,16 +21,17 @@ use crate::config::{Config, ConfigError};
 use crate::detection::Detection;
 use crate::event::Event;
 use crate::member::{Member, State};
+use crate::membership::messages::{Leave, MAX_TAGS_LEN};
 use crate::membership::Membership;
 use crate::name::Name;
-use crate::replication::{Replication, ReplicationStats};
 use crate::roots::Roots;
 use crate::rumor::mongering::RumorMongering;
 use crate::state::endpoint::NodeState;
 use crate::state::keyspace::{Applied, Keyspace, Policy, Value};
+use crate::state::replication::{Replication, ReplicationStats};
 use crate::stats::Stats;
 use crate::time::Time;
-use crate::wire::{Leave, NodeAddr, MAX_TAGS_LEN};
+use crate::wire::NodeAddr;
 use context::Ctx;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;

@@ -7,11 +7,12 @@
 //! id for their time to live, and stop spreading once older than it or after `max_hops`
 //! forwards.
 
+pub(crate) mod messages;
 pub(crate) mod mongering;
 
 use crate::name::Name;
+use crate::rumor::messages::UserEvent;
 use crate::time::Time;
-use crate::wire::UserEvent;
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

@@ -6,11 +6,12 @@ use crate::admission::Limiter;
 use crate::config::Config;
 use crate::error::{check_len, CommandError};
 use crate::event::Event;
+use crate::message::Message;
 use crate::name::Name;
 use crate::node::context::Ctx;
+use crate::rumor::messages::{RumorAck, UserEvent};
 use crate::stats::DropReason;
 use crate::time::Time;
-use crate::wire::{self, Message, RumorAck, UserEvent};
 use std::net::SocketAddr;
 
 /// User events being spread by this node, and the budgets new ones are taken under.
@@ -68,8 +69,16 @@ impl RumorMongering {
         name: &str,
         payload: Vec<u8>,
     ) -> Result<u64, CommandError> {
-        check_len("event name", name.len(), wire::MAX_EVENT_NAME_LEN)?;
-        check_len("event payload", payload.len(), wire::MAX_EVENT_PAYLOAD)?;
+        check_len(
+            "event name",
+            name.len(),
+            crate::rumor::messages::MAX_EVENT_NAME_LEN,
+        )?;
+        check_len(
+            "event payload",
+            payload.len(),
+            crate::rumor::messages::MAX_EVENT_PAYLOAD,
+        )?;
         if !self.budget.allow(&ctx.me.name, now) {
             let r = ctx.config.events_per_origin;
             return Err(CommandError::RateLimited {

@@ -10,11 +10,12 @@
 //! writes should survive (as Cassandra's `gc_grace_seconds`); older writes that never spread
 //! are taken as deleted.
 
-use super::crdt::{AwSet, EpochRegister, Lww, MaxRegister, Merge, MvRegister, PnCounter};
+use super::crdt::{Lww, Merge};
 use super::hlc::Timestamp;
 use super::merkle::MerkleTree;
+pub use super::value::Value;
 use crate::name::Name;
-use crate::wire;
+use crate::wire::Writer;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -49,93 +50,6 @@ impl fmt::Debug for Policy {
             Policy::Epoch => "Epoch",
             Policy::Set => "Set",
         })
-    }
-}
-
-/// A key's replicated state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Value {
-    /// Last-write-wins register.
-    Lww(Lww),
-    /// Multi-value register.
-    Mv(MvRegister),
-    /// Bytes merged by the application.
-    Custom(Vec<u8>),
-    /// PN-counter.
-    Counter(PnCounter),
-    /// Max register.
-    Max(MaxRegister),
-    /// Epoch register.
-    Epoch(EpochRegister),
-    /// Add-wins set.
-    Set(AwSet),
-}
-
-impl Value {
-    /// The type's order for settling a clash of types (nodes configured differently): the
-    /// higher wins, whatever the order of arrival.
-    fn rank(&self) -> u8 {
-        match self {
-            Value::Lww(_) => 1,
-            Value::Mv(_) => 2,
-            Value::Custom(_) => 3,
-            Value::Counter(_) => 4,
-            Value::Max(_) => 5,
-            Value::Epoch(_) => 6,
-            Value::Set(_) => 7,
-        }
-    }
-
-    /// Merges `other` in; `custom` is the application's merge for `Custom` values.
-    pub fn merge(&mut self, other: &Value, custom: Option<&dyn Merge>) {
-        match (&mut *self, other) {
-            (Value::Lww(a), Value::Lww(b)) => a.merge(b),
-            (Value::Mv(a), Value::Mv(b)) => a.merge(b),
-            (Value::Custom(a), Value::Custom(b)) => {
-                *a = match custom {
-                    Some(m) => m.merge(a, b),
-                    // No merge registered here: a deterministic stand-in.
-                    None => a.as_slice().max(b.as_slice()).to_vec(),
-                }
-            }
-            (Value::Counter(a), Value::Counter(b)) => a.merge(b),
-            (Value::Max(a), Value::Max(b)) => a.merge(b),
-            (Value::Epoch(a), Value::Epoch(b)) => a.merge(b),
-            (Value::Set(a), Value::Set(b)) => a.merge(b),
-            (a, b) => {
-                if b.rank() > a.rank() {
-                    *a = b.clone();
-                }
-            }
-        }
-    }
-
-    /// Whether the value is a tombstone or expired at `now` (hybrid physical µs).
-    pub fn is_gone(&self, now: u64) -> bool {
-        match self {
-            Value::Lww(l) => l.value.is_none() || l.expires_at.is_some_and(|t| t <= now),
-            Value::Mv(m) => m.siblings.iter().all(|s| s.value.is_none()),
-            _ => false,
-        }
-    }
-
-    /// When a gone value may be collected from: its write's physical time, or its expiry.
-    fn gone_since(&self) -> Option<u64> {
-        match self {
-            Value::Lww(l) => Some(match (l.value.is_none(), l.expires_at) {
-                (false, Some(e)) => e,
-                _ => l.at.physical,
-            }),
-            _ => None,
-        }
-    }
-
-    /// The physical time of the newest write the value holds, if it records one.
-    fn written_at(&self) -> Option<u64> {
-        match self {
-            Value::Lww(l) => Some(l.at.physical),
-            _ => None,
-        }
     }
 }
 
@@ -181,8 +95,8 @@ pub fn key_hash(key: &[u8]) -> u64 {
 
 /// An entry's item hash: equal on two nodes iff they hold the same key and state.
 pub fn item_hash(key: &[u8], v: &Value) -> u64 {
-    let mut w = wire::codec::Writer::with_capacity(64);
-    wire::value::write_entry(&mut w, key, v);
+    let mut w = Writer::with_capacity(64);
+    super::value::write_entry(&mut w, key, v);
     xxhash_rust::xxh3::xxh3_64(&w.buf)
 }
 

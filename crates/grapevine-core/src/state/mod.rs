@@ -7,13 +7,24 @@
 //! * [`merkle`]: the hash tree its anti-entropy compares.
 //! * [`nodes`]: everyone's per-node state as held here, in a tree by node name.
 //! * [`reconcile`]: the exchange that compares two trees and moves what differs.
+//!
+//! The node's side: `replication` (rounds, their back-off and budget, exchanges opened by
+//! pings), `rounds` (its sends), `agreement` (Cassandra-style agreement checks) and
+//! `commands` (the application's writes).
 
+mod agreement;
+mod commands;
 pub mod crdt;
 pub mod endpoint;
 pub mod hlc;
 pub mod keyspace;
 pub mod merkle;
+pub(crate) mod messages;
 pub mod nodes;
 pub mod reconcile;
+pub(crate) mod replication;
+mod rounds;
+pub(crate) mod value;
 
+pub use agreement::{Agreement, Target};
 pub use hlc::{ClockError, Hlc, Timestamp};

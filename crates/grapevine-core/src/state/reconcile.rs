@@ -27,9 +27,10 @@ use super::endpoint::{Delta, Held};
 use super::keyspace::{Applied, Keyspace, Value};
 use super::merkle::{MerkleTree, FANOUT};
 use super::nodes::NodeStates;
+use crate::message::Message;
 use crate::name::Name;
-use crate::wire::{
-    Message, StateDeltas, TreeEntries, TreeHashes, TreeItems, TREE_KEYSPACE, TREE_NODES,
+use crate::state::messages::{
+    StateDeltas, TreeEntries, TreeHashes, TreeItems, TREE_KEYSPACE, TREE_NODES,
 };
 use std::collections::BTreeMap;
 
@@ -83,7 +84,7 @@ pub const MAX_WANT: usize = 1 << 14;
 /// Bytes a keyspace entry takes on the wire.
 fn keyspace_entry_cost(key: &[u8], v: &Value) -> usize {
     let mut w = crate::wire::Writer::with_capacity(64);
-    crate::wire::value::write_entry(&mut w, key, v);
+    super::value::write_entry(&mut w, key, v);
     w.buf.len()
 }
 

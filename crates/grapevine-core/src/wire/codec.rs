@@ -194,3 +194,12 @@ impl Writer {
         self.u16(a.port());
     }
 }
+
+/// A message body: how its protocol writes and reads it. Readers ignore trailing bytes, so a
+/// newer sender may append fields.
+pub(crate) trait Body: Sized {
+    /// Appends the body.
+    fn write(&self, w: &mut Writer);
+    /// Reads a body, every length and count bounded before allocation.
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
+}

@@ -1,10 +1,9 @@
 //! Writes by the application, checked against the wire's limits and this member's budget.
 
-use super::Replication;
+use super::replication::Replication;
 use crate::error::{check_len, CommandError};
 use crate::node::context::Ctx;
 use crate::time::Time;
-use crate::wire;
 use std::time::Duration;
 
 /// A time to live in microseconds (saturating).
@@ -23,8 +22,16 @@ impl Replication {
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> Result<u64, CommandError> {
-        check_len("state key", key.len(), wire::MAX_STATE_KEY_LEN)?;
-        check_len("state value", value.len(), wire::MAX_VALUE_LEN)?;
+        check_len(
+            "state key",
+            key.len(),
+            crate::state::messages::MAX_STATE_KEY_LEN,
+        )?;
+        check_len(
+            "state value",
+            value.len(),
+            crate::state::value::MAX_VALUE_LEN,
+        )?;
         if let Some(own) = self.nodes.get(&ctx.me.name) {
             // Tombstones count too: they travel until collected.
             let held: usize = own
@@ -50,11 +57,11 @@ impl Replication {
         value: Option<Vec<u8>>,
         ttl: Option<Duration>,
     ) -> Result<(), CommandError> {
-        check_len("shared key", key.len(), wire::MAX_KEY_LEN)?;
+        check_len("shared key", key.len(), crate::state::value::MAX_KEY_LEN)?;
         check_len(
             "shared value",
             value.as_ref().map_or(0, |v| v.len()),
-            wire::MAX_VALUE_LEN,
+            crate::state::value::MAX_VALUE_LEN,
         )?;
         self.put_shared(key, value, ttl_micros(ttl), now);
         Ok(())

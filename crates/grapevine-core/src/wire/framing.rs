@@ -1,16 +1,10 @@
-//! The wire format: packets of framed messages behind a version byte and a cluster
-//! label, sealed by a CRC-32. See `docs/wire-format.md` for the byte layout.
+//! Packets: framed messages behind a version byte and a cluster label, sealed by a CRC-32.
+//! See `docs/wire-format.md` for the byte layout. Messages are bytes here: what they mean
+//! is their protocols' business (each protocol's `messages.rs`).
 
-pub(crate) mod codec;
-mod message;
-pub(crate) mod value;
-
-pub(crate) use codec::Writer;
-pub use message::*;
-pub use value::{MAX_KEY_LEN, MAX_VALUE_LEN};
-
+use super::codec::{Reader, Writer};
+use super::codes::MessageType;
 use bytes::Bytes;
-use codec::Reader;
 
 /// The protocol version this build writes by default.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -154,34 +148,6 @@ impl DecodeError {
 /// The most messages one packet may hold (a bound on per-packet work).
 pub const MAX_MESSAGES_PER_PACKET: usize = 4096;
 
-/// The largest frame of any type a receiver accepts on the reliable channel: a membership
-/// exchange with a table of 200,000 members of about 80 bytes each.
-pub const MAX_FRAME: usize = 16 << 20;
-
-/// The largest frame a receiver accepts whose first message is of type `code` (unknown
-/// codes: 1 MiB, room for a newer version's small messages). Every limit sits above the
-/// most the sender ever puts in such a frame, and far below [`MAX_FRAME`] where it can:
-/// a stranger announcing a huge frame is refused before a byte of it is buffered.
-pub fn frame_limit(code: u8) -> usize {
-    use MessageType::*;
-    match MessageType::from_code(code) {
-        // A filter (at most 1 MiB) and 1,024 bucket hashes.
-        Some(SyncBuckets) => 2 << 20,
-        Some(SyncPush | SyncPull) => MAX_FRAME,
-        // Ranges: at most 65,536 of 13 bytes.
-        Some(TreeHashes) => 1 << 20,
-        // At most 65,536 item digests with what is held of each (40 bytes).
-        Some(TreeItems) => 4 << 20,
-        // A chunk (at most 4 MiB, see `Config::validate`) and one entry past it.
-        Some(TreeEntries) => 8 << 20,
-        // A member's whole state (at most 4 MiB) and a budget of deltas.
-        Some(StateDeltas) => 8 << 20,
-        // Probes, membership news, events, aggregates: a few KiB at most.
-        Some(_) => 256 << 10,
-        None => 1 << 20,
-    }
-}
-
 /// The type code of a packet's first message from the packet's first bytes: `Ok(None)`
 /// while more bytes are needed (at most `2 + 255 + 1`), `Ok(Some(None))` for a packet
 /// with no message.
@@ -199,6 +165,12 @@ pub fn peek_first_type(head: &[u8], total_len: usize) -> Result<Option<Option<u8
         return Ok(Some(None));
     }
     Ok(head.get(at).map(|c| Some(*c)))
+}
+
+/// A message that can write itself framed: type code, length, body.
+pub trait Framed {
+    /// Appends the framed message to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>);
 }
 
 /// Builds one packet: header, then messages while they fit the byte budget, then the CRC.
@@ -251,7 +223,7 @@ impl PacketBuilder {
     }
 
     /// Appends a message, whatever the budget (the first message of a packet must go).
-    pub fn push_forced(&mut self, msg: &Message) {
+    pub fn push_forced(&mut self, msg: &impl Framed) {
         msg.encode_into(&mut self.buf);
         self.messages += 1;
     }
@@ -316,7 +288,7 @@ impl FrameWriter {
 }
 
 /// Encodes a whole packet of `messages`, ignoring the byte budget.
-pub fn encode_packet(version: u8, label: &[u8], messages: &[Message]) -> Bytes {
+pub fn encode_packet<M: Framed>(version: u8, label: &[u8], messages: &[M]) -> Bytes {
     let mut b = PacketBuilder::new(version, label, usize::MAX);
     for m in messages {
         b.push_forced(m);
@@ -339,16 +311,6 @@ pub struct RawMessage<'a> {
     pub code: u8,
     /// The body bytes.
     pub body: &'a [u8],
-}
-
-impl RawMessage<'_> {
-    /// Decodes the body; `Ok(None)` for a type this build does not know (skipped).
-    pub fn decode(&self) -> Result<Option<Message>, DecodeError> {
-        match MessageType::from_code(self.code) {
-            Some(kind) => Message::decode(kind, self.body).map(Some),
-            None => Ok(None),
-        }
-    }
 }
 
 /// Checks a packet's size, version, checksum and label, in that order, and returns its body.
@@ -423,20 +385,4 @@ impl<'a> Packet<'a> {
             Some(next)
         })
     }
-}
-
-/// Decodes a whole packet into messages (unknown types skipped); for tests and tools.
-pub fn decode_packet(
-    buf: &[u8],
-    label: &[u8],
-    max_len: usize,
-) -> Result<Vec<Message>, DecodeError> {
-    let p = open_packet(buf, label, max_len)?;
-    let mut out = Vec::new();
-    for raw in p.messages() {
-        if let Some(m) = raw?.decode()? {
-            out.push(m);
-        }
-    }
-    Ok(out)
 }

@@ -1,7 +1,7 @@
 //! Agreement checks, as Cassandra's schema versions: each node publishes, in its own state,
 //! a hash of the value it holds of each tracked target, and reads every live member's.
 
-use super::Replication;
+use super::replication::Replication;
 use crate::event::Event;
 use crate::name::Name;
 use crate::node::context::Ctx;

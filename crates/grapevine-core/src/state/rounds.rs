@@ -1,12 +1,12 @@
 //! The node's side of replication: rounds of exchanges with random live members, exchanges
 //! opened when a ping's roots differ, the exchange messages, and their frames' budget.
 
-use super::Replication;
+use super::replication::Replication;
+use crate::message::Message;
 use crate::name::Name;
 use crate::node::context::Ctx;
 use crate::roots::Comparison;
 use crate::time::Time;
-use crate::wire::Message;
 use std::net::SocketAddr;
 
 impl Replication {

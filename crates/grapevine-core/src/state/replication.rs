@@ -17,13 +17,8 @@
 //! answering for it. A stranger's unsolicited entries are dropped (and counted), however
 //! well formed.
 
-mod agreement;
-mod commands;
-mod rounds;
-
-pub use agreement::{Agreement, Target};
-
 use crate::config::Config;
+use crate::message::Message;
 use crate::name::Name;
 use crate::roots::Coverage;
 use crate::state::hlc::Hlc;
@@ -32,7 +27,6 @@ use crate::state::nodes::NodeStates;
 use crate::state::reconcile::{self, Exchange, Stores};
 use crate::stats::DropReason;
 use crate::time::Time;
-use crate::wire::Message;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::collections::HashMap;
@@ -102,7 +96,7 @@ pub(crate) struct Replication {
     tokens_at: Time,
     pub stats: ReplicationStats,
     /// The targets whose agreement this node checks.
-    tracking: agreement::Tracking,
+    pub(super) tracking: super::agreement::Tracking,
 }
 
 impl Replication {
@@ -136,7 +130,7 @@ impl Replication {
             tokens: 0.0,
             tokens_at: now,
             stats: ReplicationStats::default(),
-            tracking: agreement::Tracking::default(),
+            tracking: super::agreement::Tracking::default(),
         }
     }
 
@@ -614,7 +608,7 @@ mod tests {
     use super::*;
     use crate::state::hlc::Timestamp;
     use crate::state::keyspace::lww;
-    use crate::wire::{TreeEntries, TREE_KEYSPACE};
+    use crate::state::messages::{TreeEntries, TREE_KEYSPACE};
     use std::time::Duration;
 
     fn addr(i: u8) -> SocketAddr {

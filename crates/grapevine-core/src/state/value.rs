@@ -1,16 +1,14 @@
-//! Encoding of shared-keyspace entries: a key and its merge state. The
+//! A shared key's replicated state, and its encoding: a key and its merge state. The
 //! encoding is canonical (maps in key order), so equal states encode to equal bytes and
-//! hash alike on every node.
+//! hash alike on every node (the keyspace's item hashes are taken over it).
 
-use super::codec::{Reader, Writer};
-use super::message::read_name;
-use super::DecodeError;
-use crate::name::Name;
-use crate::state::crdt::{
-    AwSet, Dot, EpochRegister, Lww, MaxRegister, MvRegister, PnCounter, Sibling, VersionVector,
+use super::crdt::{
+    AwSet, Dot, EpochRegister, Lww, MaxRegister, Merge, MvRegister, PnCounter, Sibling,
+    VersionVector,
 };
-use crate::state::hlc::Timestamp;
-use crate::state::keyspace::Value;
+use super::hlc::Timestamp;
+use crate::name::Name;
+use crate::wire::{read_name, DecodeError, Reader, Writer};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The longest key, in bytes.
@@ -23,6 +21,93 @@ pub const MAX_SIBLINGS: usize = 64;
 pub const MAX_WRITERS: usize = 4096;
 /// The most elements an add-wins set may hold.
 pub const MAX_SET_ELEMENTS: usize = 65_536;
+
+/// A key's replicated state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// Last-write-wins register.
+    Lww(Lww),
+    /// Multi-value register.
+    Mv(MvRegister),
+    /// Bytes merged by the application.
+    Custom(Vec<u8>),
+    /// PN-counter.
+    Counter(PnCounter),
+    /// Max register.
+    Max(MaxRegister),
+    /// Epoch register.
+    Epoch(EpochRegister),
+    /// Add-wins set.
+    Set(AwSet),
+}
+
+impl Value {
+    /// The type's order for settling a clash of types (nodes configured differently): the
+    /// higher wins, whatever the order of arrival.
+    pub(crate) fn rank(&self) -> u8 {
+        match self {
+            Value::Lww(_) => 1,
+            Value::Mv(_) => 2,
+            Value::Custom(_) => 3,
+            Value::Counter(_) => 4,
+            Value::Max(_) => 5,
+            Value::Epoch(_) => 6,
+            Value::Set(_) => 7,
+        }
+    }
+
+    /// Merges `other` in; `custom` is the application's merge for `Custom` values.
+    pub fn merge(&mut self, other: &Value, custom: Option<&dyn Merge>) {
+        match (&mut *self, other) {
+            (Value::Lww(a), Value::Lww(b)) => a.merge(b),
+            (Value::Mv(a), Value::Mv(b)) => a.merge(b),
+            (Value::Custom(a), Value::Custom(b)) => {
+                *a = match custom {
+                    Some(m) => m.merge(a, b),
+                    // No merge registered here: a deterministic stand-in.
+                    None => a.as_slice().max(b.as_slice()).to_vec(),
+                }
+            }
+            (Value::Counter(a), Value::Counter(b)) => a.merge(b),
+            (Value::Max(a), Value::Max(b)) => a.merge(b),
+            (Value::Epoch(a), Value::Epoch(b)) => a.merge(b),
+            (Value::Set(a), Value::Set(b)) => a.merge(b),
+            (a, b) => {
+                if b.rank() > a.rank() {
+                    *a = b.clone();
+                }
+            }
+        }
+    }
+
+    /// Whether the value is a tombstone or expired at `now` (hybrid physical µs).
+    pub fn is_gone(&self, now: u64) -> bool {
+        match self {
+            Value::Lww(l) => l.value.is_none() || l.expires_at.is_some_and(|t| t <= now),
+            Value::Mv(m) => m.siblings.iter().all(|s| s.value.is_none()),
+            _ => false,
+        }
+    }
+
+    /// When a gone value may be collected from: its write's physical time, or its expiry.
+    pub(crate) fn gone_since(&self) -> Option<u64> {
+        match self {
+            Value::Lww(l) => Some(match (l.value.is_none(), l.expires_at) {
+                (false, Some(e)) => e,
+                _ => l.at.physical,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The physical time of the newest write the value holds, if it records one.
+    pub(crate) fn written_at(&self) -> Option<u64> {
+        match self {
+            Value::Lww(l) => Some(l.at.physical),
+            _ => None,
+        }
+    }
+}
 
 /// Appends an entry.
 pub(crate) fn write_entry(w: &mut Writer, key: &[u8], v: &Value) {
