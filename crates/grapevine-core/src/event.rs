@@ -78,7 +78,7 @@ pub enum Event {
     /// The live members came to agree, or stopped agreeing, on a tracked target.
     Agreement {
         /// The target.
-        target: crate::node::Target,
+        target: crate::state::Target,
         /// Whether they now agree.
         agreed: bool,
     },

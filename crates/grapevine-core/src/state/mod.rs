@@ -24,7 +24,8 @@ pub mod nodes;
 pub mod reconcile;
 pub(crate) mod replication;
 mod rounds;
+mod target;
 pub(crate) mod value;
 
-pub use agreement::{Agreement, Target};
 pub use hlc::{ClockError, Hlc, Timestamp};
+pub use target::{Agreement, Target};

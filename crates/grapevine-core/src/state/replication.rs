@@ -96,7 +96,7 @@ pub(crate) struct Replication {
     tokens_at: Time,
     pub stats: ReplicationStats,
     /// The targets whose agreement this node checks.
-    pub(super) tracking: super::agreement::Tracking,
+    pub(super) tracking: super::target::Tracking,
 }
 
 impl Replication {
@@ -130,7 +130,7 @@ impl Replication {
             tokens: 0.0,
             tokens_at: now,
             stats: ReplicationStats::default(),
-            tracking: super::agreement::Tracking::default(),
+            tracking: super::target::Tracking::default(),
         }
     }
 
