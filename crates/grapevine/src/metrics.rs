@@ -133,7 +133,7 @@ pub(crate) const DATAGRAM_REASONS: [&str; 2] = ["rate_limited", "not_allowed"];
 
 /// What the transport layer adds to an export: refusals, connections, kernel drops.
 pub(crate) struct Transport<'a> {
-    pub refused: &'a [(crate::transport::Refusal, u64)],
+    pub refused: &'a [(crate::transport::refusal::Refusal, u64)],
     pub connections: usize,
     pub kernel_drops: Option<u64>,
 }
