@@ -3,7 +3,7 @@
 //! convergence.
 
 use super::acl::{Authz, Need, Resource};
-use super::http::{blocking, index_header, ApiError, App};
+use super::api::{blocking, index_header, ApiError, App};
 use super::services::{Catalog, Instance, Origin, RegisterError, ServiceDef, Status};
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};

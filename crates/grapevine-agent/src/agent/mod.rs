@@ -2,6 +2,7 @@
 //! which leave gracefully; and the CLI commands that talk to it.
 
 mod acl;
+mod api;
 mod apps;
 mod client;
 mod config;
@@ -155,11 +156,11 @@ pub async fn run(s: Settings) -> Result<()> {
             }
         });
     }
-    let hosts = http::Hosts {
+    let hosts = api::Hosts {
         allowed: s.http_allowed_hosts.clone(),
         loopback: s.http.ip().is_loopback() || s.http.ip().is_unspecified(),
     };
-    let app = http::router(http::App {
+    let app = http::router(api::App {
         node: node.clone(),
         log,
         prom,
