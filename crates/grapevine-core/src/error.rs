@@ -34,6 +34,19 @@ pub enum CommandError {
         /// Its state here.
         state: State,
     },
+    /// An ownership map's name: empty, over 128 bytes, or holding a `/`.
+    #[error("a map name is 1 to 128 bytes with no '/': {0:?}")]
+    MapName(String),
+    /// Slots outside an ownership map.
+    #[error("slots {start}..{end} are not within 0..{max}")]
+    Slots {
+        /// The first slot asked for.
+        start: u32,
+        /// One past the last.
+        end: u32,
+        /// The map's size.
+        max: u32,
+    },
     /// A key, value or name over its wire limit.
     #[error("{what} is {len} bytes, the limit is {max}")]
     TooLong {

@@ -63,7 +63,10 @@ pub use config::{Config, ConfigError, Detector, ProbeSelection};
 pub use event::Event;
 pub use member::{Member, State};
 pub use name::{Name, NameError};
-pub use node::{Agreement, CommandError, Node, Target, Transmit};
+pub use node::{
+    Agreement, CommandError, KvChange, KvEntry, LostClaim, Node, SlotMap, SlotOwner, Target,
+    Transmit, Versions, MAX_SLOTS,
+};
 pub use state::replication::ReplicationStats;
 pub use stats::{DropReason, Stats};
 pub use time::Time;

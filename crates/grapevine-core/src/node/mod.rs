@@ -12,7 +12,9 @@ mod dispatch;
 mod timers;
 
 pub use crate::error::CommandError;
-pub use crate::state::{Agreement, Target};
+pub use crate::state::{
+    Agreement, KvChange, KvEntry, LostClaim, SlotMap, SlotOwner, Target, Versions, MAX_SLOTS,
+};
 pub use context::Transmit;
 
 use crate::aggregate::rounds::Aggregation;
@@ -36,6 +38,7 @@ use context::Ctx;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 /// One member's protocol state machine.
@@ -360,6 +363,53 @@ impl Node {
     /// node holds; if not, who publishes another or none.
     pub fn agreement(&self, now: Time, target: &Target) -> Agreement {
         self.replication.agreement(&self.ctx, now, target)
+    }
+
+    /// What every live member publishes under `key` of its own state, grouped by value.
+    pub fn versions(&self, now: Time, key: &str) -> Versions {
+        self.replication.versions(&self.ctx, now, key)
+    }
+
+    /// The shared key `key` (or, with `prefix`, every key under it) that holds a value,
+    /// with its modify index, in key order.
+    pub fn kv_entries(&self, now: Time, key: &[u8], prefix: bool) -> Vec<KvEntry> {
+        let phys = self.replication.physical(now);
+        crate::state::kv::entries(&self.replication.keyspace, phys, key, prefix)
+    }
+
+    /// The shared keys under `prefix` that changed here after change count `after`.
+    pub fn kv_changes(&self, now: Time, prefix: &[u8], after: u64) -> Vec<KvChange> {
+        let phys = self.replication.physical(now);
+        crate::state::kv::changes(&self.replication.keyspace, phys, prefix, after)
+    }
+
+    /// Check-and-set on a shared key: writes only if its modify index here is `cas` (0:
+    /// only if it holds no value); returns whether it wrote.
+    pub fn put_cas(
+        &mut self,
+        now: Time,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        cas: u64,
+    ) -> Result<bool, CommandError> {
+        self.replication.put_cas(now, key, value, cas)
+    }
+
+    /// Claims `slots` of ownership map `map` at `epoch` (default: one above the map's
+    /// highest here); returns the epoch claimed at.
+    pub fn claim(
+        &mut self,
+        now: Time,
+        map: &str,
+        slots: Range<u32>,
+        epoch: Option<u64>,
+    ) -> Result<u64, CommandError> {
+        self.replication.claim(&self.ctx, now, map, slots, epoch)
+    }
+
+    /// Ownership map `map` as held here, and this node's claims that lost.
+    pub fn slot_map(&self, now: Time, map: &str) -> SlotMap {
+        self.replication.slot_map(&self.ctx, now, map)
     }
 
     // ----- user events -----

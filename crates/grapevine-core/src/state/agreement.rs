@@ -2,7 +2,7 @@
 //! a hash of the value it holds of each tracked target, and reads every live member's.
 
 use super::replication::Replication;
-use super::target::{Agreement, Target};
+use super::target::{Agreement, Target, Versions};
 use crate::event::Event;
 use crate::name::Name;
 use crate::node::context::Ctx;
@@ -92,5 +92,24 @@ impl Replication {
                 });
             }
         }
+    }
+
+    /// What each live member publishes under `key` of its own state, grouped by value
+    /// (Cassandra's schema versions).
+    pub fn versions(&self, ctx: &Ctx, now: Time, key: &str) -> Versions {
+        let mut out = Versions::default();
+        for r in ctx.members.records().filter(|r| r.state.is_live()) {
+            let name = r.name.as_str().to_string();
+            match self.state_value(now, &r.name, key) {
+                Some(v) => out.versions.entry(v.to_vec()).or_default().push(name),
+                None => out.unknown.push(name),
+            }
+        }
+        for names in out.versions.values_mut() {
+            names.sort();
+        }
+        out.unknown.sort();
+        out.agreed = out.unknown.is_empty() && out.versions.len() == 1;
+        out
     }
 }

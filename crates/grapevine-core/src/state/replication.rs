@@ -97,6 +97,8 @@ pub(crate) struct Replication {
     pub stats: ReplicationStats,
     /// The targets whose agreement this node checks.
     pub(super) tracking: super::target::Tracking,
+    /// Slots this node claimed, by map, and at which epoch: to tell it when it lost one.
+    pub(super) claims: std::collections::BTreeMap<(String, u32), u64>,
 }
 
 impl Replication {
@@ -131,6 +133,7 @@ impl Replication {
             tokens_at: now,
             stats: ReplicationStats::default(),
             tracking: super::target::Tracking::default(),
+            claims: std::collections::BTreeMap::new(),
         }
     }
 

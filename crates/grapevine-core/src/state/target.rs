@@ -2,6 +2,7 @@
 //! the targets a node tracks.
 
 use crate::name::Name;
+use std::collections::BTreeMap;
 
 /// Something whose value the cluster may agree on: a shared key, or a key of one member's
 /// own state.
@@ -56,4 +57,15 @@ impl Tracking {
     pub fn is_empty(&self) -> bool {
         self.tracked.is_empty()
     }
+}
+
+/// What the live members publish under one key of their own state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Versions {
+    /// Every live member publishes the same value.
+    pub agreed: bool,
+    /// Each value published, with the members that publish it.
+    pub versions: BTreeMap<Vec<u8>, Vec<String>>,
+    /// Live members that publish nothing under the key.
+    pub unknown: Vec<String>,
 }
