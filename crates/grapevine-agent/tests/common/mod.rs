@@ -3,6 +3,7 @@
 
 pub mod netns;
 pub mod siege;
+pub mod stranger;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
