@@ -9,28 +9,28 @@
 //! Start at [`Node`]; the wire format is in [`wire`]; the profiles in [`Config`].
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
-pub mod admission;
-pub mod aggregate;
+mod admission;
+mod aggregate;
 mod chunked;
 pub mod config;
 mod detection;
-pub mod digest;
+mod digest;
 mod error;
-pub mod event;
+mod event;
 pub mod filter;
-pub mod incarnation;
-pub mod member;
+mod incarnation;
+mod member;
 mod membership;
 mod message;
-pub mod name;
-pub mod node;
-pub mod roots;
-pub mod rumor;
+mod name;
+mod node;
+mod roots;
+mod rumor;
 pub mod state;
-pub mod stats;
-pub mod time;
+mod stats;
+mod time;
 
 /// The wire format: packets, the bounded codec and the table of message codes (the byte
 /// layer, in `wire/`, which knows nothing of what messages mean), and every protocol's
@@ -58,15 +58,16 @@ pub mod wire {
 }
 
 pub use admission::{Limiter, Rate};
-pub use aggregate::{AggregateError, Estimate};
+pub use aggregate::{AggregateError, Estimate, MAX_METRICS};
 pub use config::{Config, ConfigError, Detector, ProbeSelection};
 pub use event::Event;
 pub use member::{Member, State};
-pub use name::{Name, NameError};
+pub use name::{Name, NameError, MAX_NAME_LEN};
 pub use node::{
     Agreement, CommandError, KvChange, KvEntry, LostClaim, Node, SlotMap, SlotOwner, Target,
     Transmit, Versions, MAX_SLOTS,
 };
+pub use rumor::RumorStop;
 pub use state::replication::ReplicationStats;
 pub use stats::{DropReason, Stats};
 pub use time::Time;

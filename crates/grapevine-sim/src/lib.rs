@@ -4,7 +4,7 @@
 //! bit for bit.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod net;
 pub mod parallel;

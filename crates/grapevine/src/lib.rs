@@ -20,7 +20,7 @@
 //! The protocol itself is the sans-IO [`grapevine_core`], re-exported here.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod crypto;
 mod driver;

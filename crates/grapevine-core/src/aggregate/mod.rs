@@ -154,6 +154,7 @@ impl Aggregates {
     }
 
     /// The running epoch.
+    #[cfg(test)]
     pub fn epoch(&self) -> u64 {
         self.epoch
     }

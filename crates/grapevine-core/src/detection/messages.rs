@@ -13,7 +13,7 @@ pub struct Ping {
     pub target: Name,
     /// The prober, so the target can answer over the reliable channel.
     pub source: NodeAddr,
-    /// The prober's data roots, fingerprinted with `seq` as salt (see [`crate::roots`]);
+    /// The prober's data roots, fingerprinted with `seq` as salt (see the `roots` module);
     /// absent from builds before them.
     pub roots: Option<Fingerprints>,
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 /// The largest node tags (metadata) the wire format accepts, in bytes.
 pub const MAX_TAGS_LEN: usize = 512;
-/// Buckets in a membership digest (see [`crate::digest`]).
+/// Buckets in a membership digest (see the `digest` module).
 pub const DIGEST_BUCKETS: usize = 1024;
 /// The most member entries one sync message may carry.
 pub const MAX_SYNC_ENTRIES: usize = 1 << 20;

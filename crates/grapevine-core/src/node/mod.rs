@@ -432,7 +432,7 @@ impl Node {
     // ----- aggregation -----
 
     /// Sets (or, with `None`, withdraws) this node's contribution to the metric `name`,
-    /// aggregated cluster-wide by push-sum (see [`crate::aggregate`]).
+    /// aggregated cluster-wide by push-sum (see the `aggregate` module).
     pub fn contribute(&mut self, name: &str, value: Option<f64>) -> Result<(), AggregateError> {
         self.aggregation.contribute(&self.ctx, name, value)
     }

@@ -3,7 +3,7 @@
 //! the entries that differ.
 //!
 //! The initiator opens with its root ([`open`]); each side answers the other's message
-//! with [`step`] until a message needs no answer:
+//! with [`Exchange::step`] until a message needs no answer:
 //!
 //! 1. `TreeHashes` at level l: the receiver compares each range with its own. Above the
 //!    leaf level (the shallower of the two trees), it answers with its hashes of the
