@@ -405,6 +405,7 @@ fn markdown(b: &Builder, quick: bool, runs: usize) -> String {
 mod tests {
     use super::super::sweep::parse_line;
     use super::*;
+    use super::spreading::mean_field_curve;
 
     #[test]
     fn mean_field_is_logistic_and_ends_at_one() {
