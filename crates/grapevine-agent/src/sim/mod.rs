@@ -73,8 +73,13 @@ impl Scenario {
         }
     }
 
-    /// Runs the scenario and returns its report.
+    /// Runs the scenario and returns its report as JSON.
     pub fn report(self) -> Result<serde_json::Value> {
+        self.run()?.to_json()
+    }
+
+    /// Runs the scenario and returns its typed report.
+    pub fn run(self) -> Result<Report> {
         match self {
             Scenario::Swim(a) => {
                 let params = SwimParams {
@@ -101,7 +106,7 @@ impl Scenario {
                     no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = swim::run(&params).map_err(|e| anyhow!(e))?;
-                Ok(serde_json::to_value(report)?)
+                Ok(Report::Swim(report))
             }
             Scenario::Spread(a) => {
                 let params = SpreadParams {
@@ -114,7 +119,7 @@ impl Scenario {
                     no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = spread::run(&params).map_err(|e| anyhow!(e))?;
-                Ok(serde_json::to_value(report)?)
+                Ok(Report::Spread(report))
             }
             Scenario::Rumor(a) => {
                 let params = RumorParams {
@@ -126,7 +131,7 @@ impl Scenario {
                     no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = rumor::run(&params).map_err(|e| anyhow!(e))?;
-                Ok(serde_json::to_value(report)?)
+                Ok(Report::Rumor(report))
             }
             Scenario::Merkle(a) => {
                 let params = MerkleParams {
@@ -145,7 +150,7 @@ impl Scenario {
                     no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = merkle::run(&params).map_err(|e| anyhow!(e))?;
-                Ok(serde_json::to_value(report)?)
+                Ok(Report::Merkle(report))
             }
             Scenario::State(a) => {
                 let params = StateParams {
@@ -167,7 +172,7 @@ impl Scenario {
                     no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = state::run(&params).map_err(|e| anyhow!(e))?;
-                Ok(serde_json::to_value(report)?)
+                Ok(Report::State(report))
             }
             Scenario::Aggregate(a) => {
                 let params = aggregate::AggregateParams {
@@ -182,7 +187,7 @@ impl Scenario {
                     no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = aggregate::run(&params).map_err(|e| anyhow!(e))?;
-                Ok(serde_json::to_value(report)?)
+                Ok(Report::Aggregate(report))
             }
             Scenario::Idle(a) => {
                 let params = IdleParams {
@@ -195,7 +200,7 @@ impl Scenario {
                     no_wall_clock: a.run.no_wall_clock,
                 };
                 let report = idle::run(&params).map_err(|e| anyhow!(e))?;
-                Ok(serde_json::to_value(report)?)
+                Ok(Report::Idle(report))
             }
         }
     }
@@ -233,6 +238,41 @@ pub enum Scenario {
     /// An idle cluster holding state as agents do: messages, frames, connections and wire
     /// bytes per node per period.
     Idle(IdleArgs),
+}
+
+/// A scenario's report, typed: a section of `sim report` that reads a field a scenario no
+/// longer has fails to build.
+#[derive(Clone, Debug)]
+pub enum Report {
+    /// See [`swim::SwimReport`].
+    Swim(swim::SwimReport),
+    /// See [`spread::SpreadReport`].
+    Spread(spread::SpreadReport),
+    /// See [`rumor::RumorReport`].
+    Rumor(rumor::RumorReport),
+    /// See [`merkle::MerkleReport`].
+    Merkle(merkle::MerkleReport),
+    /// See [`state::StateReport`].
+    State(state::StateReport),
+    /// See [`aggregate::AggregateReport`].
+    Aggregate(aggregate::AggregateReport),
+    /// See [`idle::IdleReport`].
+    Idle(idle::IdleReport),
+}
+
+impl Report {
+    /// The report as the scenario prints it with `--json`.
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        Ok(match self {
+            Report::Swim(r) => serde_json::to_value(r)?,
+            Report::Spread(r) => serde_json::to_value(r)?,
+            Report::Rumor(r) => serde_json::to_value(r)?,
+            Report::Merkle(r) => serde_json::to_value(r)?,
+            Report::State(r) => serde_json::to_value(r)?,
+            Report::Aggregate(r) => serde_json::to_value(r)?,
+            Report::Idle(r) => serde_json::to_value(r)?,
+        })
+    }
 }
 
 /// The options the simulator's scenarios share.

@@ -147,6 +147,18 @@ pub fn numeric_fields(v: &Value) -> Vec<(String, f64)> {
 
 /// Runs `lines` on `jobs` threads, showing progress, and returns the reports in order.
 pub fn run_all(lines: &[Vec<String>], jobs: Option<usize>, what: &str) -> Result<Vec<Value>> {
+    run_all_typed(lines, jobs, what)?
+        .iter()
+        .map(super::Report::to_json)
+        .collect()
+}
+
+/// Runs every command line, in parallel, and returns their typed reports in order.
+pub fn run_all_typed(
+    lines: &[Vec<String>],
+    jobs: Option<usize>,
+    what: &str,
+) -> Result<Vec<super::Report>> {
     let scenarios: Vec<Scenario> = lines.iter().map(|l| parse_line(l)).collect::<Result<_>>()?;
     let bar = super::progress_bar(scenarios.len() as u64, what);
     let runs: Vec<(usize, Scenario)> = scenarios.into_iter().enumerate().collect();
@@ -155,7 +167,7 @@ pub fn run_all(lines: &[Vec<String>], jobs: Option<usize>, what: &str) -> Result
         super::jobs(jobs),
         |(i, s)| {
             s.clone()
-                .report()
+                .run()
                 .with_context(|| format!("`grapevine sim {}`", lines[*i].join(" ")))
         },
         &|| bar.inc(1),

@@ -4,26 +4,26 @@
 use super::*;
 
 pub(super) fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
-    let runs: Vec<(u32, Value)> = z
+    let runs: Vec<(u32, Option<SwimReport>)> = z
         .nodes
         .iter()
-        .map(|&n| (n, lab.run(&format!("swim --nodes {n} --periods 100"))))
+        .map(|&n| (n, lab.swim(&format!("swim --nodes {n} --periods 100"))))
         .collect();
     // Idle clusters holding state as agents do (the shared keyspace: everyone's per-node
     // state would take ~10 GB at 10,000 nodes; what an idle node sends does not depend on
     // what it holds).
-    let idles: Vec<(u32, Value)> = z
+    let idles: Vec<(u32, Option<IdleReport>)> = z
         .three()
         .iter()
-        .map(|&n| (n, lab.run(&format!("idle --nodes {n} --no-own-state"))))
+        .map(|&n| (n, lab.idle(&format!("idle --nodes {n} --no-own-state"))))
         .collect();
     let phi_sizes = [z.small / 4, z.small / 2, z.small];
-    let phis: Vec<(u32, Value)> = phi_sizes
+    let phis: Vec<(u32, Option<SwimReport>)> = phi_sizes
         .iter()
         .map(|&n| {
             (
                 n,
-                lab.run(&format!("swim --nodes {n} --periods 60 --detector phi")),
+                lab.swim(&format!("swim --nodes {n} --periods 60 --detector phi")),
             )
         })
         .collect();
@@ -35,20 +35,20 @@ pub(super) fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
          |---|---|---|---|---|\n",
     );
     for (n, r) in &runs {
-        let p = num(r, "join_converged_period");
+        let p = get(r, |r| r.join_converged_period);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} |",
             int(Some(f64::from(*n))),
             f(p, 0),
             f(p.map(|p| p * 0.5), 1),
-            f(num(r, "msgs_per_node_per_period"), 3),
-            f(num(r, "bytes_per_node_per_period"), 1)
+            f(get(r, |r| r.msgs_per_node_per_period), 3),
+            f(get(r, |r| r.bytes_per_node_per_period), 1)
         );
     }
     let bytes: Vec<f64> = runs
         .iter()
-        .filter_map(|(_, r)| num(r, "bytes_per_node_per_period"))
+        .filter_map(|(_, r)| get(r, |r| r.bytes_per_node_per_period))
         .collect();
     let (lo, hi, spread) = band(&bytes);
     b.check(
@@ -68,18 +68,18 @@ pub(super) fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
             md,
             "| {} | {} | {} | {} | {} | {} |",
             int(Some(f64::from(*n))),
-            f(num(r, "messages"), 3),
-            f(num(r, "datagrams"), 3),
-            f(num(r, "frames"), 3),
-            f(num(r, "connections"), 3),
-            f(num(r, "wire_bytes"), 1)
+            f(get(r, |r| r.messages), 3),
+            f(get(r, |r| r.datagrams), 3),
+            f(get(r, |r| r.frames), 3),
+            f(get(r, |r| r.connections), 3),
+            f(get(r, |r| r.wire_bytes), 1)
         );
     }
     let wire: Vec<f64> = idles
         .iter()
-        .filter_map(|(_, r)| num(r, "wire_bytes"))
+        .filter_map(|(_, r)| get(r, |r| r.wire_bytes))
         .collect();
-    let frames: f64 = idles.iter().filter_map(|(_, r)| num(r, "frames")).sum();
+    let frames: f64 = idles.iter().filter_map(|(_, r)| get(r, |r| r.frames)).sum();
     let (wlo, whi, wspread) = band(&wire);
     b.check(
         "Idle is nearly free (Wave 2, 2/6)",
@@ -92,7 +92,7 @@ pub(super) fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     );
     let joins: Vec<f64> = runs
         .iter()
-        .filter_map(|(_, r)| num(r, "join_converged_period"))
+        .filter_map(|(_, r)| get(r, |r| r.join_converged_period))
         .collect();
     let first_last = (joins.first().copied(), joins.last().copied());
     let decades = (f64::from(*z.nodes.last().unwrap_or(&1)) / f64::from(z.nodes[0])).log10();
@@ -135,7 +135,7 @@ pub(super) fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
                 0,
                 pts(runs
                     .iter()
-                    .map(|(x, r)| (n(*x), num(r, "join_converged_period")))),
+                    .map(|(x, r)| (n(*x), get(r, |r| r.join_converged_period)))),
             ),
             series(
                 "log2 N / 2 (a reference slope)",
@@ -161,9 +161,12 @@ pub(super) fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
                 "SWIM membership (Lifeguard)",
                 Kind::Measured,
                 0,
-                pts(runs
-                    .iter()
-                    .map(|(x, r)| (n(*x), num(r, "bytes_per_node_per_period").map(|b| b * 2.0)))),
+                pts(runs.iter().map(|(x, r)| {
+                    (
+                        n(*x),
+                        get(r, |r| r.bytes_per_node_per_period).map(|b| b * 2.0),
+                    )
+                })),
             ),
             series(
                 "idle, holding state: on the wire, headers and all",
@@ -171,15 +174,18 @@ pub(super) fn membership(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
                 2,
                 pts(idles
                     .iter()
-                    .map(|(x, r)| (n(*x), num(r, "wire_bytes_per_second")))),
+                    .map(|(x, r)| (n(*x), get(r, |r| r.wire_bytes_per_second)))),
             ),
             series(
                 "phi-accrual heartbeats (all to all)",
                 Kind::Measured,
                 1,
-                pts(phis
-                    .iter()
-                    .map(|(x, r)| (n(*x), num(r, "bytes_per_node_per_period").map(|b| b * 2.0)))),
+                pts(phis.iter().map(|(x, r)| {
+                    (
+                        n(*x),
+                        get(r, |r| r.bytes_per_node_per_period).map(|b| b * 2.0),
+                    )
+                })),
             ),
         ],
     };
@@ -203,21 +209,21 @@ pub(super) fn detection(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let mut timeout = None;
     for sel in ["round-robin", "random"] {
         for seed in 1..=3 {
-            let r = lab.run(&format!(
+            let r = lab.swim(&format!(
                 "swim --nodes {n} --periods 120 --crash {crash} --seed {seed} --probe-selection {sel}"
             ));
-            let first = num(&r, "detect_first_mean_periods");
+            let first = get(&r, |r| r.detect_first_mean_periods);
             if sel == "round-robin" {
                 firsts.extend(first);
             }
-            max_all = max_all.max(num(&r, "detect_all_max_periods").unwrap_or(f64::INFINITY));
-            timeout = num(&r, "suspicion_min_timeout_periods");
+            max_all = max_all.max(get(&r, |r| r.detect_all_max_periods).unwrap_or(f64::INFINITY));
+            timeout = get(&r, |r| r.suspicion_min_timeout_periods);
             let _ = writeln!(
                 md,
                 "| {sel} | {seed} | {} | {} / {} | {} |",
                 f(first, 2),
-                f(num(&r, "detect_all_mean_periods"), 1),
-                f(num(&r, "detect_all_max_periods"), 1),
+                f(get(&r, |r| r.detect_all_mean_periods), 1),
+                f(get(&r, |r| r.detect_all_max_periods), 1),
                 f(timeout, 1)
             );
         }
@@ -258,50 +264,42 @@ pub(super) fn detection(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let mut nf_fs_pts = Vec::new();
     let (mut full_fs_max, mut full_fp_max, mut nf_fs_max, mut nf_fp_max) = (0f64, 0f64, 0f64, 0f64);
     for &l in &losses {
-        let rs: Vec<Value> = (1..=3)
+        let rs: Vec<Option<SwimReport>> = (1..=3)
             .map(|s| {
-                lab.run(&format!(
+                lab.swim(&format!(
                     "swim --nodes {dn} --periods 120 --crash {dcrash} --loss {l} --seed {s}"
                 ))
             })
             .collect();
-        let get = |k: &str, scale: f64| -> Vec<f64> {
-            rs.iter()
-                .filter_map(|r| num(r, k))
-                .map(|v| v * scale)
-                .collect()
-        };
+        let half = |v: Vec<f64>| -> Vec<f64> { v.into_iter().map(|v| v * 0.5).collect() };
         first_pts.extend(spread_point(
             l * 100.0,
-            &get("detect_first_mean_periods", 0.5),
+            &half(column(&rs, |r| r.detect_first_mean_periods)),
         ));
         all_pts.extend(spread_point(
             l * 100.0,
-            &get("detect_all_mean_periods", 0.5),
+            &half(column(&rs, |r| r.detect_all_mean_periods)),
         ));
-        fp_pts.extend(spread_point(l * 100.0, &get("false_positives", 1.0)));
-        full_fs_max = get("false_suspicions", 1.0)
+        fp_pts.extend(spread_point(l * 100.0, &column(&rs, |r| r.false_positives)));
+        full_fs_max = column(&rs, |r| r.false_suspicions)
             .into_iter()
             .fold(full_fs_max, f64::max);
-        full_fp_max = get("false_positives", 1.0)
+        full_fp_max = column(&rs, |r| r.false_positives)
             .into_iter()
             .fold(full_fp_max, f64::max);
-        let nf: Vec<Value> = (1..=3)
+        let nf: Vec<Option<SwimReport>> = (1..=3)
             .map(|s| {
-                lab.run(&format!(
+                lab.swim(&format!(
                     "swim --nodes {dn} --periods 120 --crash {dcrash} --loss {l} --seed {s} --no-fallback"
                 ))
             })
             .collect();
-        let nf_get = |k: &str| -> Vec<f64> { nf.iter().filter_map(|r| num(r, k)).collect() };
-        nf_fp_pts.extend(spread_point(l * 100.0, &nf_get("false_positives")));
-        nf_fs_pts.extend(spread_point(l * 100.0, &nf_get("false_suspicions")));
-        nf_fs_max = nf_get("false_suspicions")
-            .into_iter()
-            .fold(nf_fs_max, f64::max);
-        nf_fp_max = nf_get("false_positives")
-            .into_iter()
-            .fold(nf_fp_max, f64::max);
+        let nf_fp = column(&nf, |r| r.false_positives);
+        let nf_fs = column(&nf, |r| r.false_suspicions);
+        nf_fp_pts.extend(spread_point(l * 100.0, &nf_fp));
+        nf_fs_pts.extend(spread_point(l * 100.0, &nf_fs));
+        nf_fs_max = nf_fs.into_iter().fold(nf_fs_max, f64::max);
+        nf_fp_max = nf_fp.into_iter().fold(nf_fp_max, f64::max);
     }
     let loss_chart = Chart {
         title: format!("Detection time against loss ({dn} nodes, {dcrash} crashes, 3 seeds)"),
@@ -366,17 +364,17 @@ pub(super) fn detection(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
 pub(super) fn accuracy(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let n = z.detect_nodes;
     let p = z.accuracy_periods;
-    let r = lab.run(&format!("swim --nodes {n} --periods {p} --loss 0.05"));
-    let fp = num(&r, "false_positives");
+    let r = lab.swim(&format!("swim --nodes {n} --periods {p} --loss 0.05"));
+    let fp = get(&r, |r| r.false_positives);
     let mut md = format!(
         "## Accuracy under loss\n\n`grapevine sim swim --nodes {n} --periods {p} --loss 0.05`: \
          **{}** live nodes marked dead, {} suspicions of live nodes, over {} probes; indirect \
          probes saved {}, the TCP fallback {}.\n\n",
         int(fp),
-        int(num(&r, "false_suspicions")),
-        int(num(&r, "probes")),
-        int(num(&r, "indirect_acks")),
-        int(num(&r, "fallback_acks"))
+        int(get(&r, |r| r.false_suspicions)),
+        int(get(&r, |r| r.probes)),
+        int(get(&r, |r| r.indirect_acks)),
+        int(get(&r, |r| r.fallback_acks))
     );
     b.check(
         "Accuracy (issue 1/6)",
@@ -404,11 +402,11 @@ pub(super) fn accuracy(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         let mut measured = Vec::new();
         let mut formula = Vec::new();
         for q in [0.02, 0.05, 0.1] {
-            let r = lab.run(&format!(
+            let r = lab.swim(&format!(
                 "swim --nodes {sn} --periods {sp} --loss {q} --no-suspicion --no-fallback --indirect {k}"
             ));
             let expect = (1.0 - (1.0f64 - q).powi(2)) * (1.0 - (1.0f64 - q).powi(4)).powi(k as i32);
-            let (d, probes) = (num(&r, "false_declarations"), num(&r, "probes"));
+            let (d, probes) = (get(&r, |r| r.false_declarations), get(&r, |r| r.probes));
             let rate = match (d, probes) {
                 (Some(d), Some(p)) if p > 0.0 => Some(d / p),
                 _ => None,
@@ -501,15 +499,15 @@ pub(super) fn accuracy(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let mut off_pts = Vec::new();
     let mut ratio_at_10 = None;
     for s in [0.05, 0.1, 0.2] {
-        let on = lab.run(&format!(
+        let on = lab.swim(&format!(
             "swim --nodes {sn} --periods 200 --slow {s} --seed 3"
         ));
-        let off = lab.run(&format!(
+        let off = lab.swim(&format!(
             "swim --nodes {sn} --periods 200 --slow {s} --seed 3 --no-lifeguard"
         ));
         let (a, c) = (
-            num(&on, "false_suspicions_of_healthy"),
-            num(&off, "false_suspicions_of_healthy"),
+            get(&on, |r| r.false_suspicions_of_healthy),
+            get(&off, |r| r.false_suspicions_of_healthy),
         );
         let ratio = match (a, c) {
             (Some(a), Some(c)) => Some(c / a.max(1.0)),
@@ -524,8 +522,8 @@ pub(super) fn accuracy(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
             int(a),
             int(c),
             f(ratio, 0),
-            int(num(&on, "false_positives")),
-            int(num(&off, "false_positives"))
+            int(get(&on, |r| r.false_positives)),
+            int(get(&off, |r| r.false_positives))
         );
         on_pts.push((s * 100.0, a.map(|v| v.max(0.5))));
         off_pts.push((s * 100.0, c.map(|v| v.max(0.5))));
@@ -559,10 +557,10 @@ pub(super) fn accuracy(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let mut first_v = Vec::new();
     let mut all_v = Vec::new();
     for (i, d) in ["swim", "phi"].iter().enumerate() {
-        let r = lab.run(&format!(
+        let r = lab.swim(&format!(
             "swim --nodes {sn} --periods 150 --crash {pc} --loss 0.05 --detector {d}"
         ));
-        let s = |k: &str| num(&r, k).map(|v| v * 0.5);
+        let s = |v: Option<f64>| v.map(|v| v * 0.5);
         let _ = writeln!(
             md,
             "| {} | {} | {} / {} | {} | {} | {} |",
@@ -571,15 +569,15 @@ pub(super) fn accuracy(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
             } else {
                 "phi-accrual, threshold 8"
             },
-            f(s("detect_first_mean_periods"), 1),
-            f(s("detect_all_mean_periods"), 1),
-            f(s("detect_all_max_periods"), 1),
-            int(num(&r, "false_suspicions")),
-            int(num(&r, "false_positives")),
-            int(num(&r, "bytes_per_node_per_period").map(|b| b * 2.0))
+            f(s(get(&r, |r| r.detect_first_mean_periods)), 1),
+            f(s(get(&r, |r| r.detect_all_mean_periods)), 1),
+            f(s(get(&r, |r| r.detect_all_max_periods)), 1),
+            int(get(&r, |r| r.false_suspicions)),
+            int(get(&r, |r| r.false_positives)),
+            int(get(&r, |r| r.bytes_per_node_per_period).map(|b| b * 2.0))
         );
-        first_v.push((i as f64, s("detect_first_mean_periods")));
-        all_v.push((i as f64, s("detect_all_mean_periods")));
+        first_v.push((i as f64, s(get(&r, |r| r.detect_first_mean_periods))));
+        all_v.push((i as f64, s(get(&r, |r| r.detect_all_mean_periods))));
     }
     md += "\nPhi-accrual waits about threshold · ln 10 ≈ 18 mean heartbeat intervals of silence, \
            and needs every heartbeat at every node, so its traffic grows with N; SWIM's probes \
@@ -602,17 +600,17 @@ pub(super) fn accuracy(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     };
     // Partition and heal.
     let pn = z.small;
-    let r = lab.run(&format!(
+    let r = lab.swim(&format!(
         "swim --nodes {pn} --periods 200 --partition-at 20 --heal-at 100"
     ));
-    let healed = num(&r, "healed_converged_period");
+    let healed = get(&r, |r| r.healed_converged_period);
     md += &format!(
         "\n### Partition and heal\n\n`grapevine sim swim --nodes {pn} --periods 200 \
          --partition-at 20 --heal-at 100`: at the heal, {} % of the cross-partition pairs \
          list each other as failed; **{} periods** after it every node lists all {pn} alive, \
          with no operator action.\n",
         f(
-            num(&r, "partition_cross_failed_fraction").map(|x| x * 100.0),
+            get(&r, |r| r.partition_cross_failed_fraction).map(|x| x * 100.0),
             0
         ),
         f(healed, 0)
@@ -622,7 +620,7 @@ pub(super) fn accuracy(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         "after a split long enough to declare the other side dead, all alive within 60 periods of the heal",
         format!("{} periods", f(healed, 0)),
         healed.is_some_and(|h| h <= 60.0)
-            && num(&r, "partition_cross_failed_fraction").is_some_and(|x| x > 0.99),
+            && get(&r, |r| r.partition_cross_failed_fraction).is_some_and(|x| x > 0.99),
     );
     b.section(
         md,

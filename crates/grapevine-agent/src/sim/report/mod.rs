@@ -14,8 +14,16 @@ use spreading::{dissemination, rumor};
 use state::{aggregate, merkle, state};
 
 use super::plot::{self, Axis, Chart, Kind, Point, Series};
-use super::sweep::run_all;
+use super::sweep::run_all_typed;
+use super::Report;
 use anyhow::{anyhow, Context, Result};
+use grapevine_sim::scenario::aggregate::{AggregateReport, RoundError};
+use grapevine_sim::scenario::idle::IdleReport;
+use grapevine_sim::scenario::merkle::MerkleReport;
+use grapevine_sim::scenario::rumor::RumorReport;
+use grapevine_sim::scenario::spread::SpreadReport;
+use grapevine_sim::scenario::state::StateReport;
+use grapevine_sim::scenario::swim::SwimReport;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -97,7 +105,7 @@ impl Sizes {
 struct Lab {
     collecting: bool,
     wanted: Vec<String>,
-    results: HashMap<String, Value>,
+    results: HashMap<String, Report>,
 }
 
 impl Lab {
@@ -117,15 +125,15 @@ impl Lab {
         l
     }
 
-    /// The report of `grapevine sim CMD --no-wall-clock`.
-    fn run(&mut self, cmd: &str) -> Value {
+    /// The report of `grapevine sim CMD --no-wall-clock` (none while collecting).
+    fn run(&mut self, cmd: &str) -> Option<&Report> {
         if self.collecting {
             if !self.wanted.iter().any(|w| w == cmd) {
                 self.wanted.push(cmd.to_string());
             }
-            return Value::Null;
+            return None;
         }
-        self.results.get(cmd).cloned().unwrap_or(Value::Null)
+        self.results.get(cmd)
     }
 }
 
@@ -146,11 +154,71 @@ fn band(xs: &[f64]) -> (f64, f64, f64) {
     (lo, hi, if mid > 0.0 { (hi - mid) / mid } else { 1.0 })
 }
 
-fn num(v: &Value, field: &str) -> Option<f64> {
-    field
-        .split('.')
-        .try_fold(v, |v, k| v.get(k))
-        .and_then(Value::as_f64)
+/// The typed report of one scenario's run, by the scenario's name.
+macro_rules! lookups {
+    ($($name:ident: $variant:ident($ty:ty),)*) => {
+        impl Lab {
+            $(
+                #[doc = concat!("The report of a `", stringify!($name), "` run.")]
+                fn $name(&mut self, cmd: &str) -> Option<$ty> {
+                    match self.run(cmd)? {
+                        Report::$variant(r) => Some(r.clone()),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+lookups! {
+    swim: Swim(SwimReport),
+    spread: Spread(SpreadReport),
+    rumor: Rumor(RumorReport),
+    merkle: Merkle(MerkleReport),
+    state: State(StateReport),
+    aggregate: Aggregate(AggregateReport),
+    idle: Idle(IdleReport),
+}
+
+/// A number a report holds, as the tables print it: a figure that is absent or not finite
+/// is none (shown as a dash, left out of charts).
+trait Figure {
+    fn figure(self) -> Option<f64>;
+}
+
+impl Figure for f64 {
+    fn figure(self) -> Option<f64> {
+        self.is_finite().then_some(self)
+    }
+}
+
+macro_rules! whole_figures {
+    ($($t:ty),*) => {
+        $(impl Figure for $t {
+            fn figure(self) -> Option<f64> {
+                Some(self as f64)
+            }
+        })*
+    };
+}
+
+whole_figures!(u8, u32, u64, usize);
+
+impl<T: Figure> Figure for Option<T> {
+    fn figure(self) -> Option<f64> {
+        self.and_then(Figure::figure)
+    }
+}
+
+/// A field of a report, if the run has a report and the field a figure.
+fn get<R, T: Figure>(r: &Option<R>, field: impl FnOnce(&R) -> T) -> Option<f64> {
+    r.as_ref().and_then(|r| field(r).figure())
+}
+
+/// A field of several runs' reports: the figures there are.
+fn column<R, T: Figure>(rs: &[Option<R>], field: impl Fn(&R) -> T) -> Vec<f64> {
+    rs.iter().filter_map(|r| get(r, &field)).collect()
 }
 
 fn f(v: Option<f64>, digits: usize) -> String {
@@ -294,7 +362,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
     // run_all parses every line before it runs any.
     let lines: Vec<Vec<String>> = order.iter().map(|c| Lab::line(c)).collect();
     let started = std::time::Instant::now();
-    let reports = run_all(&lines, a.jobs, "report")?;
+    let reports = run_all_typed(&lines, a.jobs, "report")?;
     lab.results = order.into_iter().zip(reports).collect();
     lab.collecting = false;
     let built = build(&mut lab, &z);

@@ -65,16 +65,16 @@ pub(super) fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
          columns show the leading terms).\n\n\
          | N | push (mean / p99) | theory | pull (mean / p99) | theory | push-pull (mean / p99) | theory |\n|---|---|---|---|---|---|---|\n"
     );
-    let mut model: HashMap<&str, Vec<(f64, Value)>> = HashMap::new();
+    let mut model: HashMap<&str, Vec<(f64, Option<SpreadReport>)>> = HashMap::new();
     for &n in &z.spread_nodes {
         let mut row = format!("| {} |", int(Some(f64::from(n))));
         for m in MODES {
-            let r = lab.run(&format!("spread --nodes {n} --mode {m} --runs {runs}"));
+            let r = lab.spread(&format!("spread --nodes {n} --mode {m} --runs {runs}"));
             let _ = write!(
                 row,
                 " {} / {} | {:.1} |",
-                f(num(&r, "rounds_mean"), 2),
-                f(num(&r, "rounds_p99"), 0),
+                f(get(&r, |r| r.rounds_mean), 2),
+                f(get(&r, |r| r.rounds_p99), 0),
                 theory_rounds(m, f64::from(n))
             );
             model.entry(m).or_default().push((f64::from(n), r));
@@ -86,7 +86,7 @@ pub(super) fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let mut compared = 0;
     for m in ["push", "push-pull"] {
         for (n, r) in &model[m] {
-            if let Some(v) = num(r, "rounds_mean") {
+            if let Some(v) = get(r, |r| r.rounds_mean) {
                 worst = worst.max((v - theory_rounds(m, *n)).abs());
                 compared += 1;
             }
@@ -107,12 +107,12 @@ pub(super) fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
             c,
             v.iter()
                 .filter_map(|(n, r)| {
-                    let mean = num(r, "rounds_mean")?;
+                    let mean = get(r, |r| r.rounds_mean)?;
                     Some(Point {
                         x: *n,
                         y: mean,
-                        lo: num(r, "rounds_min"),
-                        hi: num(r, "rounds_max"),
+                        lo: get(r, |r| r.rounds_min),
+                        hi: get(r, |r| r.rounds_max),
                     })
                 })
                 .collect(),
@@ -142,13 +142,13 @@ pub(super) fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
            real protocol's state exchanges (one partner a round, as in the model), time until \
            every node holds one write, in rounds.\n\n\
            | N | push | pull | push-pull |\n|---|---|---|---|\n";
-    let mut real: HashMap<&str, Vec<(f64, Value)>> = HashMap::new();
+    let mut real: HashMap<&str, Vec<(f64, Option<StateReport>)>> = HashMap::new();
     for &n in &three {
         let mut row = format!("| {} |", int(Some(f64::from(n))));
         for m in MODES {
-            let r = lab.run(&format!("state --nodes {n} --mode {m} --fanout 1"));
-            let rounds = num(&r, "seconds_to_all")
-                .zip(num(&r, "round_seconds"))
+            let r = lab.state(&format!("state --nodes {n} --mode {m} --fanout 1"));
+            let rounds = get(&r, |r| r.seconds_to_all)
+                .zip(get(&r, |r| r.round_seconds))
                 .map(|(s, r)| s / r);
             let _ = write!(row, " {} |", f(rounds, 2));
             real.entry(m).or_default().push((f64::from(n), r));
@@ -166,8 +166,8 @@ pub(super) fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
             pts(v.iter().map(|(n, r)| {
                 (
                     *n,
-                    num(r, "seconds_to_all")
-                        .zip(num(r, "round_seconds"))
+                    get(r, |r| r.seconds_to_all)
+                        .zip(get(r, |r| r.round_seconds))
                         .map(|(s, r)| s / r),
                 )
             })),
@@ -201,12 +201,8 @@ pub(super) fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let mut s = Vec::new();
     let mut worst_curve: f64 = 0.0;
     for (c, m) in ["push", "push-pull"].iter().enumerate() {
-        let r = lab.run(&format!("spread --nodes {sn} --mode {m} --runs {runs}"));
-        let curve: Vec<f64> = r
-            .get("informed_by_round")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
+        let r = lab.spread(&format!("spread --nodes {sn} --mode {m} --runs {runs}"));
+        let curve: Vec<f64> = r.map(|r| r.informed_by_round).unwrap_or_default();
         let mf = mean_field_curve(m, 1, sn, curve.len().saturating_sub(1));
         for (a, b) in curve.iter().zip(&mf) {
             worst_curve = worst_curve.max((a - b).abs());
@@ -231,12 +227,8 @@ pub(super) fn dissemination(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
                 .collect(),
         ));
     }
-    let r = lab.run(&format!("state --nodes {big} --mode push-pull --fanout 1"));
-    let reached: Vec<f64> = r
-        .get("reached_by_round")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
+    let r = lab.state(&format!("state --nodes {big} --mode push-pull --fanout 1"));
+    let reached: Vec<f64> = r.map(|r| r.reached_by_round).unwrap_or_default();
     s.push(series(
         &format!(
             "push-pull, real protocol ({} nodes)",
@@ -305,8 +297,8 @@ pub(super) fn rumor(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     {
         let mut ours = Vec::new();
         for (k, res, traffic) in paper {
-            let r = lab.run(&format!("rumor --variant {variant} --k {k} --runs {runs}"));
-            let (a, t) = (num(&r, "residue"), num(&r, "traffic"));
+            let r = lab.rumor(&format!("rumor --variant {variant} --k {k} --runs {runs}"));
+            let (a, t) = (get(&r, |r| r.residue), get(&r, |r| r.traffic));
             if let (Some(a), Some(t)) = (a, t) {
                 compared += 1;
                 worst = worst.max(((a - res) / res).abs().min((a - res).abs() / 0.005));

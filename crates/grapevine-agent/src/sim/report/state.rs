@@ -13,33 +13,33 @@ pub(super) fn state(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     );
     let mut lost_total = 0.0;
     for &n in &three {
-        let r = lab.run(&format!("state --nodes {n}"));
-        lost_total += num(&r, "lost_writes").unwrap_or(1.0);
+        let r = lab.state(&format!("state --nodes {n}"));
+        lost_total += get(&r, |r| r.lost_writes).unwrap_or(1.0);
         let _ = writeln!(
             md,
             "| {} | {} | {} / {} / {} | {} | {} | {} |",
             int(Some(f64::from(n))),
-            f(num(&r, "rounds_to_converge"), 0),
-            f(num(&r, "seconds_to_half"), 2),
-            f(num(&r, "seconds_to_99"), 2),
-            f(num(&r, "seconds_to_all"), 2),
-            f(num(&r, "bytes_per_node_per_round"), 1),
-            f(num(&r, "steady_bytes_per_node_per_round"), 1),
-            int(num(&r, "lost_writes"))
+            f(get(&r, |r| r.rounds_to_converge), 0),
+            f(get(&r, |r| r.seconds_to_half), 2),
+            f(get(&r, |r| r.seconds_to_99), 2),
+            f(get(&r, |r| r.seconds_to_all), 2),
+            f(get(&r, |r| r.bytes_per_node_per_round), 1),
+            f(get(&r, |r| r.steady_bytes_per_node_per_round), 1),
+            int(get(&r, |r| r.lost_writes))
         );
     }
     let pn = z.small;
-    let p = lab.run(&format!(
+    let p = lab.state(&format!(
         "state --nodes {pn} --writes 20 --partition-at 2 --heal-at 40"
     ));
-    lost_total += num(&p, "lost_writes").unwrap_or(1.0);
+    lost_total += get(&p, |r| r.lost_writes).unwrap_or(1.0);
     md += &format!(
         "\nPartition: `grapevine sim state --nodes {pn} --writes 20 --partition-at 2 --heal-at \
          40`: both halves write their own keys and the same four shared keys during the \
          split; after the heal every node holds identical state within {} rounds, **{}** \
          writes lost.\n",
-        f(num(&p, "rounds_to_converge"), 0),
-        int(num(&p, "lost_writes"))
+        f(get(&p, |r| r.rounds_to_converge), 0),
+        int(get(&p, |r| r.lost_writes))
     );
     b.check(
         "No write lost (issue 2/6)",
@@ -60,30 +60,30 @@ pub(super) fn state(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
          | budget (B/s) | rounds to converge | bytes/node/round while spreading | lost writes |\n|---|---|---|---|\n"
     );
     for &bw in &budgets {
-        let r = lab.run(&format!(
+        let r = lab.state(&format!(
             "state --nodes {bn} --writes {writes} --rounds 200 --bandwidth {bw}"
         ));
         let _ = writeln!(
             md,
             "| {bw} | {} | {} | {} |",
-            f(num(&r, "rounds_to_converge"), 0),
-            f(num(&r, "bytes_per_node_per_round"), 1),
-            int(num(&r, "lost_writes"))
+            f(get(&r, |r| r.rounds_to_converge), 0),
+            f(get(&r, |r| r.bytes_per_node_per_round), 1),
+            int(get(&r, |r| r.lost_writes))
         );
-        conv.push((f64::from(bw), num(&r, "rounds_to_converge")));
-        used.push((f64::from(bw), num(&r, "bytes_per_node_per_round")));
+        conv.push((f64::from(bw), get(&r, |r| r.rounds_to_converge)));
+        used.push((f64::from(bw), get(&r, |r| r.bytes_per_node_per_round)));
     }
-    let free = lab.run(&format!(
+    let free = lab.state(&format!(
         "state --nodes {bn} --writes {writes} --rounds 200"
     ));
     let _ = writeln!(
         md,
         "| none | {} | {} | {} |",
-        f(num(&free, "rounds_to_converge"), 0),
-        f(num(&free, "bytes_per_node_per_round"), 1),
-        int(num(&free, "lost_writes"))
+        f(get(&free, |r| r.rounds_to_converge), 0),
+        f(get(&free, |r| r.bytes_per_node_per_round), 1),
+        int(get(&free, |r| r.lost_writes))
     );
-    let free_rounds = num(&free, "rounds_to_converge");
+    let free_rounds = get(&free, |r| r.rounds_to_converge);
     let budget_chart = Chart {
         title: format!("Convergence under a per-node bandwidth cap ({bn} nodes, {writes} writes)"),
         command: format!(
@@ -129,15 +129,15 @@ pub(super) fn merkle(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let mut full = Vec::new();
     let mut per_key = Vec::new();
     for &d in diffs.iter().filter(|d| **d < keys) {
-        let r = lab.run(&format!("merkle --keys {keys} --diff {d}"));
-        let bytes = num(&r, "bytes");
+        let r = lab.merkle(&format!("merkle --keys {keys} --diff {d}"));
+        let bytes = get(&r, |r| r.bytes);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} % |",
             int(Some(f64::from(d))),
             int(bytes),
-            f(num(&r, "round_trips"), 0),
-            f(num(&r, "fraction_of_full").map(|x| x * 100.0), 4)
+            f(get(&r, |r| r.round_trips), 0),
+            f(get(&r, |r| r.fraction_of_full).map(|x| x * 100.0), 4)
         );
         if let (true, Some(by)) = (d >= 1, bytes) {
             per_key.push(by / f64::from(d));
@@ -146,7 +146,7 @@ pub(super) fn merkle(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         p.push((f64::from(d.max(1)) * if d == 0 { 0.5 } else { 1.0 }, bytes));
         full.push(Point::new(
             f64::from(d.max(1)) * if d == 0 { 0.5 } else { 1.0 },
-            num(&r, "full_exchange_bytes").unwrap_or(f64::NAN),
+            get(&r, |r| r.full_exchange_bytes).unwrap_or(f64::NAN),
         ));
     }
     let (lo, hi) = per_key
@@ -191,10 +191,10 @@ pub(super) fn aggregate(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
     let mut ok = true;
     let mut reached = Vec::new();
     for (c, &n) in sizes.iter().enumerate() {
-        let r = lab.run(&format!("aggregate --nodes {n} --rounds 60"));
+        let r = lab.aggregate(&format!("aggregate --nodes {n} --rounds 60"));
         let (rounds, scale) = (
-            num(&r, "rounds_to_epsilon"),
-            num(&r, "log2_n_plus_log2_inv_eps"),
+            get(&r, |r| r.rounds_to_epsilon),
+            get(&r, |r| r.log2_n_plus_log2_inv_eps),
         );
         ok &= rounds.zip(scale).is_some_and(|(a, b)| a <= 2.0 * b);
         reached.push(format!(
@@ -208,16 +208,16 @@ pub(super) fn aggregate(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
             int(Some(f64::from(n))),
             f(rounds, 0),
             f(scale, 1),
-            f(num(&r, "messages_per_node_per_round"), 2)
+            f(get(&r, |r| r.messages_per_node_per_round), 2)
         );
         s.push(series(
             &format!("N = {}", plot::human(f64::from(n))),
             Kind::Measured,
             c,
             errors(&r, |e| {
-                ["average", "sum", "count"]
-                    .iter()
-                    .filter_map(|k| e.get(*k).and_then(Value::as_f64))
+                [e.average, e.sum, e.count]
+                    .into_iter()
+                    .filter_map(Figure::figure)
                     .reduce(f64::max)
             }),
         ));
@@ -229,7 +229,7 @@ pub(super) fn aggregate(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
         vec![Point::new(1.0, 1e-3), Point::new(60.0, 1e-3)],
     ));
     let ln = three[1];
-    let leave = lab.run(&format!(
+    let leave = lab.aggregate(&format!(
         "aggregate --nodes {ln} --rounds 160 --leave-at 40"
     ));
     md += "\nSum and count have no estimate until the anchor's unit of mass reaches a node; \
@@ -242,16 +242,16 @@ pub(super) fn aggregate(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
          from the live members only, and until it has run half its length a node reports the \
          last settled estimate (the plateau).\n",
         int(Some(f64::from(ln))),
-        f(num(&leave, "rounds_to_recover"), 0)
+        f(get(&leave, |r| r.rounds_to_recover), 0)
     );
-    ok &= num(&leave, "rounds_to_recover").is_some();
+    ok &= get(&leave, |r| r.rounds_to_recover).is_some();
     b.check(
         "Push-sum converges (issue 5/6)",
         "error 10⁻³ within twice log2 N + log2 1/ε rounds; recovery after members leave",
         format!(
             "{}; recovery after 10 % left: {} rounds",
             reached.join(", "),
-            f(num(&leave, "rounds_to_recover"), 0)
+            f(get(&leave, |r| r.rounds_to_recover), 0)
         ),
         ok,
     );
@@ -283,7 +283,7 @@ pub(super) fn aggregate(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
             "reported estimate",
             Kind::Measured,
             0,
-            errors(&leave, |e| e.get("reported").and_then(Value::as_f64)),
+            errors(&leave, |e| e.reported.figure()),
         )],
     };
     b.section(
@@ -296,13 +296,16 @@ pub(super) fn aggregate(lab: &mut Lab, z: &Sizes, b: &mut Builder) {
 }
 
 /// One point per round of an aggregate report's `errors`.
-pub(super) fn errors(r: &Value, pick: impl Fn(&Value) -> Option<f64>) -> Vec<Point> {
-    r.get("errors")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
+pub(super) fn errors(
+    r: &Option<AggregateReport>,
+    pick: impl Fn(&RoundError) -> Option<f64>,
+) -> Vec<Point> {
+    r.as_ref()
+        .map(|r| {
+            r.errors
+                .iter()
                 .filter_map(|e| {
-                    let round = e.get("round").and_then(Value::as_f64)?;
+                    let round = f64::from(e.round);
                     let y = pick(e)?;
                     // Exact answers would vanish from a log scale.
                     Some(Point::new(round, y.max(1e-12)))
