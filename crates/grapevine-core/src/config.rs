@@ -29,7 +29,7 @@ pub enum ProbeSelection {
     Random,
 }
 
-/// Everything a node needs to know to run the protocol.
+/// Everything a node needs to know to run the protocol, one section per protocol.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The profile this configuration started from, for logs and reports.
@@ -37,6 +37,36 @@ pub struct Config {
     /// The cluster label carried by every packet; packets with another label are dropped,
     /// so two clusters sharing a network never merge by accident. Empty by default.
     pub label: Vec<u8>,
+    /// Packets and frames: the sizes a node writes and accepts.
+    pub wire: WireConfig,
+    /// Failure detection: SWIM probing with Lifeguard, or phi-accrual.
+    pub detection: DetectionConfig,
+    /// Membership: suspicion, gossip, push-pull anti-entropy, reaping and admission of new members.
+    pub membership: MembershipConfig,
+    /// Replicated state: rounds, their sizes and budget, tombstones and clocks.
+    pub state: StateConfig,
+    /// User events: rumour mongering and the budgets events are taken under.
+    pub rumor: RumorConfig,
+    /// Push-sum aggregation.
+    pub aggregate: AggregateConfig,
+}
+
+/// Packets and frames: the sizes a node writes and accepts.
+#[derive(Clone, Debug)]
+pub struct WireConfig {
+    /// Byte budget of a datagram, headers included (fits a 1500-byte MTU with room for
+    /// IP, UDP and the encryption added by the networked driver).
+    pub packet_budget: usize,
+    /// The largest datagram accepted.
+    pub max_datagram: usize,
+    /// The largest reliable-channel frame accepted (each message type has a lower limit of
+    /// its own, [`crate::wire::frame_limit`]).
+    pub max_frame: usize,
+}
+
+/// Failure detection: SWIM probing with Lifeguard, or phi-accrual.
+#[derive(Clone, Debug)]
+pub struct DetectionConfig {
     /// Time between probes of successive members (the SWIM protocol period).
     pub probe_interval: Duration,
     /// How long to wait for a direct ack before asking others to probe indirectly.
@@ -48,6 +78,21 @@ pub struct Config {
     pub fallback_probe: bool,
     /// How targets are chosen.
     pub probe_selection: ProbeSelection,
+    /// Lifeguard: local health awareness, confirmation-shortened suspicion, and the buddy system.
+    pub lifeguard: bool,
+    /// Lifeguard's cap on the local health multiplier of probe interval and timeout.
+    pub awareness_max_multiplier: u32,
+    /// Which failure detector convicts members.
+    pub detector: Detector,
+    /// φ above which the phi-accrual detector suspects a member.
+    pub phi_threshold: f64,
+    /// How often a node bumps its heartbeat when the phi-accrual detector is on.
+    pub heartbeat_interval: Duration,
+}
+
+/// Membership: suspicion, gossip, push-pull anti-entropy, reaping and admission of new members.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
     /// Whether a failed probe makes the target suspect (SWIM §4.2) or dead at once.
     pub suspicion: bool,
     /// Minimum suspicion timeout = `suspicion_mult × max(1, log10(N)) × probe_interval`.
@@ -57,10 +102,6 @@ pub struct Config {
     pub suspicion_max_timeout_mult: u32,
     /// Independent confirmations after which the suspicion timeout reaches its minimum.
     pub suspicion_confirmations: u32,
-    /// Lifeguard: local health awareness, confirmation-shortened suspicion, and the buddy system.
-    pub lifeguard: bool,
-    /// Lifeguard's cap on the local health multiplier of probe interval and timeout.
-    pub awareness_max_multiplier: u32,
     /// Each broadcast is sent `retransmit_mult × ceil(log10(N+1))` times.
     pub retransmit_mult: u32,
     /// Time between gossip ticks, each of which sends queued broadcasts to `fanout` members.
@@ -86,14 +127,6 @@ pub struct Config {
     /// A name dead or left for at least this long may be claimed from a new address.
     /// `None`: a name keeps its address until reaped.
     pub dead_reclaim_time: Option<Duration>,
-    /// Byte budget of a datagram, headers included (fits a 1500-byte MTU with room for
-    /// IP, UDP and the encryption added by the networked driver).
-    pub packet_budget: usize,
-    /// The largest datagram accepted.
-    pub max_datagram: usize,
-    /// The largest reliable-channel frame accepted (each message type has a lower limit of
-    /// its own, [`crate::wire::frame_limit`]).
-    pub max_frame: usize,
     /// The most members a node will track; gossip about more is dropped (bounded memory).
     pub max_members: usize,
     /// The most broadcasts queued for dissemination; the most-sent are dropped first.
@@ -103,6 +136,23 @@ pub struct Config {
     pub max_broadcasts: usize,
     /// How long an unanswered anti-entropy exchange or relay is remembered.
     pub sync_timeout: Duration,
+    /// New members a node considers per source address when it hears of them by gossip (a
+    /// datagram's source can be forged; exchanges run over connections that proved theirs
+    /// and are not counted); past it they are refused and the node catches up with a member
+    /// instead.
+    pub new_members_per_source: Rate,
+    /// New members a node considers by gossip, all sources together.
+    pub new_members_total: Rate,
+    /// Whether a member heard of by gossip, or from a stranger about others, must answer a
+    /// ping from this node before it joins the table (and the probe order). On in every
+    /// profile: fabricated members then cost a ping each instead of a place in every probe
+    /// pass. Off only where every sender is trusted (tests that script membership by hand).
+    pub verify_hearsay: bool,
+}
+
+/// Replicated state: rounds, their sizes and budget, tombstones and clocks.
+#[derive(Clone, Debug)]
+pub struct StateConfig {
     /// The shortest time between two rounds of state exchanges (per-node state and the
     /// shared keyspace) with `state_fanout` members: rounds run this often while a node's
     /// data changes or pings show members whose data differs.
@@ -134,12 +184,11 @@ pub struct Config {
     pub tombstone_grace: Duration,
     /// Remote hybrid timestamps further ahead of local time than this are refused.
     pub max_clock_drift: Duration,
-    /// Which failure detector convicts members.
-    pub detector: Detector,
-    /// φ above which the phi-accrual detector suspects a member.
-    pub phi_threshold: f64,
-    /// How often a node bumps its heartbeat when the phi-accrual detector is on.
-    pub heartbeat_interval: Duration,
+}
+
+/// User events: rumour mongering and the budgets events are taken under.
+#[derive(Clone, Debug)]
+pub struct RumorConfig {
     /// User events: whether a recipient's "I knew it" is what counts towards losing
     /// interest (feedback), or every push does (blind).
     pub rumor_feedback: bool,
@@ -154,23 +203,16 @@ pub struct Config {
     pub rumor_ttl: Duration,
     /// User events: forwarded at most this many times.
     pub rumor_max_hops: u8,
-    /// New members a node considers per source address when it hears of them by gossip (a
-    /// datagram's source can be forged; exchanges run over connections that proved theirs
-    /// and are not counted); past it they are refused and the node catches up with a member
-    /// instead.
-    pub new_members_per_source: Rate,
-    /// New members a node considers by gossip, all sources together.
-    pub new_members_total: Rate,
-    /// Whether a member heard of by gossip, or from a stranger about others, must answer a
-    /// ping from this node before it joins the table (and the probe order). On in every
-    /// profile: fabricated members then cost a ping each instead of a place in every probe
-    /// pass. Off only where every sender is trusted (tests that script membership by hand).
-    pub verify_hearsay: bool,
     /// New user events a node accepts (delivers and spreads) from one origin member; its own
     /// included (`broadcast` is refused past it).
     pub events_per_origin: Rate,
     /// New user events a node accepts, all origins together.
     pub events_total: Rate,
+}
+
+/// Push-sum aggregation.
+#[derive(Clone, Debug)]
+pub struct AggregateConfig {
     /// Aggregation: how often a node sends half its push-sum mass to a random member.
     pub aggregate_interval: Duration,
     /// Aggregation: rounds per epoch, after which estimates settle and restart from the
@@ -254,60 +296,72 @@ impl Config {
         Config {
             profile: "lan",
             label: Vec::new(),
-            probe_interval: Duration::from_millis(500),
-            probe_timeout: Duration::from_millis(250),
-            indirect_checks: 3,
-            fallback_probe: true,
-            probe_selection: ProbeSelection::RoundRobin,
-            suspicion: true,
-            suspicion_mult: 3,
-            suspicion_max_timeout_mult: 6,
-            suspicion_confirmations: 3,
-            lifeguard: true,
-            awareness_max_multiplier: 8,
-            retransmit_mult: 4,
-            gossip_interval: Duration::from_millis(200),
-            fanout: 3,
-            gossip_to_dead_time: Duration::from_secs(30),
-            push_pull_interval: Duration::from_secs(30),
-            push_pull_catchup_interval: Duration::from_millis(250),
-            reconnect_interval: Duration::from_secs(10),
-            dead_reap_timeout: Duration::from_secs(24 * 3600),
-            left_reap_timeout: Duration::from_secs(24 * 3600),
-            dead_reclaim_time: Some(Duration::from_secs(60)),
-            packet_budget: 1400,
-            max_datagram: 65_507,
-            max_frame: crate::wire::MAX_FRAME,
-            max_members: 200_000,
-            max_broadcasts: 256,
-            sync_timeout: Duration::from_secs(10),
-            state_interval: Duration::from_secs(1),
-            state_backoff_max: Duration::from_secs(64),
-            state_fanout: 3,
-            state_mode: crate::state::reconcile::Mode::PushPull,
-            state_budget: 64 * 1024,
-            state_chunk: 1 << 20,
-            max_node_state: 4 << 20,
-            state_bandwidth: None,
-            state_divergence_bias: 0.5,
-            tombstone_grace: Duration::from_secs(24 * 3600),
-            max_clock_drift: Duration::from_secs(60),
-            detector: Detector::Swim,
-            phi_threshold: 8.0,
-            heartbeat_interval: Duration::from_secs(1),
-            rumor_feedback: true,
-            rumor_stop: crate::rumor::RumorStop::Counter,
-            rumor_k: 8,
-            rumor_fanout: 2,
-            rumor_ttl: Duration::from_secs(60),
-            rumor_max_hops: 32,
-            new_members_per_source: Rate::new(64, 16.0),
-            new_members_total: Rate::new(4096, 1024.0),
-            verify_hearsay: true,
-            events_per_origin: Rate::new(64, 16.0),
-            events_total: Rate::new(256, 64.0),
-            aggregate_interval: Duration::from_millis(250),
-            aggregate_epoch_rounds: 80,
+            wire: WireConfig {
+                packet_budget: 1400,
+                max_datagram: 65_507,
+                max_frame: crate::wire::MAX_FRAME,
+            },
+            detection: DetectionConfig {
+                probe_interval: Duration::from_millis(500),
+                probe_timeout: Duration::from_millis(250),
+                indirect_checks: 3,
+                fallback_probe: true,
+                probe_selection: ProbeSelection::RoundRobin,
+                lifeguard: true,
+                awareness_max_multiplier: 8,
+                detector: Detector::Swim,
+                phi_threshold: 8.0,
+                heartbeat_interval: Duration::from_secs(1),
+            },
+            membership: MembershipConfig {
+                suspicion: true,
+                suspicion_mult: 3,
+                suspicion_max_timeout_mult: 6,
+                suspicion_confirmations: 3,
+                retransmit_mult: 4,
+                gossip_interval: Duration::from_millis(200),
+                fanout: 3,
+                gossip_to_dead_time: Duration::from_secs(30),
+                push_pull_interval: Duration::from_secs(30),
+                push_pull_catchup_interval: Duration::from_millis(250),
+                reconnect_interval: Duration::from_secs(10),
+                dead_reap_timeout: Duration::from_secs(24 * 3600),
+                left_reap_timeout: Duration::from_secs(24 * 3600),
+                dead_reclaim_time: Some(Duration::from_secs(60)),
+                max_members: 200_000,
+                max_broadcasts: 256,
+                sync_timeout: Duration::from_secs(10),
+                new_members_per_source: Rate::new(64, 16.0),
+                new_members_total: Rate::new(4096, 1024.0),
+                verify_hearsay: true,
+            },
+            state: StateConfig {
+                state_interval: Duration::from_secs(1),
+                state_backoff_max: Duration::from_secs(64),
+                state_fanout: 3,
+                state_mode: crate::state::reconcile::Mode::PushPull,
+                state_budget: 64 * 1024,
+                state_chunk: 1 << 20,
+                max_node_state: 4 << 20,
+                state_bandwidth: None,
+                state_divergence_bias: 0.5,
+                tombstone_grace: Duration::from_secs(24 * 3600),
+                max_clock_drift: Duration::from_secs(60),
+            },
+            rumor: RumorConfig {
+                rumor_feedback: true,
+                rumor_stop: crate::rumor::RumorStop::Counter,
+                rumor_k: 8,
+                rumor_fanout: 2,
+                rumor_ttl: Duration::from_secs(60),
+                rumor_max_hops: 32,
+                events_per_origin: Rate::new(64, 16.0),
+                events_total: Rate::new(256, 64.0),
+            },
+            aggregate: AggregateConfig {
+                aggregate_interval: Duration::from_millis(250),
+                aggregate_epoch_rounds: 80,
+            },
         }
     }
 
@@ -320,23 +374,22 @@ impl Config {
     /// every 2 s with 4 members: slower links, one more path. Aggregation rounds every
     /// second, four times fewer datagrams on dearer links (an 80-s epoch).
     pub fn wan() -> Self {
-        Config {
-            profile: "wan",
-            probe_interval: Duration::from_secs(5),
-            probe_timeout: Duration::from_secs(3),
-            suspicion_mult: 6,
-            gossip_interval: Duration::from_millis(500),
-            fanout: 4,
-            gossip_to_dead_time: Duration::from_secs(60),
-            push_pull_interval: Duration::from_secs(60),
-            push_pull_catchup_interval: Duration::from_secs(5),
-            reconnect_interval: Duration::from_secs(30),
-            sync_timeout: Duration::from_secs(30),
-            state_interval: Duration::from_secs(2),
-            state_fanout: 4,
-            aggregate_interval: Duration::from_secs(1),
-            ..Config::lan()
-        }
+        let mut c = Config::lan();
+        c.profile = "wan";
+        c.detection.probe_interval = Duration::from_secs(5);
+        c.detection.probe_timeout = Duration::from_secs(3);
+        c.membership.suspicion_mult = 6;
+        c.membership.gossip_interval = Duration::from_millis(500);
+        c.membership.fanout = 4;
+        c.membership.gossip_to_dead_time = Duration::from_secs(60);
+        c.membership.push_pull_interval = Duration::from_secs(60);
+        c.membership.push_pull_catchup_interval = Duration::from_secs(5);
+        c.membership.reconnect_interval = Duration::from_secs(30);
+        c.membership.sync_timeout = Duration::from_secs(30);
+        c.state.state_interval = Duration::from_secs(2);
+        c.state.state_fanout = 4;
+        c.aggregate.aggregate_interval = Duration::from_secs(1);
+        c
     }
 
     /// One machine (loopback, tests, the demo): microsecond round trips, no loss.
@@ -348,20 +401,19 @@ impl Config {
     /// restarted local process may take a new port. State rounds every 500 ms; aggregation
     /// rounds every 100 ms (an 8-s epoch), so estimates settle within seconds.
     pub fn local() -> Self {
-        Config {
-            profile: "local",
-            probe_timeout: Duration::from_millis(200),
-            retransmit_mult: 3,
-            gossip_interval: Duration::from_millis(100),
-            gossip_to_dead_time: Duration::from_secs(15),
-            push_pull_interval: Duration::from_secs(15),
-            reconnect_interval: Duration::from_secs(3),
-            dead_reclaim_time: Some(Duration::from_secs(5)),
-            sync_timeout: Duration::from_secs(5),
-            state_interval: Duration::from_millis(500),
-            aggregate_interval: Duration::from_millis(100),
-            ..Config::lan()
-        }
+        let mut c = Config::lan();
+        c.profile = "local";
+        c.detection.probe_timeout = Duration::from_millis(200);
+        c.membership.retransmit_mult = 3;
+        c.membership.gossip_interval = Duration::from_millis(100);
+        c.membership.gossip_to_dead_time = Duration::from_secs(15);
+        c.membership.push_pull_interval = Duration::from_secs(15);
+        c.membership.reconnect_interval = Duration::from_secs(3);
+        c.membership.dead_reclaim_time = Some(Duration::from_secs(5));
+        c.membership.sync_timeout = Duration::from_secs(5);
+        c.state.state_interval = Duration::from_millis(500);
+        c.aggregate.aggregate_interval = Duration::from_millis(100);
+        c
     }
 
     /// The profile called `name` (`lan`, `wan` or `local`).
@@ -376,30 +428,32 @@ impl Config {
 
     /// Checks the values are usable together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.probe_interval.is_zero()
-            || self.gossip_interval.is_zero()
-            || self.state_interval.is_zero()
-            || self.aggregate_interval.is_zero()
+        if self.detection.probe_interval.is_zero()
+            || self.membership.gossip_interval.is_zero()
+            || self.state.state_interval.is_zero()
+            || self.aggregate.aggregate_interval.is_zero()
         {
             return Err(ConfigError::ZeroInterval);
         }
-        if self.probe_timeout >= self.probe_interval {
+        if self.detection.probe_timeout >= self.detection.probe_interval {
             return Err(ConfigError::ProbeTimeoutTooLong);
         }
         if self.label.len() > crate::wire::MAX_LABEL_LEN {
             return Err(ConfigError::LabelTooLong(self.label.len()));
         }
-        if self.packet_budget < 256 || self.packet_budget > self.max_datagram {
-            return Err(ConfigError::PacketBudget(self.packet_budget));
+        if self.wire.packet_budget < 256 || self.wire.packet_budget > self.wire.max_datagram {
+            return Err(ConfigError::PacketBudget(self.wire.packet_budget));
         }
-        if self.aggregate_epoch_rounds < 2 {
-            return Err(ConfigError::AggregateEpoch(self.aggregate_epoch_rounds));
+        if self.aggregate.aggregate_epoch_rounds < 2 {
+            return Err(ConfigError::AggregateEpoch(
+                self.aggregate.aggregate_epoch_rounds,
+            ));
         }
         // Frames must stay within what receivers take of their types (`wire::frame_limit`).
-        if self.state_chunk > 4 << 20
-            || self.state_chunk == 0
-            || self.max_node_state > 4 << 20
-            || self.state_budget > 2 << 20
+        if self.state.state_chunk > 4 << 20
+            || self.state.state_chunk == 0
+            || self.state.max_node_state > 4 << 20
+            || self.state.state_budget > 2 << 20
         {
             return Err(ConfigError::StateSizes);
         }
@@ -409,23 +463,26 @@ impl Config {
     /// The retransmit limit for a cluster of `n` members.
     pub fn retransmit_limit(&self, n: usize) -> u32 {
         let logn = ((n as f64) + 1.0).log10().ceil().max(1.0) as u32;
-        self.retransmit_mult.max(1) * logn
+        self.membership.retransmit_mult.max(1) * logn
     }
 
     /// The push-pull interval scaled for a cluster of `n` members (memberlist's rule).
     pub fn push_pull_interval_for(&self, n: usize) -> Duration {
         const THRESHOLD: f64 = 32.0;
         if (n as f64) <= THRESHOLD {
-            return self.push_pull_interval;
+            return self.membership.push_pull_interval;
         }
         let mult = ((n as f64).log2() - THRESHOLD.log2()).ceil() + 1.0;
-        crate::time::scale(self.push_pull_interval, mult)
+        crate::time::scale(self.membership.push_pull_interval, mult)
     }
 
     /// Minimum suspicion timeout for `n` members.
     pub fn suspicion_min_timeout(&self, n: usize) -> Duration {
         let f = (n.max(1) as f64).log10().max(1.0);
-        crate::time::scale(self.probe_interval, f64::from(self.suspicion_mult) * f)
+        crate::time::scale(
+            self.detection.probe_interval,
+            f64::from(self.membership.suspicion_mult) * f,
+        )
     }
 }
 

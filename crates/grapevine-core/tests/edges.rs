@@ -224,7 +224,7 @@ fn ten_thousand_fabricated_members_add_none_and_cost_only_a_few_pings() {
     for chunk in fakes.chunks(50) {
         n.handle_datagram(t, stranger(), &packet(chunk));
     }
-    let burst = config.new_members_per_source.burst as usize;
+    let burst = config.membership.new_members_per_source.burst as usize;
     assert_eq!(
         n.stats().dropped(DropReason::RateLimited),
         10_000 - burst as u64
@@ -266,7 +266,7 @@ fn an_event_flood_is_cut_at_the_origins_budget_and_the_nodes_own_too() {
     let delivered = std::iter::from_fn(|| n.poll_event())
         .filter(|e| matches!(e, Event::User { .. }))
         .count();
-    let burst = config.events_per_origin.burst as usize;
+    let burst = config.rumor.events_per_origin.burst as usize;
     assert_eq!(delivered, burst);
     // A second later, the rate's worth more.
     let t1 = Time::ZERO + Duration::from_secs(1);
@@ -276,7 +276,7 @@ fn an_event_flood_is_cut_at_the_origins_budget_and_the_nodes_own_too() {
     let more = std::iter::from_fn(|| n.poll_event())
         .filter(|e| matches!(e, Event::User { .. }))
         .count();
-    assert_eq!(more, config.events_per_origin.per_second as usize);
+    assert_eq!(more, config.rumor.events_per_origin.per_second as usize);
     // The node's own events meet the same budget.
     let own = (0..1000)
         .filter(|_| n.broadcast(t1, "x", vec![]).is_ok())
@@ -356,7 +356,7 @@ fn any_amount_of_shared_state_reaches_a_new_member_in_bounded_frames() {
     let secs = joined.expect("the new member got everything within 120 s");
     // No frame much over one chunk (a chunk, plus the one entry that overflows it).
     assert!(
-        net.largest_frame <= config.state_chunk + 70 * 1024,
+        net.largest_frame <= config.state.state_chunk + 70 * 1024,
         "largest frame {}",
         net.largest_frame
     );

@@ -13,9 +13,9 @@ fn addr(s: &str) -> SocketAddr {
 /// script membership by gossip from one address (tests/edges.rs tests those).
 fn config() -> Config {
     let mut c = Config::lan();
-    c.new_members_per_source = grapevine_core::Rate::new(1 << 20, 1e6);
-    c.new_members_total = grapevine_core::Rate::new(1 << 20, 1e6);
-    c.verify_hearsay = false;
+    c.membership.new_members_per_source = grapevine_core::Rate::new(1 << 20, 1e6);
+    c.membership.new_members_total = grapevine_core::Rate::new(1 << 20, 1e6);
+    c.membership.verify_hearsay = false;
     c
 }
 
@@ -369,7 +369,7 @@ fn the_accuser_tells_the_suspect_directly_and_on_the_fallback_probe() {
     let x = addr("10.0.0.2:7946");
     gossip(&mut n, Time::ZERO, alive("x", "10.0.0.2:7946", 0));
     // x is the only member: every probe is of x. The first fails (nothing is answered).
-    let period = Config::lan().probe_interval;
+    let period = Config::lan().detection.probe_interval;
     let first = run_all(&mut n, Time::ZERO, Time::ZERO + period * 2);
     let accused_x = |m: &Message| matches!(m, Message::Suspect(s) if s.name.as_str() == "x");
     let fallback = first
@@ -458,7 +458,7 @@ fn the_only_other_member_gone_silent_is_declared_dead() {
     let waited = now.saturating_since(suspected);
     let min = Config::lan().suspicion_min_timeout(2);
     assert!(
-        waited <= min + Config::lan().probe_interval * 4,
+        waited <= min + Config::lan().detection.probe_interval * 4,
         "{waited:?}"
     );
 }

@@ -35,7 +35,7 @@ impl NetConfig {
             jitter: Duration::from_micros(500),
             loss: 0.0,
             frame_latency_factor: 3,
-            connect_timeout: Config::lan().sync_timeout,
+            connect_timeout: Config::lan().membership.sync_timeout,
         }
     }
 
@@ -50,7 +50,7 @@ impl NetConfig {
         };
         match Config::profile(profile) {
             Some(c) => NetConfig {
-                connect_timeout: c.sync_timeout,
+                connect_timeout: c.membership.sync_timeout,
                 ..net
             },
             None => net,
@@ -65,7 +65,7 @@ impl NetConfig {
             jitter: Duration::from_millis(10),
             loss: 0.0,
             frame_latency_factor: 3,
-            connect_timeout: Config::wan().sync_timeout,
+            connect_timeout: Config::wan().membership.sync_timeout,
         }
     }
 }

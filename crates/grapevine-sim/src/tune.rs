@@ -269,10 +269,12 @@ fn convergence(
 fn detection(p: &TuneParams, tick: &(dyn Fn() + Sync)) -> Result<Detection, String> {
     let config =
         Config::profile(&p.profile).ok_or_else(|| format!("unknown profile {:?}", p.profile))?;
-    let period = config.probe_interval.as_secs_f64();
+    let period = config.detection.probe_interval.as_secs_f64();
     // Long enough for the 20 s warm-up, the longest suspicion timeout and ten periods more.
     let log_n = f64::from(p.nodes.max(10)).log10();
-    let max_timeout = f64::from(config.suspicion_mult * config.suspicion_max_timeout_mult) * log_n;
+    let max_timeout =
+        f64::from(config.membership.suspicion_mult * config.membership.suspicion_max_timeout_mult)
+            * log_n;
     let periods = (20.0 / period).ceil() as u32 + max_timeout.ceil() as u32 + 10;
     let crashed = (p.nodes / 100).max(1);
     let seeds = p.seeds.div_ceil(2);

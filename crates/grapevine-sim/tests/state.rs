@@ -69,7 +69,7 @@ fn expired_and_deleted_keys_never_come_back() {
     use std::time::Duration;
 
     let mut config = Config::lan();
-    config.tombstone_grace = Duration::from_secs(20);
+    config.state.tombstone_grace = Duration::from_secs(20);
     let n = 12u32;
     let mut sim = Sim::new(5, NetConfig::lan());
     let obs = &mut NoObserver;

@@ -304,7 +304,7 @@ pub struct AggregateArgs {
     #[arg(long, default_value_t = 0.1)]
     leave_fraction: f64,
     /// Rounds per aggregation epoch.
-    #[arg(long, default_value_t = grapevine_core::Config::lan().aggregate_epoch_rounds)]
+    #[arg(long, default_value_t = grapevine_core::Config::lan().aggregate.aggregate_epoch_rounds)]
     epoch_rounds: u32,
     /// Datagram loss probability, 0..1.
     #[arg(long, default_value_t = 0.0)]

@@ -19,7 +19,7 @@ impl Aggregation {
     /// Nothing aggregated yet; the first round at `first_round`.
     pub fn new(config: &Config, first_round: Time) -> Self {
         Aggregation {
-            aggregates: Aggregates::new(config.aggregate_epoch_rounds),
+            aggregates: Aggregates::new(config.aggregate.aggregate_epoch_rounds),
             next_round: first_round,
         }
     }
@@ -56,7 +56,7 @@ impl Aggregation {
     /// A member that took part left the live set: the running epoch ends early.
     pub fn departed(&mut self, config: &Config, addr: SocketAddr) {
         self.aggregates
-            .departed(addr, (config.aggregate_epoch_rounds / 6).max(1));
+            .departed(addr, (config.aggregate.aggregate_epoch_rounds / 6).max(1));
     }
 
     /// Runs a push-sum round if due: half of every mass to one random live member.
@@ -64,7 +64,7 @@ impl Aggregation {
         if now < self.next_round {
             return;
         }
-        self.next_round = now + ctx.config.aggregate_interval;
+        self.next_round = now + ctx.config.aggregate.aggregate_interval;
         if !self.aggregates.is_active() {
             return;
         }
@@ -92,7 +92,7 @@ impl Aggregation {
         let mut size = 0;
         for e in msg.entries {
             let len = e.name.len() + 42;
-            if !batch.entries.is_empty() && size + len > ctx.config.packet_budget - 64 {
+            if !batch.entries.is_empty() && size + len > ctx.config.wire.packet_budget - 64 {
                 let full = std::mem::take(&mut batch.entries);
                 ctx.send_packet(
                     dst,

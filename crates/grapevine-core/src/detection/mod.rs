@@ -66,11 +66,11 @@ impl Detection {
             fallback_logged: None,
             fallbacks_unlogged: 0,
             rtt_samples: None,
-            phi: PhiDetector::new(config.heartbeat_interval),
-            next_heartbeat: if config.detector == Detector::Swim {
+            phi: PhiDetector::new(config.detection.heartbeat_interval),
+            next_heartbeat: if config.detection.detector == Detector::Swim {
                 Time::MAX
             } else {
-                now + config.heartbeat_interval
+                now + config.detection.heartbeat_interval
             },
         }
     }
@@ -150,8 +150,8 @@ impl Detection {
         now: Time,
         roots: &Roots,
     ) {
-        self.next_probe = now + ctx.awareness.scale(ctx.config.probe_interval);
-        if ctx.leaving || self.probe.is_some() || ctx.config.detector == Detector::Phi {
+        self.next_probe = now + ctx.awareness.scale(ctx.config.detection.probe_interval);
+        if ctx.leaving || self.probe.is_some() || ctx.config.detection.detector == Detector::Phi {
             return;
         }
         let Some(idx) = self.next_probe_target(ctx, suspicions) else {
@@ -168,7 +168,7 @@ impl Detection {
             addr,
             incarnation,
             started: now,
-            direct_deadline: now + ctx.awareness.scale(ctx.config.probe_timeout),
+            direct_deadline: now + ctx.awareness.scale(ctx.config.detection.probe_timeout),
             end: self.next_probe,
             phase: Phase::Direct,
             expected_nacks: 0,
@@ -205,7 +205,7 @@ impl Detection {
         ctx.order.next(
             &ctx.members,
             ctx.me_idx,
-            ctx.config.probe_selection,
+            ctx.config.detection.probe_selection,
             &mut ctx.rng,
         )
     }
@@ -214,9 +214,10 @@ impl Detection {
         let Some(p) = &self.probe else { return };
         let (seq, target, addr) = (p.seq, p.target.clone(), p.addr);
         let target_idx = ctx.members.find(&target);
-        let relays = ctx.random_members(ctx.config.indirect_checks, target_idx, |_, r| {
-            r.state == State::Alive
-        });
+        let relays =
+            ctx.random_members(ctx.config.detection.indirect_checks, target_idx, |_, r| {
+                r.state == State::Alive
+            });
         let req = Message::IndirectPing(IndirectPing {
             seq,
             target: NodeAddr {
@@ -230,7 +231,7 @@ impl Detection {
             let (dst, version) = ctx.dst_of(r);
             ctx.send_packet(dst, version, std::slice::from_ref(&req));
         }
-        if ctx.config.fallback_probe {
+        if ctx.config.detection.fallback_probe {
             let version = ctx.version_to(Some(&target));
             // The buddy system holds on this path too: a suspect that lost the direct ping
             // learns of the accusation here and answers with its denial (see `dispatch`).
@@ -442,9 +443,9 @@ impl Detection {
     /// Phi-accrual's tick: schedules the next heartbeat and convicts the live members whose
     /// heartbeats have been silent past the threshold.
     pub fn convict(&mut self, ctx: &Ctx, now: Time) -> Vec<Accusation> {
-        self.next_heartbeat = now + ctx.config.heartbeat_interval;
+        self.next_heartbeat = now + ctx.config.detection.heartbeat_interval;
         let mut out = Vec::new();
-        for name in self.phi.over(ctx.config.phi_threshold, now) {
+        for name in self.phi.over(ctx.config.detection.phi_threshold, now) {
             self.phi.forget(&name);
             let Some(idx) = ctx.members.find(&name) else {
                 continue;
@@ -461,7 +462,7 @@ impl Detection {
 
     /// Heartbeats seen in per-node state (phi-accrual only).
     pub fn heartbeats(&mut self, config: &Config, now: Time, beats: Vec<Name>) {
-        if config.detector != Detector::Swim {
+        if config.detection.detector != Detector::Swim {
             for name in beats {
                 self.phi.report(&name, now);
             }
@@ -482,7 +483,7 @@ pub(crate) fn ping(ctx: &Ctx, seq: u32, target: Name, roots: &Roots) -> Message 
 /// The accusation a probe of `target` carries (Lifeguard's buddy system): this node's
 /// view that it is suspect, if it is and Lifeguard is on.
 fn buddy_accusation(ctx: &Ctx, target: &Name) -> Option<Message> {
-    if !ctx.config.lifeguard {
+    if !ctx.config.detection.lifeguard {
         return None;
     }
     let rec = ctx.members.get(ctx.members.find(target)?);
@@ -510,8 +511,13 @@ fn suspicion_mut<'a>(suspicions: &'a mut Suspicions, name: &Name) -> Option<&'a 
 /// as missing nacks (this node's own fault) and slow the prober down. Four fifths of the
 /// indirect phase leave room for the nack's trip.
 fn relay_timeout(c: &Config) -> Duration {
-    c.probe_timeout
-        .min(c.probe_interval.saturating_sub(c.probe_timeout))
+    c.detection
+        .probe_timeout
+        .min(
+            c.detection
+                .probe_interval
+                .saturating_sub(c.detection.probe_timeout),
+        )
         .mul_f64(0.8)
 }
 

@@ -40,7 +40,7 @@ impl Membership {
             return;
         }
         let seq = ctx.next_seq();
-        let deadline = now + ctx.config.push_pull_catchup_interval * CANDIDATE_WAIT;
+        let deadline = now + ctx.config.membership.push_pull_catchup_interval * CANDIDATE_WAIT;
         self.candidate_seqs.insert(seq, m.name.clone());
         self.candidates_due = self.candidates_due.min(deadline);
         self.candidates.insert(
@@ -91,9 +91,9 @@ impl Membership {
                 c.tries += 1;
                 c.deadline = now
                     + if c.tries == 1 {
-                        ctx.config.probe_timeout
+                        ctx.config.detection.probe_timeout
                     } else {
-                        ctx.config.probe_interval
+                        ctx.config.detection.probe_interval
                     };
                 let (alive, seq) = (c.alive.clone(), c.seq);
                 Self::ping_candidate(ctx, &alive, seq, roots);

@@ -83,7 +83,11 @@ impl Membership {
             incarnation: 0,
             tags: Vec::new(),
             suspicions: Suspicions::new(),
-            joins: Limiter::new(config.new_members_per_source, config.new_members_total, now),
+            joins: Limiter::new(
+                config.membership.new_members_per_source,
+                config.membership.new_members_total,
+                now,
+            ),
             candidates: HashMap::new(),
             candidate_seqs: HashMap::new(),
             candidates_due: Time::MAX,
@@ -193,7 +197,7 @@ impl Membership {
     /// probe or a phi conviction: a suspicion, or without suspicion a death at once.
     pub fn accuse(&mut self, ctx: &mut Ctx, now: Time, name: Name, incarnation: u32) {
         let accuser = ctx.me.name.clone();
-        if ctx.config.suspicion {
+        if ctx.config.membership.suspicion {
             ctx.stats.suspicions_raised += 1;
             self.on_suspect(
                 ctx,
@@ -222,7 +226,7 @@ impl Membership {
     /// Runs the gossip tick if due: queued broadcasts to `fanout` random members.
     pub fn gossip_tick(&mut self, ctx: &mut Ctx, now: Time) {
         if now >= self.gossip_due(ctx) {
-            self.next_gossip = now + ctx.config.gossip_interval;
+            self.next_gossip = now + ctx.config.membership.gossip_interval;
             self.gossip(ctx, now);
         }
     }
@@ -231,10 +235,10 @@ impl Membership {
         if ctx.broadcasts.is_empty() {
             return;
         }
-        let to_dead = ctx.config.gossip_to_dead_time;
+        let to_dead = ctx.config.membership.gossip_to_dead_time;
         // The recently dead still hear gossip, so after a short outage they learn of their
         // death and refute it.
-        let targets = ctx.random_members(ctx.config.fanout, None, |m, r| {
+        let targets = ctx.random_members(ctx.config.membership.fanout, None, |m, r| {
             r.state.is_live()
                 || (r.state == State::Dead
                     && m.since(&r.name)
@@ -242,7 +246,8 @@ impl Membership {
         });
         for t in targets {
             let (dst, version) = ctx.dst_of(t);
-            let mut b = PacketBuilder::new(version, &ctx.config.label, ctx.config.packet_budget);
+            let mut b =
+                PacketBuilder::new(version, &ctx.config.label, ctx.config.wire.packet_budget);
             let limit = ctx.retransmit_limit();
             let n = ctx.broadcasts.fill(&mut b, limit);
             if n == 0 {

@@ -63,11 +63,11 @@ impl Membership {
         if now < self.next_reconnect {
             return false;
         }
-        self.next_reconnect = now + ctx.config.reconnect_interval;
+        self.next_reconnect = now + ctx.config.membership.reconnect_interval;
         self.reconnect_ticks = self.reconnect_ticks.wrapping_add(1);
         self.reap(ctx, now);
         self.joins.tidy(now);
-        let timeout = ctx.config.sync_timeout;
+        let timeout = ctx.config.membership.sync_timeout;
         self.syncs
             .retain(|_, s| now.saturating_since(s.started) < timeout);
         if ctx.leaving {
@@ -117,8 +117,8 @@ impl Membership {
             };
             let state = ctx.members.get(i).state;
             let limit = match state {
-                State::Dead => ctx.config.dead_reap_timeout,
-                State::Left => ctx.config.left_reap_timeout,
+                State::Dead => ctx.config.membership.dead_reap_timeout,
+                State::Left => ctx.config.membership.left_reap_timeout,
                 _ => continue,
             };
             if now.saturating_since(since) >= limit {
@@ -331,7 +331,7 @@ impl Membership {
     /// Views differed lately: exchange again after the catch-up interval rather than the
     /// long one.
     pub(crate) fn sync_soon(&mut self, ctx: &Ctx, now: Time) {
-        let soon = now + ctx.config.push_pull_catchup_interval;
+        let soon = now + ctx.config.membership.push_pull_catchup_interval;
         if soon < self.next_push_pull {
             self.next_push_pull = soon;
         }
@@ -377,9 +377,12 @@ impl Membership {
         ctx.stats.sync_entries_in += entries.len() as u64;
         // A join's first exchange adds a whole table: grow the index and the event queue
         // once, not by doubling. (Entries already known only over-reserve by their count.)
-        let room = entries
-            .len()
-            .min(ctx.config.max_members.saturating_sub(ctx.members.len()));
+        let room = entries.len().min(
+            ctx.config
+                .membership
+                .max_members
+                .saturating_sub(ctx.members.len()),
+        );
         ctx.members.reserve(room);
         ctx.events.reserve(room + 1);
         for e in entries {
@@ -391,7 +394,7 @@ impl Membership {
             {
                 // An unknown member in another state: record it as it is, so the tables (and
                 // their digests) converge, and a dead one is retried by the reconnect timer.
-                if ctx.members.len() >= ctx.config.max_members {
+                if ctx.members.len() >= ctx.config.membership.max_members {
                     ctx.stats.drop(DropReason::TableFull);
                     continue;
                 }

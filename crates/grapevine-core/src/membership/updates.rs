@@ -72,7 +72,7 @@ impl Membership {
         }
         let name_hash = m.name.hash64();
         let Some(idx) = ctx.members.find_hashed(&m.name, name_hash) else {
-            if ctx.members.len() >= ctx.config.max_members {
+            if ctx.members.len() >= ctx.config.membership.max_members {
                 ctx.stats.drop(DropReason::TableFull);
                 return;
             }
@@ -112,7 +112,7 @@ impl Membership {
                 Origin::Gossip(from) => !from_member && *from != m.addr,
                 Origin::Sync(..) | Origin::Local | Origin::Verified(_) => false,
             };
-            if hearsay && ctx.config.verify_hearsay {
+            if hearsay && ctx.config.membership.verify_hearsay {
                 self.verify(ctx, now, m, relay);
                 return;
             }
@@ -133,7 +133,10 @@ impl Membership {
         let held = rec.state;
         if ctx.members.addr_of(rec) != m.addr {
             let reclaimable = !held.is_live()
-                && match (ctx.config.dead_reclaim_time, ctx.members.since(&m.name)) {
+                && match (
+                    ctx.config.membership.dead_reclaim_time,
+                    ctx.members.since(&m.name),
+                ) {
                     (Some(t), Some(since)) => now.saturating_since(since) >= t,
                     _ => false,
                 };
@@ -215,7 +218,7 @@ impl Membership {
         let rec = ctx.members.get(idx);
         if rec.state == State::Suspect && rec.incarnation == m.incarnation {
             // A confirmation: with Lifeguard, it shortens the timer and is re-gossiped.
-            if ctx.config.lifeguard {
+            if ctx.config.detection.lifeguard {
                 if let Some(s) = self.suspicions.get_mut(&m.name) {
                     if s.confirm(&m.accuser) {
                         self.rebroadcast(ctx, &m.name.clone(), &Message::Suspect(m));
@@ -229,12 +232,16 @@ impl Membership {
         }
         let live = ctx.members.live();
         let min = ctx.config.suspicion_min_timeout(live);
-        let (max, k) = if ctx.config.lifeguard {
+        let (max, k) = if ctx.config.detection.lifeguard {
             let k = ctx
                 .config
+                .membership
                 .suspicion_confirmations
                 .min(live.saturating_sub(2) as u32);
-            (min * ctx.config.suspicion_max_timeout_mult.max(1), k)
+            (
+                min * ctx.config.membership.suspicion_max_timeout_mult.max(1),
+                k,
+            )
         } else {
             (min, 0)
         };
@@ -256,7 +263,7 @@ impl Membership {
         });
         let name = m.name.clone();
         let accusation = Message::Suspect(m);
-        if local && ctx.config.lifeguard {
+        if local && ctx.config.detection.lifeguard {
             // The suspect hears its own accusation straight from the accuser too (as the
             // buddy system tells it on every later probe): gossip's few copies go out in the
             // same tick, and were all of them lost, nobody could deny it.
@@ -294,7 +301,7 @@ impl Membership {
             // the probe and is declared then. Well-confirmed suspicions (k independent
             // accusers, the usual case for a real crash) are declared at once.
             // (Only where this node probes: not with phi-accrual alone, nor while leaving.)
-            let probing = ctx.config.detector != Detector::Phi && !ctx.leaving;
+            let probing = ctx.config.detection.detector != Detector::Phi && !ctx.leaving;
             // A probe of the suspect begun before the deadline and still under way decides,
             // whatever came before it. (Not one begun since: with a single other member every
             // probe is of the suspect, and waiting for each next one would wait for ever.)
@@ -309,7 +316,7 @@ impl Membership {
                     }
                 }
             }
-            if ctx.config.lifeguard && probing {
+            if ctx.config.detection.lifeguard && probing {
                 if let Some(s) = self.suspicions.get_mut(&name) {
                     if s.wants_last_chance() {
                         s.await_last_chance();

@@ -73,13 +73,13 @@ impl Ctx {
         );
         let mut order = ProbeOrder::new();
         order.insert(me_idx);
-        let awareness = Awareness::new(if config.lifeguard {
-            config.awareness_max_multiplier
+        let awareness = Awareness::new(if config.detection.lifeguard {
+            config.detection.awareness_max_multiplier
         } else {
             1
         });
         Ctx {
-            broadcasts: BroadcastQueue::new(config.max_broadcasts),
+            broadcasts: BroadcastQueue::new(config.membership.max_broadcasts),
             me,
             me_idx,
             rng,
@@ -154,7 +154,7 @@ impl Ctx {
     }
 
     fn send_datagram(&mut self, dst: SocketAddr, version: u8, first: &[Message], piggyback: bool) {
-        let mut b = PacketBuilder::new(version, &self.config.label, self.config.packet_budget);
+        let mut b = PacketBuilder::new(version, &self.config.label, self.config.wire.packet_budget);
         for m in first {
             b.push_forced(m);
             self.stats.sent(m.kind());

@@ -27,9 +27,9 @@ impl Node {
         ctx.stats.packets_in += 1;
         ctx.stats.bytes_in += bytes.len() as u64;
         let max = if reliable {
-            ctx.config.max_frame
+            ctx.config.wire.max_frame
         } else {
-            ctx.config.max_datagram
+            ctx.config.wire.max_datagram
         };
         // A frame within the channel's limit must also be within its type's.
         let max = match (reliable, wire::peek_first_type(bytes, bytes.len())) {

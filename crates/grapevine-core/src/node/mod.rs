@@ -64,12 +64,24 @@ impl Node {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         // Each timer starts at a random point of its first interval, so nodes started
         // together do not tick in lockstep. (The draws' order is part of a seeded run.)
-        let probe = now + config.probe_interval.mul_f64(rng.gen::<f64>());
-        let gossip = now + config.gossip_interval.mul_f64(rng.gen::<f64>());
-        let push_pull = now + config.push_pull_interval.mul_f64(0.5 + rng.gen::<f64>());
-        let reconnect =
-            now + config.reconnect_interval.mul_f64(rng.gen::<f64>()) + config.reconnect_interval;
-        let aggregate = now + config.aggregate_interval.mul_f64(rng.gen::<f64>());
+        let probe = now + config.detection.probe_interval.mul_f64(rng.gen::<f64>());
+        let gossip = now + config.membership.gossip_interval.mul_f64(rng.gen::<f64>());
+        let push_pull = now
+            + config
+                .membership
+                .push_pull_interval
+                .mul_f64(0.5 + rng.gen::<f64>());
+        let reconnect = now
+            + config
+                .membership
+                .reconnect_interval
+                .mul_f64(rng.gen::<f64>())
+            + config.membership.reconnect_interval;
+        let aggregate = now
+            + config
+                .aggregate
+                .aggregate_interval
+                .mul_f64(rng.gen::<f64>());
         Ok(Node {
             detection: Detection::new(&config, now, probe),
             membership: Membership::new(&config, now, [gossip, push_pull, reconnect]),

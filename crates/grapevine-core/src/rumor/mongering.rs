@@ -27,7 +27,11 @@ impl RumorMongering {
     pub fn new(config: &Config, now: Time) -> Self {
         RumorMongering {
             rumors: Rumors::default(),
-            budget: Limiter::new(config.events_per_origin, config.events_total, now),
+            budget: Limiter::new(
+                config.rumor.events_per_origin,
+                config.rumor.events_total,
+                now,
+            ),
             next_push: now,
         }
     }
@@ -53,11 +57,11 @@ impl RumorMongering {
 
     fn rules(config: &Config) -> Rules {
         Rules {
-            feedback: config.rumor_feedback,
-            stop: config.rumor_stop,
-            k: config.rumor_k,
-            ttl: config.rumor_ttl,
-            max_hops: config.rumor_max_hops,
+            feedback: config.rumor.rumor_feedback,
+            stop: config.rumor.rumor_stop,
+            k: config.rumor.rumor_k,
+            ttl: config.rumor.rumor_ttl,
+            max_hops: config.rumor.rumor_max_hops,
         }
     }
 
@@ -80,7 +84,7 @@ impl RumorMongering {
             crate::rumor::messages::MAX_EVENT_PAYLOAD,
         )?;
         if !self.budget.allow(&ctx.me.name, now) {
-            let r = ctx.config.events_per_origin;
+            let r = ctx.config.rumor.events_per_origin;
             return Err(CommandError::RateLimited {
                 burst: r.burst,
                 per_second: r.per_second.round() as u32,
@@ -93,7 +97,7 @@ impl RumorMongering {
             name: name.to_string(),
             payload,
             hops: 0,
-            feedback: ctx.config.rumor_feedback,
+            feedback: ctx.config.rumor.rumor_feedback,
         };
         self.take(ctx, now, &event);
         Ok(id)
@@ -110,7 +114,7 @@ impl RumorMongering {
                 name: event.name.clone(),
                 payload: event.payload.clone(),
             });
-            if self.next_push > now + ctx.config.gossip_interval {
+            if self.next_push > now + ctx.config.membership.gossip_interval {
                 self.next_push = now;
             }
         }
@@ -150,10 +154,12 @@ impl RumorMongering {
         if now < self.deadline() {
             return;
         }
-        self.next_push = now + ctx.config.gossip_interval;
+        self.next_push = now + ctx.config.membership.gossip_interval;
         let rules = Self::rules(&ctx.config);
         self.rumors.expire(now, &rules);
-        let peers = ctx.random_members(ctx.config.rumor_fanout, None, |_, r| r.state.is_live());
+        let peers = ctx.random_members(ctx.config.rumor.rumor_fanout, None, |_, r| {
+            r.state.is_live()
+        });
         for p in peers {
             let events = self.rumors.next_push(&rules, &mut ctx.rng);
             if events.is_empty() {
@@ -166,7 +172,7 @@ impl RumorMongering {
             let mut size = 0;
             for m in msgs {
                 let len = m.encode().len();
-                if !batch.is_empty() && size + len > ctx.config.packet_budget - 64 {
+                if !batch.is_empty() && size + len > ctx.config.wire.packet_budget - 64 {
                     ctx.send_packet(dst, version, &batch);
                     batch.clear();
                     size = 0;

@@ -43,7 +43,7 @@ impl Replication {
             check_len(
                 "this member's state",
                 held + key.len() + value.len(),
-                ctx.config.max_node_state,
+                ctx.config.state.max_node_state,
             )?;
         }
         Ok(self.set_own(key, value, ttl_micros(ttl), now))

@@ -107,16 +107,16 @@ impl Replication {
     /// fixed by the name, so nodes started together do not exchange in lockstep.
     pub fn new(config: &Config, me: Name, seed: u64, now: Time) -> Self {
         let phase = (me.hash64() >> 11) as f64 / (1u64 << 53) as f64;
-        let first_round = now + config.state_interval.mul_f64(phase);
+        let first_round = now + config.state.state_interval.mul_f64(phase);
         Replication {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x57a7_e5ee_d000_0001),
             me,
             generation: 1,
             wall_offset: 0,
-            hlc: Hlc::new(config.max_clock_drift),
+            hlc: Hlc::new(config.state.max_clock_drift),
             nodes: NodeStates::new(),
             keyspace: Keyspace::new(
-                u64::try_from(config.tombstone_grace.as_micros()).unwrap_or(u64::MAX),
+                u64::try_from(config.state.tombstone_grace.as_micros()).unwrap_or(u64::MAX),
             ),
             next_id: 0,
             open: HashMap::new(),
@@ -205,7 +205,7 @@ impl Replication {
     fn active(&self, config: &Config) -> bool {
         !self.nodes.is_empty()
             || !self.keyspace.is_empty()
-            || config.state_mode == crate::state::reconcile::Mode::Pull
+            || config.state.state_mode == crate::state::reconcile::Mode::Pull
     }
 
     /// The roots of the two trees.
@@ -263,11 +263,11 @@ impl Replication {
         let recent = self
             .last_exchange
             .get(&peer)
-            .is_some_and(|t| now.saturating_since(*t) < config.state_interval);
+            .is_some_and(|t| now.saturating_since(*t) < config.state.state_interval);
         if (nodes && keyspace) || recent || self.open.keys().any(|(p, _)| *p == peer) {
             return out;
         }
-        if let Some(rate) = config.state_bandwidth {
+        if let Some(rate) = config.state.state_bandwidth {
             self.refill(rate, now);
             if self.tokens < 0.0 {
                 self.stats.rounds_throttled += 1;
@@ -282,7 +282,7 @@ impl Replication {
 
     /// Accounts for `bytes` of state sent at `now` against the bandwidth budget.
     pub fn spent(&mut self, config: &Config, bytes: usize, now: Time) {
-        if let Some(rate) = config.state_bandwidth {
+        if let Some(rate) = config.state.state_bandwidth {
             self.refill(rate, now);
             self.tokens -= bytes as f64;
         }
@@ -299,9 +299,15 @@ impl Replication {
     /// `state_interval` up to `state_backoff_max`.
     fn backoff(&self, config: &Config) -> std::time::Duration {
         config
+            .state
             .state_interval
             .saturating_mul(1 << self.quiet_rounds.min(20))
-            .min(config.state_backoff_max.max(config.state_interval))
+            .min(
+                config
+                    .state
+                    .state_backoff_max
+                    .max(config.state.state_interval),
+            )
     }
 
     /// Housekeeping, if due, and a round, if due: the exchanges to open with partners chosen
@@ -314,8 +320,8 @@ impl Replication {
         candidates: &[SocketAddr],
     ) -> Vec<(SocketAddr, Message)> {
         if now >= self.next_housekeeping {
-            self.next_housekeeping = now + config.state_interval;
-            let timeout = config.sync_timeout;
+            self.next_housekeeping = now + config.state.state_interval;
+            let timeout = config.membership.sync_timeout;
             self.open
                 .retain(|_, (_, started, _)| now.saturating_since(*started) < timeout);
             self.serving
@@ -339,7 +345,7 @@ impl Replication {
             self.stats.rounds_quiet += 1;
             return Vec::new();
         }
-        if let Some(rate) = config.state_bandwidth {
+        if let Some(rate) = config.state.state_bandwidth {
             self.refill(rate, now);
             if self.tokens < 0.0 {
                 self.stats.rounds_throttled += 1;
@@ -347,14 +353,14 @@ impl Replication {
             }
         }
         self.stats.rounds += 1;
-        self.earliest = now + config.state_interval;
+        self.earliest = now + config.state.state_interval;
         let mut out = Vec::new();
         let mut pool: Vec<SocketAddr> = candidates.to_vec();
-        for _ in 0..config.state_fanout {
+        for _ in 0..config.state.state_fanout {
             if pool.is_empty() {
                 break;
             }
-            let j = if self.rng.gen::<f64>() < config.state_divergence_bias {
+            let j = if self.rng.gen::<f64>() < config.state.state_divergence_bias {
                 // The partner least recently exchanged with (never: first).
                 (0..pool.len())
                     .min_by_key(|&i| (self.last_exchange.get(&pool[i]).copied(), i))
@@ -367,7 +373,7 @@ impl Replication {
             self.open_with(config, now, peer, true, true, &mut out);
         }
         // Forget partners not seen for long: the map stays bounded by recent partners.
-        let horizon = config.state_interval * 600;
+        let horizon = config.state.state_interval * 600;
         self.last_exchange
             .retain(|_, t| now.saturating_since(*t) < horizon);
         out
@@ -415,9 +421,9 @@ impl Replication {
         }
         if now >= self.next_collect {
             self.stats.collected += self.keyspace.collect(phys) as u64;
-            let every = (config.tombstone_grace / 4).min(std::time::Duration::from_secs(60));
-            self.next_collect = now + every.max(config.state_interval);
-            let grace = u64::try_from(config.tombstone_grace.as_micros()).unwrap_or(u64::MAX);
+            let every = (config.state.tombstone_grace / 4).min(std::time::Duration::from_secs(60));
+            self.next_collect = now + every.max(config.state.state_interval);
+            let grace = u64::try_from(config.state.tombstone_grace.as_micros()).unwrap_or(u64::MAX);
             self.stats.collected += self.nodes.collect(phys.saturating_sub(grace)) as u64;
         }
     }
@@ -433,9 +439,9 @@ impl Replication {
     }
 
     fn exchange(config: &Config, id: u32, initiator: bool) -> Exchange {
-        let mut ex = Exchange::new(id, initiator, config.state_mode);
-        ex.budget = config.state_budget;
-        ex.entries_budget = config.state_chunk;
+        let mut ex = Exchange::new(id, initiator, config.state.state_mode);
+        ex.budget = config.state.state_budget;
+        ex.entries_budget = config.state.state_chunk;
         ex
     }
 
@@ -504,7 +510,7 @@ impl Replication {
                     _ => return Err(DropReason::NotMember),
                 }
                 if !self.serving.contains_key(&key) && self.serving.len() >= MAX_SERVING {
-                    let timeout = config.sync_timeout;
+                    let timeout = config.membership.sync_timeout;
                     self.serving
                         .retain(|_, last| now.saturating_since(*last) < timeout);
                     if self.serving.len() >= MAX_SERVING {
@@ -705,7 +711,7 @@ mod tests {
         let now = Time::ZERO + Duration::from_secs(100);
         let phys = r.physical(now);
         let w = Name::new("w").unwrap();
-        let ahead = phys + 2 * config.max_clock_drift.as_micros() as u64;
+        let ahead = phys + 2 * config.state.max_clock_drift.as_micros() as u64;
         let msg = Message::TreeEntries(TreeEntries {
             id: 5,
             tree: TREE_KEYSPACE,

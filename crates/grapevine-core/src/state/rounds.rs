@@ -18,7 +18,7 @@ impl Replication {
         if !self.tracking.is_empty() && self.round_due(&ctx.config, now) {
             self.publish_seen(ctx, now);
         }
-        let want = ctx.config.state_fanout + 8;
+        let want = ctx.config.state.state_fanout + 8;
         let candidates: Vec<SocketAddr> = ctx
             .random_members(want, None, |_, r| r.state.is_live())
             .into_iter()

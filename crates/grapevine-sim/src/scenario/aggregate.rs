@@ -41,7 +41,7 @@ impl Default for AggregateParams {
             rounds: 60,
             leave_at: None,
             leave_fraction: 0.1,
-            epoch_rounds: Config::lan().aggregate_epoch_rounds,
+            epoch_rounds: Config::lan().aggregate.aggregate_epoch_rounds,
             loss: 0.0,
             epsilon: 1e-3,
             seed: 1,
@@ -129,9 +129,9 @@ pub fn run(p: &AggregateParams) -> Result<AggregateReport, String> {
         return Err("--leave-fraction must be in [0, 1)".into());
     }
     let mut config = Config::lan();
-    config.aggregate_epoch_rounds = p.epoch_rounds;
+    config.aggregate.aggregate_epoch_rounds = p.epoch_rounds;
     config.validate().map_err(|e| e.to_string())?;
-    let round = config.aggregate_interval;
+    let round = config.aggregate.aggregate_interval;
     let n = p.nodes;
     // Membership first: every node must know every other to pick partners.
     let mut sim = super::joined_cluster(p.seed, n, &config, p.loss, 400);
@@ -177,7 +177,7 @@ pub fn run(p: &AggregateParams) -> Result<AggregateReport, String> {
             live.retain(|i| !leaving.contains(i));
             left = leaving.len() as u32;
             // A left node goes quiet a moment later, as the library's does.
-            sim.run_until(now + config.gossip_interval * 2, obs);
+            sim.run_until(now + config.membership.gossip_interval * 2, obs);
             for &i in &leaving {
                 sim.crash(i);
             }

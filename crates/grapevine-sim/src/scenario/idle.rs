@@ -129,7 +129,7 @@ pub fn run(p: &IdleParams) -> Result<IdleReport, String> {
     }
     let config = super::profile_config(&p.profile, None, None)?;
     let n = p.nodes;
-    let period = config.probe_interval;
+    let period = config.detection.probe_interval;
     let mut sim = super::joined_cluster(p.seed, n, &config, 0.0, 400);
     let obs = &mut NoObserver;
 

@@ -49,13 +49,17 @@ pub(crate) fn joined_cluster(
     let obs = &mut NoObserver;
     sim.start(0, config.clone(), &[], obs);
     for i in 1..n {
-        let at = Time::ZERO + config.probe_interval.mul_f64(sim.rng().gen::<f64>());
+        let at = Time::ZERO
+            + config
+                .detection
+                .probe_interval
+                .mul_f64(sim.rng().gen::<f64>());
         sim.run_until(at.max(sim.now()), obs);
         sim.start(i, config.clone(), &[0], obs);
     }
     let mut t = sim.now();
     for _ in 0..max_periods {
-        t = t + config.probe_interval;
+        t = t + config.detection.probe_interval;
         sim.run_until(t, obs);
         if (0..n).all(|i| sim.node(i).is_some_and(|x| x.num_live() == n as usize)) {
             break;

@@ -142,18 +142,18 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
     }
     let mut config = super::profile_config(&p.profile, p.fanout, p.interval)?;
     if let Some(f) = p.fanout {
-        config.state_fanout = f;
+        config.state.state_fanout = f;
     }
     if let Some(i) = p.interval {
-        config.state_interval = i;
+        config.state.state_interval = i;
     }
     if !(0.0..1.0).contains(&p.loss) {
         return Err("--loss must be at least 0 and below 1".into());
     }
-    config.state_mode = p.mode;
-    config.state_bandwidth = p.bandwidth;
-    config.detector = p.detector;
-    let round = config.state_interval;
+    config.state.state_mode = p.mode;
+    config.state.state_bandwidth = p.bandwidth;
+    config.detection.detector = p.detector;
+    let round = config.state.state_interval;
     let n = p.nodes;
     // Membership first: every node must know every other to pick partners.
     let mut sim = super::joined_cluster(p.seed, n, &config, p.loss, 200);
@@ -343,7 +343,7 @@ pub fn run(p: &StateParams) -> Result<StateReport, String> {
     Ok(StateReport {
         nodes: n,
         profile: p.profile.clone(),
-        fanout: config.state_fanout,
+        fanout: config.state.state_fanout,
         round_seconds: round.as_secs_f64(),
         mode: format!("{:?}", p.mode),
         writes: p.writes,

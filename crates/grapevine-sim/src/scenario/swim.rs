@@ -153,22 +153,23 @@ pub struct SwimReport {
 pub fn config_for(p: &SwimParams) -> Result<Config, String> {
     let mut c = super::profile_config(&p.profile, p.fanout, p.interval)?;
     if let Some(k) = p.indirect {
-        c.indirect_checks = k;
+        c.detection.indirect_checks = k;
     }
     if let Some(f) = p.fanout {
-        c.fanout = f;
+        c.membership.fanout = f;
     }
     if let Some(i) = p.interval {
-        c.probe_timeout = c
+        c.detection.probe_timeout = c
+            .detection
             .probe_timeout
-            .mul_f64(i.as_secs_f64() / c.probe_interval.as_secs_f64());
-        c.probe_interval = i;
+            .mul_f64(i.as_secs_f64() / c.detection.probe_interval.as_secs_f64());
+        c.detection.probe_interval = i;
     }
-    c.suspicion = !p.no_suspicion;
-    c.lifeguard = !p.no_lifeguard;
-    c.fallback_probe = !p.no_fallback;
-    c.probe_selection = p.probe_selection;
-    c.detector = p.detector;
+    c.membership.suspicion = !p.no_suspicion;
+    c.detection.lifeguard = !p.no_lifeguard;
+    c.detection.fallback_probe = !p.no_fallback;
+    c.detection.probe_selection = p.probe_selection;
+    c.detection.detector = p.detector;
     Ok(c)
 }
 
@@ -423,7 +424,7 @@ pub fn run(p: &SwimParams) -> Result<SwimReport, String> {
     if p.crash >= p.nodes {
         return Err("--crash must be smaller than --nodes".into());
     }
-    let period = config.probe_interval;
+    let period = config.detection.probe_interval;
     let mut net = NetConfig::for_profile(&p.profile);
     net.loss = p.loss;
     let mut sim = Sim::new(p.seed, net);

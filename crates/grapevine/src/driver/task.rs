@@ -242,7 +242,7 @@ impl Driver {
                         Next::Leave(done) => {
                             // Give the leave message time to spread, then stop.
                             let until =
-                                tokio::time::Instant::now() + self.config.gossip_interval * 5;
+                                tokio::time::Instant::now() + self.config.membership.gossip_interval * 5;
                             leaving = Some((done, until));
                         }
                     }
@@ -380,7 +380,7 @@ impl Driver {
         transport::connect(
             self.transport.clone(),
             dst,
-            self.config.sync_timeout,
+            self.config.membership.sync_timeout,
             rx,
             self.inbound.clone(),
         );
