@@ -35,11 +35,10 @@ pub struct AggregateMass {
 
 impl Body for Aggregate {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.u64(m.epoch);
-        w.varint(m.round);
-        w.varint(m.entries.len() as u32);
-        for e in &m.entries {
+        w.u64(self.epoch);
+        w.varint(self.round);
+        w.varint(self.entries.len() as u32);
+        for e in &self.entries {
             w.lp(e.name.as_bytes());
             for x in [e.s, e.w, e.c, e.min, e.max] {
                 w.u64(x.to_bits());

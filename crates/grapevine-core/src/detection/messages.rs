@@ -68,11 +68,10 @@ fn read_fingerprints(r: &mut Reader<'_>) -> Result<Option<Fingerprints>, DecodeE
 
 impl Body for Ping {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.seq);
-        w.lp(m.target.as_str().as_bytes());
-        write_node(w, &m.source);
-        if let Some(f) = &m.roots {
+        w.varint(self.seq);
+        w.lp(self.target.as_str().as_bytes());
+        write_node(w, &self.source);
+        if let Some(f) = &self.roots {
             w.lp(&f.0);
         }
     }
@@ -89,11 +88,10 @@ impl Body for Ping {
 
 impl Body for IndirectPing {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.seq);
-        write_node(w, &m.target);
-        w.u8(u8::from(m.nack));
-        write_node(w, &m.requester);
+        w.varint(self.seq);
+        write_node(w, &self.target);
+        w.u8(u8::from(self.nack));
+        write_node(w, &self.requester);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -108,8 +106,7 @@ impl Body for IndirectPing {
 
 impl Body for Ack {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.seq);
+        w.varint(self.seq);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -121,8 +118,7 @@ impl Body for Ack {
 
 impl Body for Nack {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.seq);
+        w.varint(self.seq);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {

@@ -206,12 +206,11 @@ pub(crate) struct EntryRef<'a> {
 
 impl Body for Alive {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.lp(m.name.as_str().as_bytes());
-        w.addr(m.addr);
-        w.varint(m.incarnation);
-        w.u8(m.protocol);
-        w.lp(&m.tags);
+        w.lp(self.name.as_str().as_bytes());
+        w.addr(self.addr);
+        w.varint(self.incarnation);
+        w.u8(self.protocol);
+        w.lp(&self.tags);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -225,45 +224,39 @@ impl Body for Alive {
     }
 }
 
-impl Body for Suspect {
-    fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.lp(m.name.as_str().as_bytes());
-        w.varint(m.incarnation);
-        w.lp(m.accuser.as_str().as_bytes());
-    }
+/// Suspect and Dead share one layout: the accused, its incarnation, the accuser.
+macro_rules! accusation_body {
+    ($ty:ident, $name:literal, $incarnation:literal, $accuser:literal) => {
+        impl Body for $ty {
+            fn write(&self, w: &mut Writer) {
+                w.lp(self.name.as_str().as_bytes());
+                w.varint(self.incarnation);
+                w.lp(self.accuser.as_str().as_bytes());
+            }
 
-    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Suspect {
-            name: read_name(r, "suspect name")?,
-            incarnation: r.varint("suspect incarnation")?,
-            accuser: read_name(r, "suspect accuser")?,
-        })
-    }
+            fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+                Ok($ty {
+                    name: read_name(r, $name)?,
+                    incarnation: r.varint($incarnation)?,
+                    accuser: read_name(r, $accuser)?,
+                })
+            }
+        }
+    };
 }
 
-impl Body for Dead {
-    fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.lp(m.name.as_str().as_bytes());
-        w.varint(m.incarnation);
-        w.lp(m.accuser.as_str().as_bytes());
-    }
-
-    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Dead {
-            name: read_name(r, "dead name")?,
-            incarnation: r.varint("dead incarnation")?,
-            accuser: read_name(r, "dead accuser")?,
-        })
-    }
-}
+accusation_body!(
+    Suspect,
+    "suspect name",
+    "suspect incarnation",
+    "suspect accuser"
+);
+accusation_body!(Dead, "dead name", "dead incarnation", "dead accuser");
 
 impl Body for Leave {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.lp(m.name.as_str().as_bytes());
-        w.varint(m.incarnation);
+        w.lp(self.name.as_str().as_bytes());
+        w.varint(self.incarnation);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -276,12 +269,11 @@ impl Body for Leave {
 
 impl Body for SyncRequest {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.id);
-        write_node(w, &m.sender);
-        w.u64(m.root);
-        w.varint(m.members);
-        w.u8(u8::from(m.join));
+        w.varint(self.id);
+        write_node(w, &self.sender);
+        w.u64(self.root);
+        w.varint(self.members);
+        w.u8(u8::from(self.join));
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -297,10 +289,9 @@ impl Body for SyncRequest {
 
 impl Body for SyncBuckets {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.id);
-        write_node(w, &m.sender);
-        match &m.buckets {
+        w.varint(self.id);
+        write_node(w, &self.sender);
+        match &self.buckets {
             None => w.u8(0),
             Some(b) => {
                 w.u8(1);
@@ -310,7 +301,7 @@ impl Body for SyncBuckets {
                 for _ in b.len()..DIGEST_BUCKETS {
                     w.u64(0);
                 }
-                if let Some(f) = &m.filter {
+                if let Some(f) = &self.filter {
                     write_filter(w, f);
                 }
             }
@@ -351,12 +342,11 @@ impl Body for SyncBuckets {
 
 impl Body for SyncEntries {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.id);
-        write_node(w, &m.sender);
-        w.bytes(&m.mask);
-        w.varint(u32::try_from(m.entries.len()).unwrap_or(u32::MAX));
-        for e in &m.entries {
+        w.varint(self.id);
+        write_node(w, &self.sender);
+        w.bytes(&self.mask);
+        w.varint(u32::try_from(self.entries.len()).unwrap_or(u32::MAX));
+        for e in &self.entries {
             write_entry(
                 w,
                 &EntryRef {
@@ -369,7 +359,7 @@ impl Body for SyncEntries {
                 },
             );
         }
-        if let Some(f) = &m.filter {
+        if let Some(f) = &self.filter {
             write_filter(w, f);
         }
     }

@@ -37,13 +37,12 @@ pub struct RumorAck {
 
 impl Body for UserEvent {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.u64(m.id);
-        w.lp(m.origin.as_bytes());
-        w.lp(m.name.as_bytes());
-        w.lp(&m.payload);
-        w.u8(m.hops);
-        w.u8(u8::from(m.feedback));
+        w.u64(self.id);
+        w.lp(self.origin.as_bytes());
+        w.lp(self.name.as_bytes());
+        w.lp(&self.payload);
+        w.u8(self.hops);
+        w.u8(u8::from(self.feedback));
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -65,9 +64,8 @@ impl Body for UserEvent {
 
 impl Body for RumorAck {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.u64(m.id);
-        w.u8(u8::from(m.knew));
+        w.u64(self.id);
+        w.u8(u8::from(self.knew));
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {

@@ -169,17 +169,16 @@ fn read_delta(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
 
 impl Body for TreeHashes {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.id);
-        w.u8(m.tree);
-        w.u8(m.depth);
-        w.u8(m.level);
-        w.varint(m.ranges.len() as u32);
-        for (i, h) in &m.ranges {
+        w.varint(self.id);
+        w.u8(self.tree);
+        w.u8(self.depth);
+        w.u8(self.level);
+        w.varint(self.ranges.len() as u32);
+        for (i, h) in &self.ranges {
             w.varint(*i);
             w.u64(*h);
         }
-        if let Some(n) = &m.sender {
+        if let Some(n) = &self.sender {
             w.lp(n.as_bytes());
         }
     }
@@ -212,21 +211,20 @@ impl Body for TreeHashes {
 
 impl Body for TreeItems {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.id);
-        w.u8(m.tree);
-        w.u8(m.level);
-        w.varint(m.ranges.len() as u32);
-        for i in &m.ranges {
+        w.varint(self.id);
+        w.u8(self.tree);
+        w.u8(self.level);
+        w.varint(self.ranges.len() as u32);
+        for i in &self.ranges {
             w.varint(*i);
         }
-        w.varint(m.items.len() as u32);
-        for (k, h) in &m.items {
+        w.varint(self.items.len() as u32);
+        for (k, h) in &self.items {
             w.u64(*k);
             w.u64(*h);
         }
-        w.varint(m.held.len() as u32);
-        for h in &m.held {
+        w.varint(self.held.len() as u32);
+        for h in &self.held {
             write_held(w, h);
         }
     }
@@ -268,14 +266,13 @@ impl Body for TreeItems {
 
 impl Body for StateDeltas {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.id);
-        w.varint(m.deltas.len() as u32);
-        for d in &m.deltas {
+        w.varint(self.id);
+        w.varint(self.deltas.len() as u32);
+        for d in &self.deltas {
             write_delta(w, d);
         }
-        w.varint(m.want.len() as u32);
-        for (k, h) in &m.want {
+        w.varint(self.want.len() as u32);
+        for (k, h) in &self.want {
             w.u64(*k);
             write_held(w, h);
         }
@@ -299,15 +296,14 @@ impl Body for StateDeltas {
 
 impl Body for TreeEntries {
     fn write(&self, w: &mut Writer) {
-        let m = self;
-        w.varint(m.id);
-        w.u8(m.tree);
-        w.varint(m.entries.len() as u32);
-        for (k, v) in &m.entries {
+        w.varint(self.id);
+        w.u8(self.tree);
+        w.varint(self.entries.len() as u32);
+        for (k, v) in &self.entries {
             value::write_entry(w, k, v);
         }
-        w.varint(m.want.len() as u32);
-        for k in &m.want {
+        w.varint(self.want.len() as u32);
+        for k in &self.want {
             w.u64(*k);
         }
     }
