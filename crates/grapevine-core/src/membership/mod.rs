@@ -210,17 +210,19 @@ impl Membership {
                 Origin::Local,
             );
         } else {
-            self.on_dead(
-                ctx,
-                now,
-                Dead {
-                    name,
-                    incarnation,
-                    accuser,
-                },
-                Origin::Local,
-            );
+            self.declare_dead(ctx, now, name, incarnation);
         }
+    }
+
+    /// This node's own verdict that `name` is dead at `incarnation`.
+    fn declare_dead(&mut self, ctx: &mut Ctx, now: Time, name: Name, incarnation: u32) {
+        let accuser = ctx.me.name.clone();
+        let dead = Dead {
+            name,
+            incarnation,
+            accuser,
+        };
+        self.on_dead(ctx, now, dead, Origin::Local);
     }
 
     /// Runs the gossip tick if due: queued broadcasts to `fanout` random members.

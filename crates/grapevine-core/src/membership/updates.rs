@@ -326,17 +326,7 @@ impl Membership {
                 }
             }
             self.suspicions.remove(&name);
-            let accuser = ctx.me.name.clone();
-            self.on_dead(
-                ctx,
-                now,
-                Dead {
-                    name,
-                    incarnation,
-                    accuser,
-                },
-                Origin::Local,
-            );
+            self.declare_dead(ctx, now, name, incarnation);
         }
     }
 
