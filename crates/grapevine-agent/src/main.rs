@@ -49,7 +49,7 @@ struct Cli {
 enum Command {
     /// Run a member of a cluster, with its HTTP API, until SIGTERM or SIGINT (which leave
     /// gracefully).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// A real cluster on loopback, put through the paces: join, a key spreading, a member
     /// killed and detected, a partition and its healing, each step timed.
     Demo {
@@ -78,6 +78,27 @@ enum Command {
         /// Its payload.
         #[arg(default_value = "")]
         payload: String,
+    },
+    /// Ask every matching member a question and print the answers as they come (Serf's
+    /// queries: answered by `query` event handlers; needs `--protocol serf`).
+    Query {
+        /// The query's name.
+        name: String,
+        /// Its payload.
+        #[arg(default_value = "")]
+        payload: String,
+        /// Only this member (repeatable).
+        #[arg(long = "node")]
+        node: Vec<String>,
+        /// Only members whose tag matches, `key=regexp` (repeatable).
+        #[arg(long = "tag")]
+        tag: Vec<String>,
+        /// How long to wait, Go's syntax (`5s`, `1m`) [default: Serf's, from the size].
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Do not ask for acks.
+        #[arg(long)]
+        no_ack: bool,
     },
     /// Ask the local agent to join through another member.
     Join {
@@ -227,6 +248,28 @@ fn run(cli: Cli) -> Result<()> {
             &format!("/v1/event/fire/{name}"),
             Some(payload.as_bytes()),
         )?),
+        Command::Query {
+            name,
+            payload,
+            node,
+            tag,
+            timeout,
+            no_ack,
+        } => {
+            if let Some(t) = &timeout {
+                agent::parse_go_duration(t)
+                    .ok_or_else(|| anyhow!("--timeout {t:?}: a duration like 5s or 1m30s"))?;
+            }
+            agent::query_command(
+                &api()?,
+                &name,
+                &payload,
+                &node,
+                &tag,
+                timeout.as_deref(),
+                !no_ack,
+            )
+        }
         Command::Join { addr } => print_out(&agent::simple_command(
             &api()?,
             "PUT",

@@ -28,6 +28,7 @@ mod name;
 mod node;
 mod roots;
 mod rumor;
+pub mod serf;
 pub mod state;
 mod stats;
 mod time;

@@ -25,6 +25,7 @@
 pub mod crypto;
 mod driver;
 pub mod metrics;
+pub mod serf;
 pub mod snapshot;
 pub mod transport;
 

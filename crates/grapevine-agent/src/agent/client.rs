@@ -480,6 +480,79 @@ pub fn monitor_command(http: &Api, json: bool) -> Result<()> {
     ))
 }
 
+/// `grapevine query`: sends a query through the local agent and prints each ack and
+/// response as it arrives, then a summary.
+pub fn query_command(
+    http: &Api,
+    name: &str,
+    payload: &str,
+    nodes: &[String],
+    tags: &[String],
+    timeout: Option<&str>,
+    ack: bool,
+) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let mut req = http
+        .request("POST", "/v1/grapevine/query")
+        .query("name", name)
+        .query("ack", if ack { "true" } else { "false" });
+    for n in nodes {
+        req = req.query("node", n);
+    }
+    for t in tags {
+        req = req.query("tag", t);
+    }
+    if let Some(t) = timeout {
+        req = req.query("timeout", t);
+    }
+    let resp = match req.send_bytes(payload.as_bytes()) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(404, _)) => {
+            return Err(anyhow!(
+                "this agent does not run queries: they need an agent started with --protocol serf"
+            ))
+        }
+        Err(ureq::Error::Status(code, r)) => {
+            return Err(anyhow!(
+                "the agent refused ({code}): {}",
+                r.into_string().unwrap_or_default()
+            ))
+        }
+        Err(e) => return Err(anyhow!("no agent answers at {}: {e}", http.base)),
+    };
+    let mut out = std::io::stdout().lock();
+    let (mut acks, mut responses) = (0, 0);
+    for line in std::io::BufReader::new(resp.into_reader()).lines() {
+        let v: serde_json::Value = match serde_json::from_str(&line?) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        let text = match v["type"].as_str() {
+            Some("ack") => {
+                acks += 1;
+                format!("Ack from '{}'\n", v["from"].as_str().unwrap_or("?"))
+            }
+            Some("response") => {
+                responses += 1;
+                format!(
+                    "Response from '{}': {}\n",
+                    v["from"].as_str().unwrap_or("?"),
+                    v["payload"].as_str().unwrap_or("")
+                )
+            }
+            Some("done") => format!("Total Acks: {acks}\nTotal Responses: {responses}\n"),
+            _ => continue,
+        };
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

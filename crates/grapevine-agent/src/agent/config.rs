@@ -85,6 +85,13 @@ pub struct AgentArgs {
     /// The DNS interface's address (default 127.0.0.1:8600), or `off`.
     #[arg(long)]
     pub dns: Option<String>,
+    /// The protocol spoken: `grapevine` (the default) or `serf`, to be a member of a Serf
+    /// (HashiCorp memberlist) cluster, for a migration one machine at a time.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// A tag, `key=value`, shown with this member everywhere (repeatable; Serf's `-tag`).
+    #[arg(long = "tag")]
+    pub tag: Vec<String>,
 }
 
 /// The config file: the same settings as the flags.
@@ -145,6 +152,11 @@ pub struct FileConfig {
     /// Bounds on connections and concurrent work.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// See `--protocol`.
+    pub protocol: Option<String>,
+    /// See `--tag`: a table of tags.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// The `[limits]` section: every field optional, the defaults justified where they are set
@@ -218,6 +230,21 @@ pub struct Settings {
     pub dns_max_tcp_conns: usize,
     /// Event handler scripts at once.
     pub event_handlers_max: usize,
+    /// The protocol spoken.
+    pub protocol: Protocol,
+    /// This member's tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// The profile's name (lan, wan or local), for the Serf engine's settings.
+    pub profile: String,
+}
+
+/// Which protocol an agent speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// grapevine's own.
+    Grapevine,
+    /// Serf's, on memberlist's wire format.
+    Serf,
 }
 
 /// The DNS interface's default address (Consul's port).
@@ -240,6 +267,18 @@ impl Settings {
             .clone()
             .or(f.profile)
             .unwrap_or_else(|| "lan".into());
+        let protocol = match a.protocol.clone().or(f.protocol).as_deref() {
+            None | Some("grapevine") => Protocol::Grapevine,
+            Some("serf") => Protocol::Serf,
+            Some(other) => return Err(anyhow!("unknown protocol {other:?}: grapevine or serf")),
+        };
+        let mut tags = f.tags;
+        for t in &a.tag {
+            let (k, v) = t
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--tag {t:?}: key=value"))?;
+            tags.insert(k.to_string(), v.to_string());
+        }
         let mut config = Config::profile(&profile)
             .ok_or_else(|| anyhow!("unknown profile {profile:?}: lan, wan or local"))?;
         if let Some(label) = a.label.clone().or(f.label) {
@@ -324,6 +363,9 @@ impl Settings {
             event_handlers,
             dns,
             services: f.services,
+            protocol,
+            tags,
+            profile,
         })
     }
 }

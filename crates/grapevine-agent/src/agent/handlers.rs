@@ -48,6 +48,7 @@ impl Handler {
             || self.filters.iter().any(|f| match (kind, detail) {
                 _ if f == kind => true,
                 ("user", Some(u)) => f.strip_prefix("user:") == Some(u),
+                ("query", Some(q)) => f.strip_prefix("query:") == Some(q),
                 ("key-change", Some(k)) => {
                     f == "key" || f.strip_prefix("key:").is_some_and(|p| k.starts_with(p))
                 }
@@ -257,6 +258,122 @@ pub async fn run(node: Node, handlers: Vec<Handler>, max: usize) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The most a query handler's output may be: Serf's QueryResponseSizeLimit less its
+/// envelope.
+const QUERY_OUTPUT_MAX: usize = 900;
+
+/// Runs a query handler and returns what it printed (at most `QUERY_OUTPUT_MAX` bytes).
+async fn answer(
+    script: String,
+    me: String,
+    name: String,
+    ltime: u64,
+    input: Vec<u8>,
+) -> Option<Vec<u8>> {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(&script)
+        .env("GRAPEVINE_EVENT", "query")
+        .env("GRAPEVINE_SELF_NAME", &me)
+        .env("GRAPEVINE_QUERY_NAME", &name)
+        .env("SERF_EVENT", "query")
+        .env("SERF_SELF_NAME", &me)
+        .env("SERF_QUERY_NAME", &name)
+        .env("SERF_QUERY_LTIME", ltime.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().ok()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let _ = stdin.write_all(&input).await;
+    }
+    let out = tokio::time::timeout(HANDLER_TIMEOUT, child.wait_with_output())
+        .await
+        .ok()?
+        .ok()?;
+    let mut o = out.stdout;
+    o.truncate(QUERY_OUTPUT_MAX);
+    Some(o)
+}
+
+/// Runs the matching handlers for a Serf agent's events: member events and user events as
+/// on grapevine's protocol (with Serf's `SERF_*` variables too, so Serf's scripts run
+/// unchanged), and query handlers (`query`, `query:NAME`), whose output is the response.
+pub async fn run_serf(agent: grapevine::serf::SerfAgent, handlers: Vec<Handler>, max: usize) {
+    use grapevine_core::serf::SerfEvent as E;
+    let runner = Runner::start(max);
+    let me = agent.name().to_string();
+    let mut events = agent.events();
+    loop {
+        let e = match events.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "event handlers fell behind");
+                continue;
+            }
+            Err(_) => return,
+        };
+        let member = |m: &grapevine_core::serf::MemberInfo| {
+            let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{}\t{}\t\t{}\n", m.name, m.addr.ip(), tags.join(",")).into_bytes()
+        };
+        let (kind, user, input, ltime) = match &e {
+            E::MemberJoin(m) => ("member-join", None, member(m), None),
+            E::MemberLeave(m) => ("member-leave", None, member(m), None),
+            E::MemberFailed(m) => ("member-failed", None, member(m), None),
+            E::MemberUpdate(m) => ("member-update", None, member(m), None),
+            E::MemberReap(m) => ("member-reap", None, member(m), None),
+            E::User {
+                name,
+                payload,
+                ltime,
+                ..
+            } => ("user", Some(name.clone()), payload.clone(), Some(*ltime)),
+            E::Query {
+                handle,
+                name,
+                payload,
+                ltime,
+                ..
+            } => {
+                let Some(h) = handlers.iter().find(|h| h.matches("query", Some(name))) else {
+                    continue;
+                };
+                let (agent, me, name, payload, script, handle, ltime) = (
+                    agent.clone(),
+                    me.clone(),
+                    name.clone(),
+                    payload.clone(),
+                    h.script.clone(),
+                    *handle,
+                    *ltime,
+                );
+                tokio::spawn(async move {
+                    if let Some(out) = answer(script, me, name, ltime, payload).await {
+                        let _ = agent.with(move |n, now| n.respond(handle, &out, now)).await;
+                    }
+                });
+                continue;
+            }
+            _ => continue,
+        };
+        let mut env = vec![
+            ("SERF_EVENT", kind.to_string()),
+            ("SERF_SELF_NAME", me.clone()),
+        ];
+        if let Some(u) = &user {
+            env.push(("SERF_USER_EVENT", u.clone()));
+        }
+        if let Some(t) = ltime {
+            env.push(("SERF_USER_LTIME", t.to_string()));
+        }
+        for h in handlers.iter().filter(|h| h.matches(kind, user.as_deref())) {
+            runner.spawn(h, kind, &me, user.as_deref(), input.clone(), &env);
         }
     }
 }

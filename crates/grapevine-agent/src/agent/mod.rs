@@ -11,13 +11,15 @@ mod handlers;
 mod http;
 mod listen;
 mod log;
+mod serf_mode;
 pub(crate) mod services;
 
 pub use client::{
-    aggregate_command, kv_command, members_command, monitor_command, services_command,
-    simple_command, Api, KvOp, TlsFiles,
+    aggregate_command, kv_command, members_command, monitor_command, query_command,
+    services_command, simple_command, Api, KvOp, TlsFiles,
 };
 pub use config::{AgentArgs, Settings, DEFAULT_HTTP};
+pub use serf_mode::parse_go_duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -94,6 +96,9 @@ pub async fn run(s: Settings) -> Result<()> {
     raise_fd_limit();
     let prom = prometheus()?;
     let acl = std::sync::Arc::new(acl::Acl::from_config(&s.acl)?);
+    if s.protocol == config::Protocol::Serf {
+        return serf_mode::run(s, prom, acl).await;
+    }
     let tls = s.tls.as_ref().map(|t| t.server_config()).transpose()?;
     warn_exposure(&s, &acl);
     let mut builder = Node::builder()
@@ -113,6 +118,13 @@ pub async fn run(s: Settings) -> Result<()> {
         builder = builder.keyring(Keyring::new(read_key(path)?));
     }
     let node = builder.start().await?;
+    if !s.tags.is_empty() {
+        let text: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let bytes = text.join(",").into_bytes();
+        node.with_core(move |c, now| c.set_tags(now, bytes))
+            .await?
+            .map_err(|e| anyhow::anyhow!("tags: {e}"))?;
+    }
     tracing::info!(
         name = %node.name().as_str(),
         addr = %node.addr(),
@@ -184,7 +196,7 @@ pub async fn run(s: Settings) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

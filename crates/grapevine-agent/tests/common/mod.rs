@@ -35,6 +35,8 @@ pub fn free_port_on(ip: IpAddr) -> u16 {
     }
 }
 
+pub mod serf;
+
 /// A port free on 127.0.0.1.
 pub fn free_port() -> u16 {
     free_port_on([127, 0, 0, 1].into())
