@@ -108,7 +108,8 @@ pub fn spawn(kind: Kind, name: &str, gossip: SocketAddr, control: SocketAddr, o:
                 c.arg(format!("-encrypt={k}"));
             }
             if let Some(j) = o.join {
-                c.arg(format!("-join={j}"));
+                // Retried: the member joined through may still be starting.
+                c.arg(format!("-retry-join={j}")).arg("-retry-interval=1s");
             }
             for h in &o.handlers {
                 c.arg(format!("-event-handler={h}"));
