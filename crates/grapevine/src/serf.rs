@@ -64,6 +64,7 @@ impl SerfAgent {
         cfg: SerfConfig,
         bind: SocketAddr,
         seeds: Vec<String>,
+        allowed: Vec<ipnet::IpNet>,
     ) -> Result<SerfAgent, SerfError> {
         let udp = UdpSocket::bind(bind)
             .await
@@ -85,6 +86,7 @@ impl SerfAgent {
             events: events.clone(),
             inbound_slots: Arc::new(Semaphore::new(MAX_INBOUND)),
             outbound_slots: Arc::new(Semaphore::new(MAX_OUTBOUND)),
+            allowed,
         };
         tokio::spawn(task.run(job_rx));
         let agent = SerfAgent {
@@ -184,9 +186,15 @@ struct Task {
     events: broadcast::Sender<SerfEvent>,
     inbound_slots: Arc<Semaphore>,
     outbound_slots: Arc<Semaphore>,
+    /// Networks gossip is taken from (empty: any), as memberlist's CIDRsAllowed.
+    allowed: Vec<ipnet::IpNet>,
 }
 
 impl Task {
+    fn allows(&self, from: SocketAddr) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|n| n.contains(&from.ip()))
+    }
+
     fn now(&self) -> Time {
         Time::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
@@ -207,13 +215,17 @@ impl Task {
                     .min(Duration::from_secs(1));
             tokio::select! {
                 r = self.udp.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = r {
+                    if let Ok((n, from)) = r.map_err(|_| ()).and_then(|(n, f)| {
+                        if self.allows(f) { Ok((n, f)) } else { count_drop("not_allowed"); Err(()) }
+                    }) {
                         let now = self.now();
                         self.node.handle_packet(from, &buf[..n], now);
                     }
                 }
                 r = self.tcp.accept() => {
-                    if let Ok((conn, from)) = r {
+                    if let Ok((conn, from)) = r.map_err(|_| ()).and_then(|(c, f)| {
+                        if self.allows(f) { Ok((c, f)) } else { count_drop("not_allowed"); Err(()) }
+                    }) {
                         match self.inbound_slots.clone().try_acquire_owned() {
                             Ok(permit) => {
                                 let tx = in_tx.clone();

@@ -75,7 +75,24 @@ pub async fn run(
 ) -> Result<()> {
     let cfg = serf_config(&s)?;
     let encrypted = cfg.keyring.is_some();
-    let agent = SerfAgent::start(cfg, s.bind, s.join.clone()).await?;
+    if !s.config.label.is_empty() {
+        anyhow::bail!(
+            "--label has no meaning on --protocol serf: Serf 0.9's memberlist has no cluster \
+             labels (use an encryption key to keep clusters apart)"
+        );
+    }
+    if !s.bind.ip().is_loopback() && s.encrypt_key_file.is_none() {
+        tracing::warn!(
+            bind = %s.bind,
+            "GOSSIP IS NOT ENCRYPTED on an address others can reach: anyone who can send to \
+             it can join the Serf cluster and read its events. Set encrypt_key_file (the \
+             cluster's `serf keygen` key) and allowed_networks."
+        );
+    }
+    if s.data_dir.is_some() {
+        tracing::warn!("--data-dir is not used on --protocol serf: members are not snapshotted");
+    }
+    let agent = SerfAgent::start(cfg, s.bind, s.join.clone(), s.allowed_networks.clone()).await?;
     tracing::info!(
         name = agent.name(),
         addr = %agent.addr(),
