@@ -492,9 +492,20 @@ async fn query(
         Ok(rx) => rx,
         Err(e) => return err(StatusCode::BAD_REQUEST, e),
     };
-    let stream = futures_util::stream::unfold(lines, |mut rx| async move {
-        let line = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(line + "\n"), rx))
+    let stream = futures_util::stream::unfold(Some(lines), |rx| async move {
+        let mut rx = rx?;
+        let line = match rx.recv().await {
+            Some(Answer::Ack(from)) => serde_json::json!({"type": "ack", "from": from}),
+            Some(Answer::Response(from, payload)) => serde_json::json!({
+                "type": "response", "from": from,
+                "payload": String::from_utf8_lossy(&payload),
+            }),
+            None => {
+                let done = serde_json::json!({"type": "done"}).to_string() + "\n";
+                return Some((Ok::<_, std::convert::Infallible>(done), None));
+            }
+        };
+        Some((Ok(line.to_string() + "\n"), Some(rx)))
     });
     Response::builder()
         .header("content-type", "application/x-ndjson")
@@ -502,11 +513,20 @@ async fn query(
         .unwrap_or_else(|_| err(StatusCode::INTERNAL_SERVER_ERROR, "response"))
 }
 
-/// Sends a query and yields a JSON line per ack and response, ending with `done`.
+/// One answer to a query.
+enum Answer {
+    /// A member acknowledged it.
+    Ack(String),
+    /// A member responded.
+    Response(String, Vec<u8>),
+}
+
+/// Sends a query and yields its acks and responses as they arrive; the channel closes
+/// when the query is done.
 async fn run_query(
     agent: &SerfAgent,
     p: QueryParams,
-) -> Result<tokio::sync::mpsc::Receiver<String>, String> {
+) -> Result<tokio::sync::mpsc::Receiver<Answer>, String> {
     // Subscribe before sending, so that no answer is missed.
     let mut events = agent.events();
     let id = agent
@@ -517,28 +537,18 @@ async fn run_query(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let line = match events.recv().await {
-                Ok(SerfEvent::QueryAck { id: i, from }) if i == id => {
-                    serde_json::json!({"type": "ack", "from": from})
-                }
+            let answer = match events.recv().await {
+                Ok(SerfEvent::QueryAck { id: i, from }) if i == id => Answer::Ack(from),
                 Ok(SerfEvent::QueryResponse {
                     id: i,
                     from,
                     payload,
-                }) if i == id => serde_json::json!({
-                    "type": "response", "from": from,
-                    "payload": String::from_utf8_lossy(&payload),
-                }),
-                Ok(SerfEvent::QueryDone { id: i }) if i == id => {
-                    let _ = tx
-                        .send(serde_json::json!({"type": "done"}).to_string())
-                        .await;
-                    return;
-                }
+                }) if i == id => Answer::Response(from, payload),
+                Ok(SerfEvent::QueryDone { id: i }) if i == id => return,
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return,
             };
-            if tx.send(line.to_string()).await.is_err() {
+            if tx.send(answer).await.is_err() {
                 return;
             }
         }
@@ -559,9 +569,12 @@ async fn key_query(
             .unwrap_or_default(),
         ..QueryParams::default()
     };
-    let mut rx = run_query_raw(agent, p).await?;
+    let mut rx = run_query(agent, p).await?;
     let mut out = Vec::new();
-    while let Some((from, payload)) = rx.recv().await {
+    while let Some(answer) = rx.recv().await {
+        let Answer::Response(from, payload) = answer else {
+            continue;
+        };
         match grapevine_core::serf::messages::KeyResponse::decode(&payload) {
             Ok(r) => out.push((from, r)),
             Err(_) => out.push((
@@ -576,36 +589,17 @@ async fn key_query(
     Ok(out)
 }
 
-async fn run_query_raw(
-    agent: &SerfAgent,
-    p: QueryParams,
-) -> Result<tokio::sync::mpsc::Receiver<(String, Vec<u8>)>, String> {
-    let mut events = agent.events();
-    let id = agent
-        .with(move |n, now| n.query(p, now))
+/// Members alive now, this one included: how many must answer a keyring query.
+async fn live_members(agent: &SerfAgent) -> usize {
+    agent
+        .with(|n, _| {
+            n.members()
+                .iter()
+                .filter(|m| m.status == grapevine_core::serf::Status::Alive)
+                .count()
+        })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(SerfEvent::QueryResponse {
-                    id: i,
-                    from,
-                    payload,
-                }) if i == id => {
-                    if tx.send((from, payload)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(SerfEvent::QueryDone { id: i }) if i == id => return,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    Ok(rx)
+        .unwrap_or(0)
 }
 
 async fn keyring_list(State(app): State<SerfApp>) -> Response {
@@ -623,16 +617,7 @@ async fn keyring_list(State(app): State<SerfApp>) -> Response {
                     *counts.entry(k.clone()).or_default() += 1;
                 }
             }
-            let members = app
-                .agent
-                .with(|n, _| {
-                    n.members()
-                        .iter()
-                        .filter(|m| m.status == grapevine_core::serf::Status::Alive)
-                        .count()
-                })
-                .await
-                .unwrap_or(0);
+            let members = live_members(&app.agent).await;
             Json(serde_json::json!({
                 "Members": members,
                 "Responses": answers.len(),
@@ -674,16 +659,7 @@ async fn keyring_op(State(app): State<SerfApp>, Path(op): Path<String>, body: By
             )
         }
     };
-    let members = app
-        .agent
-        .with(|n, _| {
-            n.members()
-                .iter()
-                .filter(|m| m.status == grapevine_core::serf::Status::Alive)
-                .count()
-        })
-        .await
-        .unwrap_or(0);
+    let members = live_members(&app.agent).await;
     match key_query(&app.agent, query, Some(key)).await {
         Ok(answers) => {
             let failed: Vec<String> = answers
