@@ -258,3 +258,80 @@ mod malformed {
         assert_eq!(n.members().len(), 1);
     }
 }
+
+/// Every datagram a real Serf agent sent a grapevine agent during a join, a user event and a
+/// query (captured on loopback, plaintext and encrypted).
+fn captured(dir: &str) -> Vec<Vec<u8>> {
+    let path = format!("{}/tests/fixtures/serf/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<_> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+fn check_datagrams(packets: Vec<Vec<u8>>, ring: Option<&Keyring>, payload: &[u8]) {
+    use grapevine_core::serf::messages::SerfMsg;
+    use grapevine_core::serf::wire::{open_packet, Msg};
+    let mut kinds = std::collections::HashSet::new();
+    let mut event = false;
+    let mut query = false;
+    for p in packets {
+        for m in open_packet(&p, ring).unwrap() {
+            let m = m.unwrap();
+            assert_eq!(Msg::decode(&m.encode()).unwrap(), m, "round trip");
+            kinds.insert(std::mem::discriminant(&m));
+            if let Msg::User(u) = &m {
+                match SerfMsg::decode(u).unwrap() {
+                    SerfMsg::UserEvent(e) if e.name == "golden" => {
+                        assert_eq!(e.payload, payload);
+                        assert!(e.cc);
+                        event = true;
+                    }
+                    SerfMsg::Query(q) if q.name == "golden-q" => {
+                        assert_eq!(q.payload, b"q-payload");
+                        query = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for want in [
+        Msg::Ping(Default::default()),
+        Msg::Ack {
+            seq: 0,
+            payload: vec![],
+        },
+        Msg::User(vec![]),
+        Msg::Alive(Default::default()),
+    ] {
+        assert!(kinds.contains(&std::mem::discriminant(&want)), "{want:?}");
+    }
+    assert!(event, "the user event");
+    if ring.is_none() {
+        assert!(query, "the query");
+    }
+}
+
+#[test]
+fn every_datagram_serf_sent_decodes_and_re_encodes() {
+    check_datagrams(captured("udp"), None, b"payload-1");
+}
+
+#[test]
+fn every_encrypted_datagram_serf_sent_decodes_with_the_key() {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(
+            String::from_utf8(fixture("serf-pushpull-join-encrypted.key"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+    let ring = Keyring::new(key).unwrap();
+    check_datagrams(captured("udp-encrypted"), Some(&ring), b"payload-2");
+}
