@@ -168,6 +168,7 @@ fn a_mixed_cluster_of_serf_and_grapevine_agents_works_as_one() {
         assert_eq!(e.len(), 2, "{n} handled {e:?}");
     }
     let _ = monitor.kill();
+    let _ = monitor.wait();
     let line = lines.join().unwrap();
     assert!(line.is_some(), "the monitor did not show the user event");
 
