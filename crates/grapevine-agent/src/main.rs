@@ -99,6 +99,9 @@ enum Command {
         /// Do not ask for acks.
         #[arg(long)]
         no_ack: bool,
+        /// Members that relay each response too, for lossy networks (Serf's -relay-factor).
+        #[arg(long, default_value_t = 0)]
+        relay_factor: u8,
     },
     /// Ask the local agent to join through another member.
     Join {
@@ -255,20 +258,20 @@ fn run(cli: Cli) -> Result<()> {
             tag,
             timeout,
             no_ack,
+            relay_factor,
         } => {
             if let Some(t) = &timeout {
                 agent::parse_go_duration(t)
                     .ok_or_else(|| anyhow!("--timeout {t:?}: a duration like 5s or 1m30s"))?;
             }
-            agent::query_command(
-                &api()?,
-                &name,
-                &payload,
-                &node,
-                &tag,
-                timeout.as_deref(),
-                !no_ack,
-            )
+            let opts = agent::QueryOpts {
+                nodes: node,
+                tags: tag,
+                timeout,
+                ack: !no_ack,
+                relay_factor,
+            };
+            agent::query_command(&api()?, &name, &payload, &opts)
         }
         Command::Join { addr } => print_out(&agent::simple_command(
             &api()?,

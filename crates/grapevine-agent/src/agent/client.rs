@@ -480,29 +480,36 @@ pub fn monitor_command(http: &Api, json: bool) -> Result<()> {
     ))
 }
 
+/// Whom a query asks and how long it waits.
+pub struct QueryOpts {
+    /// Only these members.
+    pub nodes: Vec<String>,
+    /// Only members whose tag matches, `key=regexp`.
+    pub tags: Vec<String>,
+    /// Go's duration syntax.
+    pub timeout: Option<String>,
+    /// Ask for acks.
+    pub ack: bool,
+    /// Members that relay each response.
+    pub relay_factor: u8,
+}
+
 /// `grapevine query`: sends a query through the local agent and prints each ack and
 /// response as it arrives, then a summary.
-pub fn query_command(
-    http: &Api,
-    name: &str,
-    payload: &str,
-    nodes: &[String],
-    tags: &[String],
-    timeout: Option<&str>,
-    ack: bool,
-) -> Result<()> {
+pub fn query_command(http: &Api, name: &str, payload: &str, o: &QueryOpts) -> Result<()> {
     use std::io::{BufRead, Write};
     let mut req = http
         .request("POST", "/v1/grapevine/query")
         .query("name", name)
-        .query("ack", if ack { "true" } else { "false" });
-    for n in nodes {
+        .query("ack", if o.ack { "true" } else { "false" })
+        .query("relay-factor", &o.relay_factor.to_string());
+    for n in &o.nodes {
         req = req.query("node", n);
     }
-    for t in tags {
+    for t in &o.tags {
         req = req.query("tag", t);
     }
-    if let Some(t) = timeout {
+    if let Some(t) = &o.timeout {
         req = req.query("timeout", t);
     }
     let resp = match req.send_bytes(payload.as_bytes()) {

@@ -16,7 +16,7 @@ pub(crate) mod services;
 
 pub use client::{
     aggregate_command, kv_command, members_command, monitor_command, query_command,
-    services_command, simple_command, Api, KvOp, TlsFiles,
+    services_command, simple_command, Api, KvOp, QueryOpts, TlsFiles,
 };
 pub use config::{AgentArgs, Settings, DEFAULT_HTTP};
 pub use serf_mode::parse_go_duration;
