@@ -264,10 +264,11 @@ fn a_mixed_cluster_of_serf_and_grapevine_agents_works_as_one() {
          agents {gv_by_serf:?}, Serf victim by grapevine agents {serf_by_gv:?}"
     );
     // One detection varies from 5 to 15 s with probe order and load, for Serf's own victims
-    // as for ours: the cross-kind means must stay within the range Serf's own trials
-    // spanned (its slowest, plus a second for polling). The means go in the report.
-    let slowest = trials.iter().map(|t| t[0]).max().unwrap_or_default();
-    let bound = slowest + Duration::from_secs(1);
+    // as for ours, and three trials cannot tell means apart to the second: the cross-kind
+    // means must stay within twice Serf's own (a member that never confirmed a suspicion
+    // or never spread a death would take memberlist's longest suspicion, 24 s here).
+    // `scripts/serf-detection.py` compares the kinds closely, over many trials.
+    let bound = serf_own * 2;
     assert!(gv_by_serf <= bound, "{gv_by_serf:?} > {bound:?}");
     assert!(serf_by_gv <= bound, "{serf_by_gv:?} > {bound:?}");
 

@@ -129,8 +129,7 @@ fn members_join_with_their_tags_and_events_arrive_once_each() {
             assert_eq!(m.tags["idx"], m.name[1..]);
         }
     }
-    let now = net.now;
-    net.nodes[2].user_event("deploy", b"v1", true, now).unwrap();
+    net.nodes[2].user_event("deploy", b"v1", true).unwrap();
     net.deliver();
     net.run(Duration::from_secs(3));
     for w in 0..4 {
@@ -140,7 +139,7 @@ fn members_join_with_their_tags_and_events_arrive_once_each() {
             .collect();
         assert_eq!(got.len(), 1, "n{w}: {got:?}");
     }
-    assert!(net.nodes[0].user_event("x", &[0; 600], true, now).is_err());
+    assert!(net.nodes[0].user_event("x", &[0; 600], true).is_err());
 }
 
 #[test]

@@ -298,7 +298,7 @@ async fn fire(State(app): State<SerfApp>, Path(name): Path<String>, body: Bytes)
     let payload = body.to_vec();
     match app
         .agent
-        .with(move |n, now| n.user_event(&name, &payload, true, now))
+        .with(move |n, _| n.user_event(&name, &payload, true))
         .await
     {
         Ok(Ok(())) => Json(true).into_response(),

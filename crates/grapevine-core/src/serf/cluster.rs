@@ -346,7 +346,6 @@ impl SerfNode {
         name: &str,
         payload: &[u8],
         coalesce: bool,
-        now: Time,
     ) -> Result<(), &'static str> {
         if name.len() + payload.len() > self.cfg.user_event_size_limit {
             return Err("user event exceeds the size limit");
@@ -358,7 +357,6 @@ impl SerfNode {
             cc: coalesce,
         };
         self.clocks.event += 1;
-        let _ = now;
         self.handle_user_event(&ev);
         self.event_queue.push(None, SerfMsg::UserEvent(ev).encode());
         Ok(())
@@ -473,7 +471,7 @@ impl SerfNode {
     }
 
     /// A Serf message, from a datagram or a stream.
-    pub(super) fn handle_serf(&mut self, from: SocketAddr, buf: &[u8], now: Time) {
+    pub(super) fn handle_serf(&mut self, buf: &[u8], now: Time) {
         let msg = match SerfMsg::decode(buf) {
             Ok(m) => m,
             Err(_) => return self.drop_reason("bad_serf_message"),
@@ -501,7 +499,6 @@ impl SerfNode {
                 (false, 0)
             }
             SerfMsg::Other(_) => {
-                let _ = from;
                 self.drop_reason("unknown_serf_type");
                 (false, 0)
             }

@@ -531,6 +531,7 @@ impl SerfNode {
                 return None;
             }
             Err(e) => {
+                tracing::debug!(%from, reason = e.reason(), "stream dropped");
                 self.drop_reason(e.reason());
                 return None;
             }
@@ -568,7 +569,7 @@ impl SerfNode {
             }
             wire::StreamMsg::Msg(wire::Msg::User(b)) => {
                 *self.stats.received.entry("user").or_default() += 1;
-                self.handle_serf(from, &b, now);
+                self.handle_serf(&b, now);
                 None
             }
             wire::StreamMsg::Msg(_) => {
@@ -648,7 +649,7 @@ impl SerfNode {
             Msg::Suspect(s) => self.suspect_node(s, now),
             Msg::Alive(a) => self.alive_node(a, now, false),
             Msg::Dead(d) => self.dead_node(d, now),
-            Msg::User(b) => self.handle_serf(from, &b, now),
+            Msg::User(b) => self.handle_serf(&b, now),
             Msg::Err(_) => self.drop_reason("unexpected"),
         }
     }

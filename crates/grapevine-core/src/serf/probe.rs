@@ -147,13 +147,12 @@ impl SerfNode {
             let (seq, target) = (p.seq, p.target.clone());
             self.send_indirect(seq, &target);
         }
-        let Some(p) = self.probe.as_ref() else {
-            return;
-        };
-        if p.deadline > now {
+        if self.probe.as_ref().is_none_or(|p| p.deadline > now) {
             return;
         }
-        let p = self.probe.take().unwrap_or_else(|| unreachable!());
+        let Some(p) = self.probe.take() else {
+            return;
+        };
         let delta = if p.expected_nacks > 0 {
             p.expected_nacks.saturating_sub(p.nacks) as i32
         } else {
