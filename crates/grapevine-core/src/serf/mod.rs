@@ -402,7 +402,7 @@ impl SerfNode {
             t = t.min(s.deadline);
         }
         for r in self.relays.values() {
-            t = t.min(r.expires);
+            t = t.min(r.next_deadline());
         }
         if let Some(q) = self.queries.next_deadline() {
             t = t.min(q);

@@ -34,6 +34,9 @@ impl Probe {
     }
 }
 
+/// When a relay nacks, as a share of the probe timeout.
+const NACK_AT: f64 = 0.8;
+
 /// An indirect ping we relay: its ack goes back to `to` under the requester's sequence.
 #[derive(Debug, Clone)]
 pub(crate) struct Relay {
@@ -42,6 +45,13 @@ pub(crate) struct Relay {
     nack_at: Option<Time>,
     /// When we forget it.
     pub expires: Time,
+}
+
+impl Relay {
+    /// Its next timer.
+    pub fn next_deadline(&self) -> Time {
+        self.nack_at.unwrap_or(self.expires).min(self.expires)
+    }
 }
 
 impl SerfNode {
@@ -263,7 +273,13 @@ impl SerfNode {
             Relay {
                 orig_seq: ind.seq,
                 to: back,
-                nack_at: ind.nack.then_some(now + self.cfg.probe_timeout),
+                // The nack goes out a little before the probe timeout: the prober judges
+                // at its own deadline, one probe timeout after it asked, and a nack sent
+                // exactly then (as memberlist's relays do) often arrives too late to count,
+                // which raises the prober's Lifeguard score and slows its probing.
+                nack_at: ind
+                    .nack
+                    .then_some(now + self.cfg.probe_timeout.mul_f64(NACK_AT)),
                 expires: now + self.cfg.probe_timeout,
             },
         );
@@ -284,19 +300,17 @@ impl SerfNode {
 
     /// Nacks for relays that heard nothing; expired relays forgotten.
     pub(super) fn relay_timers(&mut self, now: Time) {
-        let due: Vec<u32> = self
-            .relays
-            .iter()
-            .filter(|(_, r)| r.expires <= now)
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in due {
-            if let Some(r) = self.relays.remove(&seq) {
-                if r.nack_at.is_some() {
-                    self.send_msg(r.to, Msg::Nack { seq: r.orig_seq }.encode());
-                }
+        let mut nacks = Vec::new();
+        for r in self.relays.values_mut() {
+            if r.nack_at.is_some_and(|t| t <= now) {
+                r.nack_at = None;
+                nacks.push((r.to, r.orig_seq));
             }
         }
+        for (to, seq) in nacks {
+            self.send_msg(to, Msg::Nack { seq }.encode());
+        }
+        self.relays.retain(|_, r| r.expires > now);
     }
 
     /// An ack: our probe's, or one to relay.
