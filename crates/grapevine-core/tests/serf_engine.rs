@@ -283,3 +283,15 @@ fn keyring_queries_install_and_rotate_keys_on_every_member() {
         }
     }
 }
+
+#[test]
+fn the_same_seeds_give_the_same_run_bit_for_bit() {
+    let run = || {
+        let mut net = Net::joined(5, None);
+        net.down.insert(4);
+        net.nodes[0].user_event("e", b"p", true).unwrap();
+        net.run(Duration::from_secs(12));
+        format!("{:?}", net.events)
+    };
+    assert_eq!(run(), run());
+}

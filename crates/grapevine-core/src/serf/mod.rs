@@ -30,7 +30,7 @@ use queue::Queue;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 /// Something to send.
@@ -176,8 +176,8 @@ pub struct SerfNode {
     seq: u32,
     awareness: u32,
     probe: Option<probe::Probe>,
-    relays: HashMap<u32, probe::Relay>,
-    suspicions: HashMap<String, swim::Suspicion>,
+    relays: BTreeMap<u32, probe::Relay>,
+    suspicions: BTreeMap<String, swim::Suspicion>,
     ml_queue: Queue,
     serf_queue: Queue,
     event_queue: Queue,
@@ -185,9 +185,9 @@ pub struct SerfNode {
     clocks: cluster::Clocks,
     event_log: Vec<Option<messages::EventsAt>>,
     query_log: Vec<Option<(u64, Vec<u32>)>>,
-    recent_intents: HashMap<String, (u8, u64)>,
+    recent_intents: BTreeMap<String, (u8, u64)>,
     queries: query::Queries,
-    dials: HashMap<u64, Dial>,
+    dials: BTreeMap<u64, Dial>,
     next_dial: u64,
     out: VecDeque<Output>,
     events: VecDeque<SerfEvent>,
@@ -222,8 +222,8 @@ impl SerfNode {
             seq: 0,
             awareness: 0,
             probe: None,
-            relays: HashMap::new(),
-            suspicions: HashMap::new(),
+            relays: BTreeMap::new(),
+            suspicions: BTreeMap::new(),
             ml_queue: Queue::default(),
             serf_queue: Queue::default(),
             event_queue: Queue::default(),
@@ -231,9 +231,9 @@ impl SerfNode {
             clocks: cluster::Clocks::start(),
             event_log: vec![None; cfg.event_buffer.max(1)],
             query_log: vec![None; cfg.query_buffer.max(1)],
-            recent_intents: HashMap::new(),
+            recent_intents: BTreeMap::new(),
             queries: query::Queries::default(),
-            dials: HashMap::new(),
+            dials: BTreeMap::new(),
             next_dial: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),

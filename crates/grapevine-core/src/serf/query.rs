@@ -10,7 +10,7 @@ use super::msgpack::Enc;
 use super::{SerfEvent, SerfNode, Status};
 use crate::Time;
 use base64::Engine;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
@@ -83,8 +83,8 @@ struct Incoming {
 /// Queries in flight, ours and others'.
 #[derive(Debug, Default)]
 pub(crate) struct Queries {
-    out: HashMap<u64, Outgoing>,
-    incoming: HashMap<u64, Incoming>,
+    out: BTreeMap<u64, Outgoing>,
+    incoming: BTreeMap<u64, Incoming>,
     next_handle: u64,
 }
 
