@@ -14,6 +14,15 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// The keyring of the encrypted captures (the key the Serf agent was started with).
+fn captured_ring() -> Keyring {
+    let text = String::from_utf8(fixture("serf-pushpull-join-encrypted.key")).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .unwrap();
+    Keyring::new(key).unwrap()
+}
+
 fn check_join(msg: StreamMsg, node: &str, tags: &[(&str, &str)]) {
     let StreamMsg::PushPull { join, nodes, user } = msg else {
         panic!("not a push-pull: {msg:?}")
@@ -53,14 +62,7 @@ fn a_compressed_join_push_pull_from_serf_decodes() {
 #[test]
 fn an_encrypted_join_push_pull_from_serf_decodes_with_its_key_only() {
     let buf = fixture("serf-pushpull-join-encrypted.bin");
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(
-            String::from_utf8(fixture("serf-pushpull-join-encrypted.key"))
-                .unwrap()
-                .trim(),
-        )
-        .unwrap();
-    let ring = Keyring::new(key).unwrap();
+    let ring = captured_ring();
     let (msg, used) = read_stream(&buf, Some(&ring), 1 << 20).unwrap().unwrap();
     assert_eq!(used, buf.len());
     check_join(msg, "s2", &[("role", "db")]);
@@ -325,13 +327,6 @@ fn every_datagram_serf_sent_decodes_and_re_encodes() {
 
 #[test]
 fn every_encrypted_datagram_serf_sent_decodes_with_the_key() {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(
-            String::from_utf8(fixture("serf-pushpull-join-encrypted.key"))
-                .unwrap()
-                .trim(),
-        )
-        .unwrap();
-    let ring = Keyring::new(key).unwrap();
+    let ring = captured_ring();
     check_datagrams(captured("udp-encrypted"), Some(&ring), b"payload-2");
 }
