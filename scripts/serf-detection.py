@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Failure detection in a mixed cluster: Serf's own victims against grapevine's.
 
-Starts 5 Serf agents (Debian's `serf`) and 5 grapevine agents speaking Serf on loopback,
-then, trial after trial, SIGKILLs one member (alternately a Serf agent and a grapevine
-agent), times until every live Serf agent and every live grapevine agent lists it as
-failed (polled every 100 ms), and starts a fresh member of the same kind in its place.
+Starts 5 Serf agents (Debian's `serf`) and 5 grapevine agents speaking Serf on loopback.
+Trial after trial, it adds one more member (alternately a Serf agent and a grapevine
+agent), waits until all see it alive, SIGKILLs it, and times until every Serf agent and
+every grapevine agent lists it as failed (polled every 100 ms). The watchers are the same
+ten in every trial, so the victim's kind is the only thing that changes.
+
+With `--replace`, the victim is one of the ten instead and a fresh member of its kind takes
+its place; the watchers then number 4 of the victim's kind and 5 of the other.
 
     python3 scripts/serf-detection.py --trials 10 --grapevine ./target/release/grapevine [--json]
 """
@@ -52,17 +56,20 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serfs", type=int, default=5, help="Serf agents")
     ap.add_argument("--grapevines", type=int, default=5, help="grapevine agents")
+    ap.add_argument("--replace", action="store_true",
+                    help="kill one of the cluster's members rather than an extra one")
     a = ap.parse_args()
     if not shutil.which("serf"):
         sys.exit("serf is not installed (apt-get install serf)")
     logdir = tempfile.mkdtemp(prefix="serf-detection-")
     ports = iter(free_ports(400))
-    members, counter = [], {"serf": 0, "grapevine": 0}
+    members, counter, everyone = [], {"serf": 0, "grapevine": 0}, []
 
     def spawn(kind, join):
         counter[kind] += 1
         name = ("s" if kind == "serf" else "g") + str(counter[kind])
         m = Member(kind, name, next(ports), next(ports), join, a.grapevine, logdir)
+        everyone.append(m)
         time.sleep(0.3)
         return m
 
@@ -89,8 +96,17 @@ def main():
         results = []
         for t in range(2 * a.trials):
             kind = "serf" if t % 2 == 0 else "grapevine"
-            victim = next(m for m in members if m.kind == kind)
-            members.remove(victim)
+            if a.replace:
+                victim = next(m for m in members if m.kind == kind)
+                members.remove(victim)
+            else:
+                victim = spawn(kind, members[t % len(members)].gossip)
+                t1 = time.time()
+                while not all(m.view().get(victim.name) == "alive" for m in members):
+                    if time.time() - t1 > 60:
+                        sys.exit(f"{victim.name} did not join")
+                    time.sleep(0.2)
+                time.sleep(2)
             serfs = [m for m in members if m.kind == "serf"]
             gvs = [m for m in members if m.kind == "grapevine"]
             t0 = time.time()
@@ -109,6 +125,8 @@ def main():
                 print(f"{victim.name:>4} ({kind:9}) failed at every Serf agent after "
                       f"{seen['serf']:.2f} s, at every grapevine agent after {seen['grapevine']:.2f} s",
                       flush=True)
+            if not a.replace:
+                continue
             new = spawn(kind, members[0].gossip)
             members.append(new)
             t1 = time.time()
@@ -132,7 +150,7 @@ def main():
                 print(f"{k:32} mean {v['mean']:5.2f} s  median {v['median']:5.2f} s  "
                       f"range {v['min']:.2f}-{v['max']:.2f} s  ({v['n']} trials)")
     finally:
-        for m in members:
+        for m in everyone:
             try:
                 m.kill()
             except Exception:

@@ -293,6 +293,27 @@ fn a_mixed_cluster_of_serf_and_grapevine_agents_works_as_one() {
     let _ = all_refs;
 }
 
+/// Runs `serf keys OP KEY` against a Serf agent until every member reports success.
+///
+/// A second try is allowed only after a partial answer ("5/6 nodes reported success"):
+/// `serf keys` waits Serf's default query timeout (3.2 s for six members) and no longer,
+/// and on a loaded machine a Serf agent itself can answer late. Measured on this machine
+/// with three busy loops on two cores, 57 rotations each: 5 partial answers in a cluster
+/// of six Serf agents, none in a mixed one. The operations are idempotent.
+fn serf_keys(m: &Member, op: &str, key: &str) {
+    for attempt in 1..=3 {
+        let (ok, out) = m.cli(&["keys", op, key]);
+        if ok {
+            return;
+        }
+        assert!(
+            out.contains("nodes reported success") && attempt < 3,
+            "serf keys {op} (try {attempt}): {out}"
+        );
+        eprintln!("serf keys {op}: partial answer on try {attempt}, retrying: {out}");
+    }
+}
+
 #[test]
 fn encryption_rotation_by_serf_keys_spans_the_mixed_cluster_and_wrong_keys_are_refused() {
     if !serf_available("the Serf encryption test") {
@@ -309,14 +330,19 @@ fn encryption_rotation_by_serf_keys_spans_the_mixed_cluster_and_wrong_keys_are_r
     let every: Vec<&Member> = ms.iter().collect();
     eventually(Duration::from_secs(60), || all_see(&every, &refs, "alive"));
 
-    for op in ["-install", "-use"] {
-        let (ok, out) = ms[0].cli(&["keys", op, &k2]);
-        assert!(ok, "serf keys {op}: {out}");
+    for (op, key) in [("-install", &k2), ("-use", &k2), ("-remove", &k1)] {
+        serf_keys(&ms[0], op, key);
     }
-    let (ok, out) = ms[0].cli(&["keys", "-remove", &k1]);
-    assert!(ok, "serf keys -remove: {out}");
-    let (ok, out) = ms[0].cli(&["keys", "-list"]);
-    assert!(ok && out.contains(&k2) && out.contains("[6/6]"), "{out}");
+    // The list is a query too: the same allowance for a late answer.
+    let mut out = String::new();
+    for _ in 0..3 {
+        let (ok, o) = ms[0].cli(&["keys", "-list"]);
+        out = o;
+        if ok && out.contains("[6/6]") {
+            break;
+        }
+    }
+    assert!(out.contains(&k2) && out.contains("[6/6]"), "{out}");
     assert!(!out.contains(&k1), "{out}");
     // grapevine's CLI runs the same query.
     let (ok, out) = ms[1].cli(&["keys", "list"]);
