@@ -65,8 +65,8 @@ pub use event::Event;
 pub use member::{Member, State};
 pub use name::{Name, NameError, MAX_NAME_LEN};
 pub use node::{
-    Agreement, CommandError, KvChange, KvEntry, LostClaim, Node, SlotMap, SlotOwner, Target,
-    Transmit, Versions, MAX_SLOTS,
+    Agreement, CommandError, KvChange, KvEntry, KvWrite, LostClaim, Node, SlotMap, SlotOwner,
+    Target, Transmit, Versions, MAX_SLOTS,
 };
 pub use rumor::RumorStop;
 pub use state::replication::ReplicationStats;

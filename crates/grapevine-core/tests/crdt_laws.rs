@@ -71,14 +71,15 @@ fn replay<T: Clone + Default>(
 proptest! {
     #[test]
     fn lww(ts in proptest::collection::vec(
-        (0u64..4, 0u32..3, 0u8..3, proptest::option::of(0u8..3), proptest::option::of(0u64..2)),
+        (0u64..4, 0u32..3, 0u8..3, proptest::option::of(0u8..3), proptest::option::of(0u64..2), 0u64..2),
         3,
     )) {
-        let v: Vec<Lww> = ts.iter().map(|&(p, l, w, v, e)| Lww {
+        let v: Vec<Lww> = ts.iter().map(|&(p, l, w, v, e, f)| Lww {
             at: Timestamp::new(p, l),
             writer: name(w),
             value: v.map(|b| vec![b]),
             expires_at: e,
+            flags: f,
         }).collect();
         laws(&v[0], &v[1], &v[2], Lww::merge);
     }

@@ -340,13 +340,15 @@ fn value() -> impl Strategy<Value = Value> {
             any::<u32>(),
             name(),
             proptest::option::of(bytes()),
-            proptest::option::of(any::<u64>())
+            proptest::option::of(any::<u64>()),
+            prop_oneof![Just(0u64), any::<u64>()]
         )
-            .prop_map(|(p, l, writer, value, expires_at)| Value::Lww(Lww {
+            .prop_map(|(p, l, writer, value, expires_at, flags)| Value::Lww(Lww {
                 at: Timestamp::new(p, l),
                 writer,
                 value,
                 expires_at,
+                flags,
             })),
         proptest::collection::vec((name(), proptest::option::of(bytes())), 0..4).prop_map(
             |writes| {

@@ -31,8 +31,8 @@ pub mod transport;
 
 pub use crypto::Keyring;
 pub use driver::{
-    Error, Events, KvChange, KvEntry, LostClaim, Node, NodeBuilder, NodeStateView, SlotMap,
-    SlotOwner, Versions, Watch, MAX_SLOTS,
+    Error, Events, KvChange, KvEntry, KvWrite, LostClaim, Node, NodeBuilder, NodeStateView,
+    SlotMap, SlotOwner, Versions, Watch, MAX_SLOTS,
 };
 /// The sans-IO protocol core, for what this crate does not wrap.
 pub use grapevine_core as core;

@@ -451,6 +451,9 @@ pub fn need(method: &axum::http::Method, path: &str, query: &str, me: &str) -> O
     if let Some(key) = rest("/v1/kv/") {
         return Some(rw(Key, &key));
     }
+    if path == "/v1/kv" {
+        return Some(rw(Key, ""));
+    }
     if let Some(name) = rest("/v1/event/fire/") {
         return Some(Need::write(Event, name));
     }
@@ -474,7 +477,22 @@ pub fn need(method: &axum::http::Method, path: &str, query: &str, me: &str) -> O
         "/v1/grapevine/keyring" => return Some(rw(Keyring, "")),
         "/v1/grapevine/converged" => return Some(Need::read(Key, "")),
         "/v1/grapevine/aggregate" => return Some(Need::read(Agent, me)),
+        "/v1/agent/checks" => return Some(Need::read(Node, me)),
+        "/v1/agent/maintenance" => return Some(Need::write(Node, me)),
+        "/v1/catalog/nodes" | "/v1/health/state/any" => return Some(Need::read(Node, "")),
+        "/v1/catalog/datacenters" => return None,
         _ => {}
+    }
+    if path.starts_with("/v1/coordinate/") || path.starts_with("/v1/health/state/") {
+        return Some(Need::read(Node, ""));
+    }
+    for p in ["/v1/catalog/node/", "/v1/health/node/"] {
+        if let Some(name) = rest(p) {
+            return Some(Need::read(Node, name));
+        }
+    }
+    if let Some(name) = rest("/v1/health/checks/") {
+        return Some(Need::read(Service, name));
     }
     if path.starts_with("/v1/agent/join/") {
         return Some(Need::write(Agent, me));

@@ -1,35 +1,22 @@
-//! The HTTP API of the applications: Consul's service registration, catalog and health
-//! endpoints, and grapevine's aggregation, ownership maps, version agreement and keyspace
-//! convergence.
+//! The HTTP API of grapevine's applications: aggregation, ownership maps, version agreement
+//! and keyspace convergence. (Consul's service, catalog and health endpoints are in
+//! `consul`.)
 
-use super::acl::{Authz, Need, Resource};
-use super::api::{blocking, index_header, ApiError, App};
-use super::services::{Catalog, Instance, Origin, RegisterError, ServiceDef, Status};
+use super::api::{ApiError, App};
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use grapevine::{Estimate, Target};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
-
-/// The datacenter every agent reports (one gossip pool is one datacenter).
-pub const DATACENTER: &str = "grapevine";
 
 /// The routes.
 pub fn router() -> axum::Router<App> {
     Router::new()
-        .route("/v1/agent/service/register", put(register))
-        .route("/v1/agent/service/deregister/{id}", put(deregister))
-        .route("/v1/agent/check/{op}/{id}", put(check_update))
-        .route("/v1/agent/services", get(agent_services))
-        .route("/v1/catalog/services", get(catalog_services))
-        .route("/v1/catalog/service/{name}", get(catalog_service))
-        .route("/v1/health/service/{name}", get(health_service))
         .route("/v1/grapevine/aggregate", get(aggregates))
         .route(
             "/v1/grapevine/aggregate/{name}",
@@ -42,179 +29,6 @@ pub fn router() -> axum::Router<App> {
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, e.to_string())
-}
-
-impl From<RegisterError> for ApiError {
-    fn from(e: RegisterError) -> Self {
-        let code = match e {
-            RegisterError::NoCheck(_) => StatusCode::NOT_FOUND,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError(code, e.to_string())
-    }
-}
-
-fn denied(d: super::acl::Denied) -> ApiError {
-    ApiError(StatusCode::FORBIDDEN, d.to_string())
-}
-
-async fn register(
-    State(app): State<App>,
-    Extension(authz): Extension<Authz>,
-    body: Bytes,
-) -> Result<Json<bool>, ApiError> {
-    let def = ServiceDef::from_json(&body).map_err(bad)?;
-    authz
-        .check(&Need::write(Resource::Service, def.name.clone()))
-        .map_err(denied)?;
-    app.registry.register(def, Origin::Api).await?;
-    Ok(Json(true))
-}
-
-async fn deregister(
-    State(app): State<App>,
-    Extension(authz): Extension<Authz>,
-    Path(id): Path<String>,
-) -> Result<Json<bool>, ApiError> {
-    let name = app.registry.name_of(&id).unwrap_or_else(|| id.clone());
-    authz
-        .check(&Need::write(Resource::Service, name))
-        .map_err(denied)?;
-    if !app.registry.deregister(&id).await {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no service {id:?} here"),
-        ));
-    }
-    Ok(Json(true))
-}
-
-async fn check_update(
-    State(app): State<App>,
-    Extension(authz): Extension<Authz>,
-    Path((op, id)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<bool>, ApiError> {
-    let need = match app.registry.service_of_check(&id) {
-        Some(service) => Need::write(Resource::Service, service),
-        None => Need::write(Resource::Node, app.node.name().as_str()),
-    };
-    authz.check(&need).map_err(denied)?;
-    let status = match op.as_str() {
-        "pass" => Status::Passing,
-        "warn" => Status::Warning,
-        "fail" => Status::Critical,
-        _ => return Err(bad(format!("{op:?}: pass, warn or fail"))),
-    };
-    let note = q.get("note").map_or("", String::as_str);
-    app.registry.update_ttl(&id, status, note).await?;
-    Ok(Json(true))
-}
-
-async fn agent_services(State(app): State<App>) -> Json<Value> {
-    let out: serde_json::Map<String, Value> = app
-        .registry
-        .local()
-        .into_iter()
-        .map(|s| {
-            (
-                s.id.clone(),
-                json!({"ID": s.id, "Service": s.name, "Tags": s.tags, "Address": s.address,
-                       "Port": s.port, "Meta": s.meta, "Datacenter": DATACENTER}),
-            )
-        })
-        .collect();
-    Json(Value::Object(out))
-}
-
-/// The catalog after a blocking wait on `?index=`, with its index.
-async fn catalog_after(app: &App, q: &HashMap<String, String>) -> (u64, Arc<Catalog>) {
-    let mut rx = app.catalog.clone();
-    if let Some((index, wait)) = blocking(q) {
-        let _ = tokio::time::timeout(wait, rx.wait_for(|(i, _)| *i > index)).await;
-    }
-    let (i, c) = &*rx.borrow();
-    (*i, c.clone())
-}
-
-async fn catalog_services(
-    State(app): State<App>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let (index, catalog) = catalog_after(&app, &q).await;
-    (index_header(index), Json(catalog.services())).into_response()
-}
-
-fn catalog_entry(i: &Instance) -> Value {
-    json!({
-        "ID": "", "Node": i.node, "Address": i.node_addr.to_string(), "Datacenter": DATACENTER,
-        "TaggedAddresses": {}, "NodeMeta": {},
-        "ServiceID": i.service.id, "ServiceName": i.service.name, "ServiceTags": i.service.tags,
-        "ServiceAddress": i.service.address, "ServicePort": i.service.port,
-        "ServiceMeta": i.service.meta, "ServiceEnableTagOverride": false,
-        "CreateIndex": 1, "ModifyIndex": 1,
-    })
-}
-
-/// The instances of service NAME (`?tag=`, passing ones only if `passing`), each in
-/// `shape`, after a blocking wait.
-async fn instances(
-    app: &App,
-    name: &str,
-    q: &HashMap<String, String>,
-    passing: bool,
-    shape: fn(&Instance) -> Value,
-) -> Response {
-    let (index, catalog) = catalog_after(app, q).await;
-    let tag = q.get("tag").map(String::as_str);
-    let out: Vec<Value> = catalog
-        .service(name, tag, passing)
-        .into_iter()
-        .map(shape)
-        .collect();
-    (index_header(index), Json(out)).into_response()
-}
-
-async fn catalog_service(
-    State(app): State<App>,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    instances(&app, &name, &q, false, catalog_entry).await
-}
-
-fn health_entry(i: &Instance) -> Value {
-    let serf = json!({
-        "Node": i.node, "CheckID": "serfHealth", "Name": "Serf Health Status",
-        "Status": if i.node_alive { "passing" } else { "critical" },
-        "Notes": "", "Output": if i.node_alive { "Agent alive and reachable" } else { "Agent not live or unreachable" },
-        "ServiceID": "", "ServiceName": "", "ServiceTags": [],
-    });
-    let mut checks = vec![serf];
-    for c in &i.service.checks {
-        checks.push(json!({
-            "Node": i.node, "CheckID": c.check_id, "Name": c.name, "Status": c.status,
-            "Notes": "", "Output": c.output, "ServiceID": i.service.id,
-            "ServiceName": i.service.name, "ServiceTags": i.service.tags,
-        }));
-    }
-    json!({
-        "Node": {"ID": "", "Node": i.node, "Address": i.node_addr.to_string(),
-                 "Datacenter": DATACENTER, "TaggedAddresses": {}, "Meta": {}},
-        "Service": {"ID": i.service.id, "Service": i.service.name, "Tags": i.service.tags,
-                    "Address": i.service.address, "Port": i.service.port,
-                    "Meta": i.service.meta, "Weights": {"Passing": 1, "Warning": 1}},
-        "Checks": checks,
-    })
-}
-
-async fn health_service(
-    State(app): State<App>,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let passing = q.contains_key("passing");
-    instances(&app, &name, &q, passing, health_entry).await
 }
 
 fn estimate_json(name: &str, e: &Estimate) -> Value {

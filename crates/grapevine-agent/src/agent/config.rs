@@ -85,6 +85,13 @@ pub struct AgentArgs {
     /// The DNS interface's address (default 127.0.0.1:8600), or `off`.
     #[arg(long)]
     pub dns: Option<String>,
+    /// The DNS domain answered (default `grapevine`; Consul's is `consul`).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// A second DNS domain answered the same, as Consul's `alt_domain` (say `consul`, for
+    /// clients and resolvers configured for Consul).
+    #[arg(long = "alt-domain")]
+    pub alt_domain: Option<String>,
     /// The protocol spoken: `grapevine` (the default) or `serf`, to be a member of a Serf
     /// (HashiCorp memberlist) cluster, for a migration one machine at a time.
     #[arg(long)]
@@ -122,9 +129,16 @@ pub struct FileConfig {
     pub event_handlers: Vec<String>,
     /// The DNS interface's address, or `off`.
     pub dns: Option<String>,
+    /// See `--domain`.
+    pub domain: Option<String>,
+    /// See `--alt-domain`.
+    pub alt_domain: Option<String>,
     /// Services to register at start (`[[services]]` tables with Consul's fields).
     #[serde(default)]
     pub services: Vec<super::services::ServiceDef>,
+    /// Node-level checks to run from the start (`[[checks]]` tables with Consul's fields).
+    #[serde(default)]
+    pub checks: Vec<super::services::CheckDef>,
     /// See `--allowed-network`.
     #[serde(default)]
     pub allowed_networks: Vec<ipnet::IpNet>,
@@ -210,8 +224,12 @@ pub struct Settings {
     pub event_handlers: Vec<String>,
     /// Where DNS is served, unless off.
     pub dns: Option<SocketAddr>,
+    /// The DNS domains answered, lowercase, each ending in a dot: the domain first.
+    pub domains: Vec<String>,
     /// Services registered at start.
     pub services: Vec<super::services::ServiceDef>,
+    /// Node-level checks registered at start.
+    pub checks: Vec<super::services::CheckDef>,
     /// Networks gossip is taken from (empty: any).
     pub allowed_networks: Vec<ipnet::IpNet>,
     /// Where script checks may come from.
@@ -329,6 +347,16 @@ impl Settings {
         if let Some(n) = l.gossip_max_conns_per_source {
             gossip_limits.max_per_source = n;
         }
+        for d in &f.services {
+            if let Some(k) = d.unknown_field() {
+                return Err(anyhow!("service {:?}: unknown field {k:?}", d.name));
+            }
+        }
+        for c in &f.checks {
+            if let Some(k) = c.unknown_field() {
+                return Err(anyhow!("check {:?}: unknown field {k:?}", c.name));
+            }
+        }
         let mut allowed_networks = f.allowed_networks;
         allowed_networks.extend(a.allowed_network.iter().copied());
         let mut http_allowed_hosts = f.http_allowed_hosts;
@@ -362,7 +390,24 @@ impl Settings {
             http: http.or(f.http).unwrap_or(DEFAULT_HTTP),
             event_handlers,
             dns,
+            domains: {
+                let fqdn = |d: &str| format!("{}.", d.trim_matches('.').to_ascii_lowercase());
+                let mut v = vec![fqdn(
+                    a.domain
+                        .as_deref()
+                        .or(f.domain.as_deref())
+                        .unwrap_or("grapevine"),
+                )];
+                if let Some(alt) = a.alt_domain.as_deref().or(f.alt_domain.as_deref()) {
+                    v.push(fqdn(alt));
+                }
+                if v.iter().any(|d| d == ".") {
+                    return Err(anyhow!("--domain and --alt-domain must not be empty"));
+                }
+                v
+            },
             services: f.services,
+            checks: f.checks,
             protocol,
             tags,
             profile,

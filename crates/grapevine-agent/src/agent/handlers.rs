@@ -219,7 +219,12 @@ impl Runner {
 
 /// Runs the matching handlers for each event until the node stops, at most `max` scripts at
 /// once (the rest queue, up to 256; past that, runs are dropped and counted).
-pub async fn run(node: Node, handlers: Vec<Handler>, max: usize) {
+pub async fn run(
+    node: Node,
+    handlers: Vec<Handler>,
+    max: usize,
+    registry: super::services::Registry,
+) {
     let runner = Runner::start(max);
     let me = node.name().as_str().to_string();
     let mut events = node.events();
@@ -233,7 +238,15 @@ pub async fn run(node: Node, handlers: Vec<Handler>, max: usize) {
         tokio::select! {
             e = events.next() => {
                 let Some(e) = e else { return };
-                let Some((kind, user, input, env)) = describe(&e, &me) else { continue };
+                let Some((kind, user, mut input, env)) = describe(&e, &me) else { continue };
+                if kind == "user" {
+                    // Consul's event filters: only the nodes they name run handlers.
+                    let (filters, payload) = super::event_filters::unwrap(&input);
+                    if !filters.admits(&me, &registry.local()) {
+                        continue;
+                    }
+                    input = payload;
+                }
                 for h in handlers.iter().filter(|h| h.matches(kind, user.as_deref())) {
                     runner.spawn(h, kind, &me, user.as_deref(), input.clone(), &env);
                 }

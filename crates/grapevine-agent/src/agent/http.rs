@@ -2,10 +2,10 @@
 //! `/v1/grapevine/`, and Prometheus metrics.
 
 use super::acl;
-use super::api::{blocking, index_header, ApiError, App};
+use super::api::{ApiError, App};
 use super::log::EventLog;
 use axum::body::Bytes;
-use axum::extract::{FromRef, Path, Query, Request, State};
+use axum::extract::{FromRef, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -15,7 +15,6 @@ use axum::{Json, Router};
 use base64::Engine;
 use grapevine::{Keyring, Node};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,9 +77,6 @@ pub fn router(app: App) -> Router {
         .route("/v1/agent/join/{addr}", put(join))
         .route("/v1/agent/leave", put(leave))
         .route("/v1/agent/force-leave/{name}", put(force_leave))
-        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
-        .route("/v1/event/fire/{name}", put(fire))
-        .route("/v1/event/list", get(event_list))
         .route("/v1/status/leader", get(leader))
         .route("/v1/status/peers", get(peers))
         .route("/v1/grapevine/members", get(members))
@@ -95,7 +91,13 @@ pub fn router(app: App) -> Router {
         .route("/v1/grapevine/keyring/{op}", put(keyring_op))
         .route("/metrics", get(metrics))
         .merge(super::apps::router())
+        .merge(super::consul::router())
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        // Outermost, so that refusals by the guard carry Consul's headers too.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::consul::layer,
+        ))
         .with_state(app)
 }
 
@@ -176,7 +178,7 @@ async fn agent_self(State(node): State<Node>) -> Result<Json<serde_json::Value>,
         .find(|m| &m.name == node.name())
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "no self".into()))?;
     Ok(Json(serde_json::json!({
-        "Config": { "NodeName": node.name().as_str(), "Datacenter": "grapevine" },
+        "Config": { "NodeName": node.name().as_str(), "Datacenter": super::consul::DATACENTER },
         "Member": consul_member(&me),
     })))
 }
@@ -269,36 +271,6 @@ async fn force_leave(
 ) -> Result<Json<bool>, ApiError> {
     node.force_leave(&name).await?;
     Ok(Json(true))
-}
-
-/// Consul's event list: the user events this agent received (the last 256), oldest first,
-/// `?name=` to filter, blocking on `?index=` (the count received).
-async fn event_list(
-    State(log): State<Arc<EventLog>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Some((index, wait)) = blocking(&q) {
-        log.wait_user(index, wait).await;
-    }
-    let index = log.user_index();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let out: Vec<serde_json::Value> = log
-        .user_events(q.get("name").map(String::as_str))
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "ID": format!("{:016x}", e.id),
-                "Name": e.name,
-                "Payload": if e.payload.is_empty() { None } else { Some(b64.encode(&e.payload)) },
-                "NodeFilter": "", "ServiceFilter": "", "TagFilter": "",
-                "Version": 1,
-                "LTime": e.ltime,
-                "Origin": e.origin,
-                "Time": e.time,
-            })
-        })
-        .collect();
-    (index_header(index), Json(out)).into_response()
 }
 
 /// One member's per-node state in the API's shape: keys with base64 values and versions.
@@ -400,86 +372,6 @@ async fn event_stream(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-}
-
-async fn kv_get(
-    State(node): State<Node>,
-    Path(key): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let recurse = q.contains_key("recurse");
-    let keys_only = q.contains_key("keys");
-    // A blocking query: wait until the index passes the one given, as Consul does.
-    if let Some((index, wait)) = blocking(&q) {
-        node.kv_wait(index, wait).await;
-    }
-    let entries = node.entries(key.as_bytes(), recurse || keys_only).await?;
-    let headers = index_header(node.kv_index());
-    if entries.is_empty() {
-        return Ok((StatusCode::NOT_FOUND, headers).into_response());
-    }
-    if keys_only {
-        let keys: Vec<String> = entries
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.key).into_owned())
-            .collect();
-        return Ok((headers, Json(keys)).into_response());
-    }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let out: Vec<serde_json::Value> = entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "Key": String::from_utf8_lossy(&e.key),
-                "Value": b64.encode(&e.value),
-                "Flags": 0, "LockIndex": 0,
-                "CreateIndex": e.modify_index, "ModifyIndex": e.modify_index,
-                // grapevine's: whose write this is and when, so racing writers can tell
-                // which write won.
-                "Writer": e.writer, "WrittenAt": e.written_at.0,
-            })
-        })
-        .collect();
-    Ok((headers, Json(out)).into_response())
-}
-
-async fn kv_put(
-    State(node): State<Node>,
-    Path(key): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Result<Json<bool>, ApiError> {
-    if let Some(cas) = q.get("cas") {
-        let cas: u64 = cas
-            .parse()
-            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("bad cas index {cas:?}")))?;
-        return Ok(Json(
-            node.put_cas(key.as_bytes(), Some(body.to_vec()), cas)
-                .await?,
-        ));
-    }
-    node.put(key.as_bytes(), Some(body.to_vec())).await?;
-    Ok(Json(true))
-}
-
-async fn kv_delete(
-    State(node): State<Node>,
-    Path(key): Path<String>,
-) -> Result<Json<bool>, ApiError> {
-    node.put(key.as_bytes(), None).await?;
-    Ok(Json(true))
-}
-
-async fn fire(
-    State(app): State<App>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    // Past this member's event budget (`events_per_origin`) the node refuses: 429.
-    let id = app.node.broadcast(&name, body.to_vec()).await?;
-    Ok(Json(
-        serde_json::json!({ "ID": format!("{id:016x}"), "Name": name }),
-    ))
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {

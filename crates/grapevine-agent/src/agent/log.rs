@@ -24,6 +24,9 @@ pub struct UserEventView {
     pub payload: Vec<u8>,
     /// The member that raised it.
     pub origin: String,
+    /// Who it was for (Consul's node, service and tag filters).
+    #[serde(skip)]
+    pub filters: super::event_filters::Filters,
     /// The order in which this agent received it (Consul's `LTime` slot), from 1.
     pub ltime: u64,
     /// When it arrived, seconds since the UNIX epoch.
@@ -138,8 +141,9 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Starts recording `node`'s events.
-    pub fn spawn(node: Node) -> Arc<EventLog> {
+    /// Starts recording `node`'s events; user events filtered to other nodes or services
+    /// than `registry`'s are not recorded.
+    pub fn spawn(node: Node, registry: super::services::Registry) -> Arc<EventLog> {
         let (stream, _) = broadcast::channel(1024);
         let log = Arc::new(EventLog {
             user: Mutex::new(VecDeque::new()),
@@ -151,13 +155,13 @@ impl EventLog {
             let me = node.name().as_str().to_string();
             let mut events = node.events();
             while let Some(e) = events.next().await {
-                recorder.record(&e, &me);
+                recorder.record(&e, &me, &registry);
             }
         });
         log
     }
 
-    fn record(&self, e: &Event, me: &str) {
+    fn record(&self, e: &Event, me: &str, registry: &super::services::Registry) {
         if let Some(s) = StreamEvent::of(e, me) {
             tracing::info!(
                 event = s.event,
@@ -178,6 +182,10 @@ impl EventLog {
             payload,
         } = e
         {
+            let (filters, payload) = super::event_filters::unwrap(payload);
+            if !filters.admits(me, &registry.local()) {
+                return;
+            }
             let ltime = *self.user_index.borrow() + 1;
             if let Ok(mut user) = self.user.lock() {
                 if user.len() >= USER_EVENTS_KEPT {
@@ -186,8 +194,9 @@ impl EventLog {
                 user.push_back(UserEventView {
                     id: *id,
                     name: name.clone(),
-                    payload: payload.clone(),
+                    payload,
                     origin: origin.as_str().to_string(),
+                    filters,
                     ltime,
                     time: unix_now(),
                 });

@@ -6,7 +6,9 @@ mod api;
 mod apps;
 mod client;
 mod config;
+mod consul;
 mod dns;
+mod event_filters;
 mod handlers;
 mod http;
 mod listen;
@@ -138,14 +140,19 @@ pub async fn run(s: Settings) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(s.http)
         .await
         .with_context(|| format!("binding the HTTP API to {}", s.http))?;
+    let registry = services::Registry::new(node.clone(), s.scripts);
     let handlers = handlers::parse_all(&s.event_handlers);
     if !handlers.is_empty() {
-        tokio::spawn(handlers::run(node.clone(), handlers, s.event_handlers_max));
+        tokio::spawn(handlers::run(
+            node.clone(),
+            handlers,
+            s.event_handlers_max,
+            registry.clone(),
+        ));
     }
-    let log = log::EventLog::spawn(node.clone());
+    let log = log::EventLog::spawn(node.clone(), registry.clone());
     // Every agent publishes what it holds of the keyspace, so any can tell when all agree.
     node.track(grapevine::Target::Keyspace).await?;
-    let registry = services::Registry::new(node.clone(), s.scripts);
     registry.forget_restored(&s.services).await;
     for def in s.services.clone() {
         let id = def.id().to_string();
@@ -154,9 +161,21 @@ pub async fn run(s: Settings) -> Result<()> {
             .await
             .with_context(|| format!("registering the service {id:?} from the config file"))?;
     }
+    for c in s.checks.clone() {
+        let name = c.name.clone().unwrap_or_default();
+        registry
+            .register_check(c, services::Origin::Config)
+            .await
+            .with_context(|| format!("registering the check {name:?} from the config file"))?;
+    }
     let catalog = services::spawn_catalog(node.clone());
     if let Some(addr) = s.dns {
-        tokio::spawn(dns::serve(addr, catalog.clone(), s.dns_max_tcp_conns));
+        tokio::spawn(dns::serve(
+            addr,
+            catalog.clone(),
+            s.domains.clone(),
+            s.dns_max_tcp_conns,
+        ));
     }
     {
         let prom = prom.clone();

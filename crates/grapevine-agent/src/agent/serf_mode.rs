@@ -271,7 +271,7 @@ async fn agent_self(State(app): State<SerfApp>) -> Response {
         .await;
     match me {
         Ok(Some(m)) => Json(serde_json::json!({
-            "Config": { "NodeName": m.name, "Datacenter": "grapevine", "Protocol": "serf" },
+            "Config": { "NodeName": m.name, "Datacenter": super::consul::DATACENTER, "Protocol": "serf" },
             "Member": consul_member(&m),
         }))
         .into_response(),

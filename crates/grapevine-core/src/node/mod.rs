@@ -13,7 +13,8 @@ mod timers;
 
 pub use crate::error::CommandError;
 pub use crate::state::{
-    Agreement, KvChange, KvEntry, LostClaim, SlotMap, SlotOwner, Target, Versions, MAX_SLOTS,
+    Agreement, KvChange, KvEntry, KvWrite, LostClaim, SlotMap, SlotOwner, Target, Versions,
+    MAX_SLOTS,
 };
 pub use context::Transmit;
 
@@ -405,6 +406,17 @@ impl Node {
         cas: u64,
     ) -> Result<bool, CommandError> {
         self.replication.put_cas(now, key, value, cas)
+    }
+
+    /// A key-value client's write to a shared key (flags, check-and-set); returns whether
+    /// it wrote.
+    pub fn kv_write(
+        &mut self,
+        now: Time,
+        key: &[u8],
+        write: KvWrite,
+    ) -> Result<bool, CommandError> {
+        self.replication.kv_write(now, key, write)
     }
 
     /// Claims `slots` of ownership map `map` at `epoch` (default: one above the map's

@@ -30,7 +30,7 @@ impl Replication {
         check_len(
             "state value",
             value.len(),
-            crate::state::value::MAX_VALUE_LEN,
+            crate::state::messages::MAX_STATE_VALUE_LEN,
         )?;
         if let Some(own) = self.nodes.get(&ctx.me.name) {
             // Tombstones count too: they travel until collected.
@@ -63,7 +63,25 @@ impl Replication {
             value.as_ref().map_or(0, |v| v.len()),
             crate::state::value::MAX_VALUE_LEN,
         )?;
-        self.put_shared(key, value, ttl_micros(ttl), now);
+        self.put_shared(key, value, ttl_micros(ttl), 0, now);
+        Ok(())
+    }
+
+    /// Writes a shared key last-write-wins with `flags` (`None` deletes it).
+    pub fn put_shared_flags(
+        &mut self,
+        now: Time,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        flags: u64,
+    ) -> Result<(), CommandError> {
+        check_len("shared key", key.len(), crate::state::value::MAX_KEY_LEN)?;
+        check_len(
+            "shared value",
+            value.as_ref().map_or(0, |v| v.len()),
+            crate::state::value::MAX_VALUE_LEN,
+        )?;
+        self.put_shared(key, value, None, flags, now);
         Ok(())
     }
 }

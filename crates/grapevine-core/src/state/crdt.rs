@@ -58,13 +58,23 @@ pub struct Lww {
     /// The hybrid-clock physical time (µs) after which the write counts as deleted: a TTL
     /// fixed by the writer, so every node expires it at the same moment of its own clock.
     pub expires_at: Option<u64>,
+    /// Opaque flags the writer attached (Consul's KV `Flags`), carried with the value.
+    pub flags: u64,
 }
 
 impl Lww {
     /// Keeps the later of the two writes (by timestamp, then writer, then value, so the
     /// outcome never depends on the order of arrival).
     pub fn merge(&mut self, other: &Lww) {
-        let key = |l: &Lww| (l.at, l.writer.clone(), l.value.clone(), l.expires_at);
+        let key = |l: &Lww| {
+            (
+                l.at,
+                l.writer.clone(),
+                l.value.clone(),
+                l.expires_at,
+                l.flags,
+            )
+        };
         if key(other) > key(self) {
             *self = other.clone();
         }
@@ -307,12 +317,14 @@ mod tests {
             writer: n("a"),
             value: Some(b"1".to_vec()),
             expires_at: None,
+            flags: 0,
         };
         let b = Lww {
             at: Timestamp::new(10, 0),
             writer: n("b"),
             value: Some(b"2".to_vec()),
             expires_at: None,
+            flags: 0,
         };
         a.merge(&b);
         assert_eq!(a.value.as_deref(), Some(&b"2"[..]));
@@ -321,6 +333,7 @@ mod tests {
             writer: n("a"),
             value: None,
             expires_at: None,
+            flags: 0,
         };
         a.merge(&del);
         assert_eq!(a.value, None);

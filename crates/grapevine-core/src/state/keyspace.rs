@@ -234,6 +234,7 @@ impl Keyspace {
                         writer: horizon_writer(),
                         value: None,
                         expires_at: None,
+                        flags: 0,
                     }));
                 }
                 let hash = item_hash(key, value);
@@ -295,6 +296,7 @@ pub fn lww(at: Timestamp, writer: &Name, value: Option<Vec<u8>>, expires_at: Opt
         writer: writer.clone(),
         value,
         expires_at,
+        flags: 0,
     })
 }
 

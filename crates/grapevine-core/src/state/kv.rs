@@ -22,6 +22,20 @@ pub struct KvEntry {
     /// The write's hybrid-logical-clock timestamp (microseconds since the UNIX epoch, and a
     /// logical count): later wins, ties by writer name.
     pub written_at: (u64, u32),
+    /// The flags stored with the value (Consul's `Flags`).
+    pub flags: u64,
+}
+
+/// A write to a shared key as a key-value client makes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvWrite {
+    /// The value, or `None` to delete the key.
+    pub value: Option<Vec<u8>>,
+    /// Opaque flags stored and replicated with the value.
+    pub flags: u64,
+    /// Check-and-set: write only if the key's modify index here is this (0: only if the
+    /// key holds no value).
+    pub cas: Option<u64>,
 }
 
 /// A shared key that changed: its value now (`None`: deleted or expired) and the local
@@ -55,6 +69,7 @@ pub(crate) fn entries(ks: &Keyspace, phys: u64, key: &[u8], prefix: bool) -> Vec
             modify_index: ks.modified(k).unwrap_or(0),
             writer: l.writer.as_str().to_string(),
             written_at: (l.at.physical, l.at.logical),
+            flags: l.flags,
         }),
         _ => None,
     };
@@ -104,16 +119,37 @@ impl Replication {
         value: Option<Vec<u8>>,
         cas: u64,
     ) -> Result<bool, CommandError> {
+        self.kv_write(
+            now,
+            key,
+            KvWrite {
+                value,
+                flags: 0,
+                cas: Some(cas),
+            },
+        )
+    }
+
+    /// A key-value client's write: with flags, and checked against `cas` if given; returns
+    /// whether it wrote. Deleting a key that holds no value writes nothing and succeeds.
+    pub fn kv_write(&mut self, now: Time, key: &[u8], w: KvWrite) -> Result<bool, CommandError> {
         let phys = self.physical(now);
-        let current = if self.keyspace.get(key, phys).is_some() {
+        let holds = self
+            .keyspace
+            .get(key, phys)
+            .is_some_and(|v| lww_value(v).is_some() && !v.is_gone(phys));
+        let current = if holds {
             self.keyspace.modified(key).unwrap_or(0)
         } else {
             0
         };
-        if current != cas {
+        if w.cas.is_some_and(|cas| cas != current) {
             return Ok(false);
         }
-        self.put_shared_checked(now, key, value, None)
-            .map(|()| true)
+        if w.value.is_none() && !holds {
+            return Ok(true);
+        }
+        self.put_shared_flags(now, key, w.value, w.flags)?;
+        Ok(true)
     }
 }

@@ -2,7 +2,7 @@
 
 use super::endpoint::{Delta, Held, Versioned};
 use super::keyspace::Value;
-use super::value::{self, MAX_VALUE_LEN};
+use super::value;
 use crate::name::Name;
 use crate::wire::read_name;
 use crate::wire::{Body, DecodeError, Reader, Writer};
@@ -15,6 +15,9 @@ pub const TREE_NODES: u8 = 1;
 pub const MAX_DELTA_ENTRIES: usize = 1 << 16;
 /// The longest per-node key, in bytes.
 pub const MAX_STATE_KEY_LEN: usize = 256;
+/// The longest per-node value, in bytes (a member's whole state is bounded too, by
+/// `max_node_state`).
+pub const MAX_STATE_VALUE_LEN: usize = 64 * 1024;
 /// The most ranges one tree message may name (every child of 4,096 differing ranges).
 pub const MAX_TREE_RANGES: usize = 65_536;
 /// The most item digests or wanted keys one tree message may carry.
@@ -136,7 +139,7 @@ fn read_delta(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
     let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
         let key = r.str("state key", MAX_STATE_KEY_LEN)?.to_string();
-        let len = r.len("state value", MAX_VALUE_LEN)?;
+        let len = r.len("state value", MAX_STATE_VALUE_LEN)?;
         let value = r.bytes(len, "state value")?.to_vec();
         let version = r.u64("state version")?;
         let tombstone = r.u8("tombstone flag")? != 0;

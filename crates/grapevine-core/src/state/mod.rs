@@ -30,6 +30,6 @@ mod target;
 pub(crate) mod value;
 
 pub use hlc::{ClockError, Hlc, Timestamp};
-pub use kv::{KvChange, KvEntry};
+pub use kv::{KvChange, KvEntry, KvWrite};
 pub use slots::{LostClaim, SlotMap, SlotOwner, MAX_SLOTS};
 pub use target::{Agreement, Target, Versions};

@@ -181,11 +181,21 @@ impl Replication {
     }
 
     /// A last-write-wins write (or delete, with `None`) of a shared key by this node.
-    pub fn put_shared(&mut self, key: &[u8], value: Option<Vec<u8>>, ttl: Option<u64>, now: Time) {
+    pub fn put_shared(
+        &mut self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        ttl: Option<u64>,
+        flags: u64,
+        now: Time,
+    ) {
         let phys = self.physical(now);
         let at = self.hlc.now(phys);
-        let v =
+        let mut v =
             crate::state::keyspace::lww(at, &self.me, value, ttl.map(|t| phys.saturating_add(t)));
+        if let Value::Lww(l) = &mut v {
+            l.flags = flags;
+        }
         self.keyspace.apply(key, &v, phys);
     }
 

@@ -13,8 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
-/// The longest value (a register's bytes, a set element), in bytes.
-pub const MAX_VALUE_LEN: usize = 64 * 1024;
+/// The longest shared value (a register's bytes, a set element), in bytes: Consul's limit
+/// for a KV value. Shared entries travel in exchanges over the reliable channel, in chunks of
+/// `state_chunk` bytes (one entry always fits a frame), never in datagrams.
+pub const MAX_VALUE_LEN: usize = 512 * 1024;
 /// The most siblings a multi-value register may carry.
 pub const MAX_SIBLINGS: usize = 64;
 /// The most writers a version vector or counter may name.
@@ -166,7 +168,9 @@ fn read_counts(r: &mut Reader<'_>, what: &'static str) -> Result<BTreeMap<Name, 
 fn write_value(w: &mut Writer, v: &Value) {
     match v {
         Value::Lww(l) => {
-            w.u8(1);
+            // Flags travel only when set (type 8), so a value without them encodes, and
+            // hashes, as it always has.
+            w.u8(if l.flags == 0 { 1 } else { 8 });
             w.u64(l.at.physical);
             w.varint(l.at.logical);
             w.lp(l.writer.as_bytes());
@@ -177,6 +181,9 @@ fn write_value(w: &mut Writer, v: &Value) {
                     w.u64(t);
                 }
                 None => w.u8(0),
+            }
+            if l.flags != 0 {
+                w.u64(l.flags);
             }
         }
         Value::Mv(m) => {
@@ -225,10 +232,10 @@ fn write_value(w: &mut Writer, v: &Value) {
 fn read_value(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
     let tag = r.u8("value type")?;
     Ok(match tag {
-        1 => {
+        1 | 8 => {
             let physical = r.u64("timestamp")?;
             let logical = r.varint("timestamp")?;
-            Value::Lww(Lww {
+            let mut l = Lww {
                 at: Timestamp::new(physical, logical),
                 writer: read_name(r, "writer")?,
                 value: read_opt_bytes(r, "value")?,
@@ -236,7 +243,16 @@ fn read_value(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
                     0 => None,
                     _ => Some(r.u64("expiry")?),
                 },
-            })
+                flags: 0,
+            };
+            if tag == 8 {
+                l.flags = r.u64("flags")?;
+                if l.flags == 0 {
+                    // Not canonical: zero flags encode as type 1.
+                    return Err(DecodeError::UnknownValueType(tag));
+                }
+            }
+            Value::Lww(l)
         }
         2 => {
             let n = r.count("siblings", MAX_SIBLINGS, 2)?;

@@ -8,7 +8,9 @@ mod builder;
 mod task;
 
 pub use builder::NodeBuilder;
-pub use grapevine_core::{KvChange, KvEntry, LostClaim, SlotMap, SlotOwner, Versions, MAX_SLOTS};
+pub use grapevine_core::{
+    KvChange, KvEntry, KvWrite, LostClaim, SlotMap, SlotOwner, Versions, MAX_SLOTS,
+};
 
 use crate::crypto::{Key, KeyringError};
 use crate::snapshot::SnapshotError;
@@ -297,6 +299,15 @@ impl Node {
         let key = key.to_vec();
         Ok(self
             .with_core(move |c, now| c.put_cas(now, &key, value, cas))
+            .await??)
+    }
+
+    /// A key-value client's write to a shared key: with flags, and check-and-set if
+    /// `write.cas` is given; returns whether it wrote.
+    pub async fn kv_write(&self, key: &[u8], write: KvWrite) -> Result<bool, Error> {
+        let key = key.to_vec();
+        Ok(self
+            .with_core(move |c, now| c.kv_write(now, &key, write))
             .await??)
     }
 

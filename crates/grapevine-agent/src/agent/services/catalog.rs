@@ -1,11 +1,17 @@
 //! The catalog, kept current from per-node state and membership.
 
-use super::{Catalog, Instance, ServiceRecord, KEY_PREFIX};
+use super::{
+    node_meta, Catalog, Instance, NodeEntry, NodeRecord, ServiceRecord, KEY_PREFIX, NODE_KEY,
+};
 use grapevine::{Node, State};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// What one member publishes: the (generation, version) it was read at, its services, and
+/// its node-level checks.
+type Published = ((u64, u64), Vec<ServiceRecord>, NodeRecord);
 
 /// The catalog kept current from what changes: the per-node states whose version moved
 /// (their `svc/` keys re-read), and membership after member events. Nothing is re-read while
@@ -13,10 +19,11 @@ use tokio::sync::watch;
 /// state joined against every member (which once burned half a core at 10,000 members).
 struct CatalogReader {
     node: Node,
-    /// Per member: the (generation, version) its services were read at, and those services.
-    services: std::collections::HashMap<String, ((u64, u64), Vec<ServiceRecord>)>,
-    /// Per member: its IP and whether it is alive or suspect.
-    members: std::collections::HashMap<String, (IpAddr, bool)>,
+    /// Per member: the (generation, version) its services were read at, those services, and
+    /// its node-level checks.
+    services: std::collections::HashMap<String, Published>,
+    /// Per member: its IP, whether it is alive or suspect, and its tags.
+    members: std::collections::HashMap<String, (IpAddr, bool, Vec<u8>)>,
     root: Option<u64>,
 }
 
@@ -27,7 +34,10 @@ impl CatalogReader {
             .into_iter()
             .map(|m| {
                 let alive = matches!(m.state, State::Alive | State::Suspect);
-                (m.name.as_str().to_string(), (m.addr.ip(), alive))
+                (
+                    m.name.as_str().to_string(),
+                    (m.addr.ip(), alive, m.tags.to_vec()),
+                )
             })
             .collect();
         Some(())
@@ -44,7 +54,11 @@ impl CatalogReader {
         self.services.retain(|n, _| held.contains(n));
         let changed: Vec<String> = versions
             .iter()
-            .filter(|(n, g, v)| self.services.get(n).is_none_or(|(at, _)| *at != (*g, *v)))
+            .filter(|(n, g, v)| {
+                self.services
+                    .get(n)
+                    .is_none_or(|(at, _, _)| *at != (*g, *v))
+            })
             .map(|(n, _, _)| n.clone())
             .collect();
         for chunk in changed.chunks(256) {
@@ -54,33 +68,56 @@ impl CatalogReader {
                 .await
                 .ok()?;
             for s in states {
-                let records = s
-                    .keys
-                    .iter()
-                    .filter_map(|(_, v, _)| serde_json::from_slice::<ServiceRecord>(v).ok())
-                    .collect();
+                let mut node = NodeRecord::default();
+                let mut records = Vec::new();
+                for (k, v, _) in &s.keys {
+                    if k == NODE_KEY {
+                        node = serde_json::from_slice(v).unwrap_or_default();
+                    } else if let Ok(r) = serde_json::from_slice::<ServiceRecord>(v) {
+                        records.push(r);
+                    }
+                }
                 self.services
-                    .insert(s.name.clone(), ((s.generation, s.version), records));
+                    .insert(s.name.clone(), ((s.generation, s.version), records, node));
             }
         }
         self.root = Some(root);
         Some(true)
     }
 
-    /// The catalog from what is held: instances of members known here.
+    /// The catalog from what is held: members known here and their instances.
     fn catalog(&self) -> Catalog {
+        let empty = NodeRecord::default();
+        let mut nodes: Vec<NodeEntry> = self
+            .members
+            .iter()
+            .map(|(name, (ip, alive, tags))| NodeEntry {
+                name: name.clone(),
+                addr: *ip,
+                alive: *alive,
+                meta: node_meta(tags),
+                checks: self
+                    .services
+                    .get(name)
+                    .map_or(&empty, |(_, _, n)| n)
+                    .checks
+                    .clone(),
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let mut instances = Vec::new();
-        for (node, (_, records)) in &self.services {
+        for (node, (_, records, node_record)) in &self.services {
             // A member that left or failed long ago, or was reaped, drops out of the catalog
             // when it is forgotten; until then it is listed critical.
-            let Some(&(ip, alive)) = self.members.get(node) else {
+            let Some((ip, alive, _)) = self.members.get(node) else {
                 continue;
             };
             for service in records {
                 instances.push(Instance {
                     node: node.clone(),
-                    node_addr: ip,
-                    node_alive: alive,
+                    node_addr: *ip,
+                    node_alive: *alive,
+                    node_checks: node_record.checks.clone(),
                     service: service.clone(),
                 });
             }
@@ -92,7 +129,7 @@ impl CatalogReader {
                 &b.service.id,
             ))
         });
-        Catalog { instances }
+        Catalog { nodes, instances }
     }
 }
 

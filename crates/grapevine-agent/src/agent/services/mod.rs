@@ -7,291 +7,50 @@
 
 mod catalog;
 mod checks;
+mod defs;
+mod records;
 
 pub use catalog::spawn_catalog;
+pub use defs::*;
+pub use records::*;
 
 use checks::{http_check, script_check, tcp_check};
 use grapevine::Node;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// The per-node state key prefix services are published under.
 pub const KEY_PREFIX: &str = "svc/";
 
-/// A check's status, Consul's words.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Healthy.
-    Passing,
-    /// Degraded, still serving.
-    Warning,
-    /// Failing.
-    Critical,
+/// The per-node state key a member's node-level checks are published under. Service ids
+/// cannot contain '/', so it never names a service.
+pub const NODE_KEY: &str = "svc//node";
+
+/// The registry slot of a node-level check: '/' first, which no service id has.
+fn node_slot(check_id: &str) -> String {
+    format!("/{check_id}")
 }
 
-/// A health check definition, Consul's fields.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct CheckDef {
-    /// Its id (default `service:SERVICE_ID`, numbered when there are several).
-    #[serde(rename = "CheckID", alias = "ID", default)]
-    pub check_id: Option<String>,
-    /// A name for people.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// GET this URL: 2xx passing, 429 warning, else critical.
-    #[serde(rename = "HTTP", default)]
-    pub http: Option<String>,
-    /// Connect to this `host:port`: passing if it accepts.
-    #[serde(rename = "TCP", default)]
-    pub tcp: Option<String>,
-    /// Run this: exit 0 passing, 1 warning, else critical.
-    #[serde(default)]
-    pub args: Option<Vec<String>>,
-    /// Critical unless passed (`/v1/agent/check/pass/ID`) within this long.
-    #[serde(rename = "TTL", default)]
-    pub ttl: Option<String>,
-    /// How often to run an HTTP, TCP or script check (default 10 s).
-    #[serde(default)]
-    pub interval: Option<String>,
-    /// How long one run may take (default 10 s).
-    #[serde(default)]
-    pub timeout: Option<String>,
-    /// The status before the first run (default critical).
-    #[serde(default)]
-    pub status: Option<Status>,
-    /// Notes, ignored.
-    #[serde(default)]
-    pub notes: Option<String>,
-    /// Consul's field, accepted and ignored (checks are never deregistered by time).
-    #[serde(default)]
-    pub deregister_critical_service_after: Option<String>,
-}
+/// Consul's id and name for node maintenance mode.
+const NODE_MAINTENANCE: &str = "_node_maintenance";
 
-/// A service registration, Consul's fields.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ServiceDef {
-    /// Unique on this agent (default: the name).
-    #[serde(rename = "ID", default)]
-    pub id: Option<String>,
-    /// The service's name.
-    pub name: String,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Its address (default: this member's).
-    #[serde(default)]
-    pub address: Option<String>,
-    /// Its port.
-    #[serde(default)]
-    pub port: u16,
-    /// Free-form metadata.
-    #[serde(default)]
-    pub meta: BTreeMap<String, String>,
-    /// One check.
-    #[serde(default)]
-    pub check: Option<CheckDef>,
-    /// More checks.
-    #[serde(default)]
-    pub checks: Vec<CheckDef>,
-    /// Consul's field, accepted and ignored.
-    #[serde(default)]
-    pub enable_tag_override: Option<bool>,
-}
-
-impl ServiceDef {
-    /// Its id.
-    pub fn id(&self) -> &str {
-        self.id.as_deref().unwrap_or(&self.name)
-    }
-}
-
-/// Field names as Consul spells them. Consul (Go's JSON decoding) accepts any case, and
-/// clients rely on it (python-consul sends `name`, `ttl`): keys are mapped to these before
-/// parsing.
-const SERVICE_FIELDS: &[&str] = &[
-    "ID",
-    "Name",
-    "Tags",
-    "Address",
-    "Port",
-    "Meta",
-    "Check",
-    "Checks",
-    "EnableTagOverride",
-];
-const CHECK_FIELDS: &[&str] = &[
-    "CheckID",
-    "ID",
-    "Name",
-    "HTTP",
-    "TCP",
-    "Args",
-    "TTL",
-    "Interval",
-    "Timeout",
-    "Status",
-    "Notes",
-    "DeregisterCriticalServiceAfter",
-];
-
-fn canonical_keys(v: &mut serde_json::Value, names: &[&str]) {
-    if let serde_json::Value::Object(map) = v {
-        let old = std::mem::take(map);
-        for (k, val) in old {
-            let key = names
-                .iter()
-                .find(|n| n.eq_ignore_ascii_case(&k))
-                .map_or(k, |n| n.to_string());
-            map.insert(key, val);
-        }
-    }
-}
-
-impl ServiceDef {
-    /// Parses a registration as Consul does: field names in any case.
-    pub fn from_json(body: &[u8]) -> Result<ServiceDef, serde_json::Error> {
-        let mut v: serde_json::Value = serde_json::from_slice(body)?;
-        canonical_keys(&mut v, SERVICE_FIELDS);
-        if let Some(c) = v.get_mut("Check") {
-            canonical_keys(c, CHECK_FIELDS);
-        }
-        if let Some(serde_json::Value::Array(cs)) = v.get_mut("Checks") {
-            for c in cs {
-                canonical_keys(c, CHECK_FIELDS);
-            }
-        }
-        serde_json::from_value(v)
-    }
-}
-
-/// A check's result as published.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct CheckRecord {
-    /// Its id.
-    #[serde(rename = "CheckID")]
-    pub check_id: String,
-    /// Its name.
-    pub name: String,
-    /// Its status.
-    pub status: Status,
-    /// What the last run said.
-    pub output: String,
-}
-
-/// A service as published in its member's state.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct ServiceRecord {
-    /// Its id.
-    #[serde(rename = "ID")]
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Address ("" for the member's).
-    pub address: String,
-    /// Port.
-    pub port: u16,
-    /// Metadata.
-    pub meta: BTreeMap<String, String>,
-    /// Its checks.
-    pub checks: Vec<CheckRecord>,
-}
-
-/// One instance of a service, as the catalog shows it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Instance {
-    /// The member it runs on.
-    pub node: String,
-    /// That member's IP.
-    pub node_addr: IpAddr,
-    /// Whether that member is alive (Consul's `serfHealth`).
-    pub node_alive: bool,
-    /// The service.
-    pub service: ServiceRecord,
-}
-
-impl Instance {
-    /// Its address: the service's own, else its member's.
-    pub fn address(&self) -> String {
-        if self.service.address.is_empty() {
-            self.node_addr.to_string()
-        } else {
-            self.service.address.clone()
-        }
-    }
-
-    /// Its worst status, its member's health included.
-    pub fn status(&self) -> Status {
-        let node = if self.node_alive {
-            Status::Passing
-        } else {
-            Status::Critical
-        };
-        self.service
-            .checks
-            .iter()
-            .map(|c| c.status)
-            .fold(node, Ord::max)
-    }
-
-    /// Whether it has `tag` (any tag if `None`).
-    pub fn has_tag(&self, tag: Option<&str>) -> bool {
-        tag.is_none_or(|t| self.service.tags.iter().any(|x| x == t))
-    }
-}
-
-/// Every instance of every service, as known here, in a stable order.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Catalog {
-    /// The instances, by service name then node then id.
-    pub instances: Vec<Instance>,
-}
-
-impl Catalog {
-    /// The instances of `name` with `tag`, passing ones only if asked.
-    pub fn service(&self, name: &str, tag: Option<&str>, passing: bool) -> Vec<&Instance> {
-        self.instances
-            .iter()
-            .filter(|i| i.service.name == name && i.has_tag(tag))
-            .filter(|i| !passing || i.status() == Status::Passing)
-            .collect()
-    }
-
-    /// Service names with the union of their tags.
-    pub fn services(&self) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for i in &self.instances {
-            let tags = out.entry(i.service.name.clone()).or_default();
-            for t in &i.service.tags {
-                if !tags.contains(t) {
-                    tags.push(t.clone());
-                }
-            }
-        }
-        for tags in out.values_mut() {
-            tags.sort();
-        }
-        out
-    }
-}
-
-/// A registered service with its checks' current results.
+/// A registered service (or, in a '/' slot, a node-level check) with its checks' current
+/// results.
 struct Registered {
     def: ServiceDef,
     checks: Vec<CheckRecord>,
     tasks: Vec<JoinHandle<()>>,
     /// TTL checks: their TTL and when they were last updated.
-    ttl: Vec<Option<(Duration, tokio::time::Instant)>>,
+    ttl: Vec<Option<(Duration, Instant)>>,
+    /// Per check: deregister the service once the check has been critical this long.
+    reap_after: Vec<Option<Duration>>,
+    /// Per check: since when it has been critical.
+    critical_since: Vec<Option<Instant>>,
+    /// Maintenance mode's reason, while it is on.
+    maintenance: Option<String>,
 }
 
 impl Drop for Registered {
@@ -302,14 +61,14 @@ impl Drop for Registered {
     }
 }
 
-/// What can go wrong registering a service.
+/// What can go wrong registering a service or a check.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
     /// A check with none or several of HTTP, TCP, Args and TTL.
     #[error("check {0:?} must have exactly one of HTTP, TCP, Args or TTL")]
     CheckKind(String),
     /// A duration that does not parse.
-    #[error("{what} {value:?} is not a duration (like 10s, 500ms, 1m)")]
+    #[error("{what} {value:?} is not a duration (like 10s, 500ms, 1m30s)")]
     Duration {
         /// Which field.
         what: &'static str,
@@ -319,9 +78,15 @@ pub enum RegisterError {
     /// No such check.
     #[error("no TTL check {0:?} is registered here")]
     NoCheck(String),
+    /// No such service.
+    #[error("Unknown service ID {0:?}")]
+    NoService(String),
     /// A bad name or id.
     #[error("a service needs a name, and its id may not contain '/'")]
     BadName,
+    /// A check registered without a name (Consul's words).
+    #[error("Missing check name")]
+    NoCheckName,
     /// A script check where scripts are not allowed (Consul's words).
     #[error(
         "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or \
@@ -350,26 +115,23 @@ pub enum Origin {
     Config,
 }
 
-/// The services registered with this agent.
+/// A check registered here, as `/v1/agent/checks` lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalCheck {
+    /// Its result.
+    pub record: CheckRecord,
+    /// Its service's id and name (empty for a node-level check).
+    pub service: (String, String),
+    /// Its service's tags.
+    pub service_tags: Vec<String>,
+}
+
+/// The services and checks registered with this agent.
 #[derive(Clone)]
 pub struct Registry {
     node: Node,
     inner: Arc<Mutex<BTreeMap<String, Registered>>>,
     scripts: ScriptChecks,
-}
-
-/// Parses Consul's durations: `10s`, `500ms`, `1m`, `1h`, or bare seconds.
-pub fn duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return None,
-    })
 }
 
 fn parse_duration(
@@ -386,6 +148,14 @@ fn parse_duration(
     }
 }
 
+/// Checks ready to run: their first records and how to run them.
+struct Prepared {
+    checks: Vec<CheckRecord>,
+    ttl: Vec<Option<(Duration, Instant)>>,
+    reap_after: Vec<Option<Duration>>,
+    runs: Vec<(CheckDef, Duration, Duration)>,
+}
+
 impl Registry {
     /// An empty registry publishing through `node`, taking script checks as `scripts` says.
     pub fn new(node: Node, scripts: ScriptChecks) -> Self {
@@ -396,19 +166,122 @@ impl Registry {
         }
     }
 
-    /// The name of the service registered here as `id`.
-    pub fn name_of(&self, id: &str) -> Option<String> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.get(id).map(|r| r.def.name.clone())
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Registered>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The name of the service whose check is `check_id`.
-    pub fn service_of_check(&self, check_id: &str) -> Option<String> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
-            .values()
-            .find(|r| r.checks.iter().any(|c| c.check_id == check_id))
+    /// The name of the service registered here as `id`.
+    pub fn name_of(&self, id: &str) -> Option<String> {
+        self.lock()
+            .get(id)
+            .filter(|_| !id.starts_with('/'))
             .map(|r| r.def.name.clone())
+    }
+
+    /// The name of the service whose check is `check_id` (`None` for node-level checks).
+    pub fn service_of_check(&self, check_id: &str) -> Option<String> {
+        self.lock()
+            .iter()
+            .filter(|(slot, _)| !slot.starts_with('/'))
+            .find(|(_, r)| r.checks.iter().any(|c| c.check_id == check_id))
+            .map(|(_, r)| r.def.name.clone())
+    }
+
+    /// Validates check definitions and makes their first records; `default_id` names the
+    /// i-th check when it has no id, `default_name` when it has no name.
+    fn prepare(
+        &self,
+        defs: &[CheckDef],
+        origin: Origin,
+        default_id: impl Fn(usize) -> String,
+        default_name: &str,
+    ) -> Result<Prepared, RegisterError> {
+        let scripts_allowed = self.scripts.api || (origin == Origin::Config && self.scripts.local);
+        if !scripts_allowed && defs.iter().any(|c| c.args.is_some()) {
+            return Err(RegisterError::ScriptsDisabled);
+        }
+        let mut p = Prepared {
+            checks: Vec::new(),
+            ttl: Vec::new(),
+            reap_after: Vec::new(),
+            runs: Vec::new(),
+        };
+        for (i, c) in defs.iter().enumerate() {
+            let check_id = c.check_id.clone().unwrap_or_else(|| default_id(i));
+            let kinds = [
+                c.http.is_some(),
+                c.tcp.is_some(),
+                c.args.is_some(),
+                c.ttl.is_some(),
+            ];
+            if kinds.iter().filter(|x| **x).count() != 1 {
+                return Err(RegisterError::CheckKind(check_id));
+            }
+            let interval = parse_duration("Interval", &c.interval, Duration::from_secs(10))?;
+            let timeout = parse_duration("Timeout", &c.timeout, Duration::from_secs(10))?;
+            p.ttl.push(match &c.ttl {
+                Some(_) => Some((
+                    parse_duration("TTL", &c.ttl, Duration::from_secs(30))?,
+                    Instant::now(),
+                )),
+                None => None,
+            });
+            p.reap_after
+                .push(match &c.deregister_critical_service_after {
+                    Some(_) => Some(parse_duration(
+                        "DeregisterCriticalServiceAfter",
+                        &c.deregister_critical_service_after,
+                        Duration::ZERO,
+                    )?),
+                    None => None,
+                });
+            p.runs
+                .push((c.clone(), interval.max(Duration::from_millis(100)), timeout));
+            p.checks.push(CheckRecord {
+                name: c.name.clone().unwrap_or_else(|| default_name.to_string()),
+                check_id,
+                status: c.status.unwrap_or(Status::Critical),
+                output: String::new(),
+                notes: c.notes.clone().unwrap_or_default(),
+            });
+        }
+        Ok(p)
+    }
+
+    /// Puts `def` in `slot` with its prepared checks running, and publishes it.
+    async fn install(
+        &self,
+        slot: String,
+        def: ServiceDef,
+        p: Prepared,
+        maintenance: Option<String>,
+    ) {
+        let critical_since = p
+            .checks
+            .iter()
+            .map(|c| (c.status == Status::Critical).then(Instant::now))
+            .collect();
+        let mut tasks = Vec::new();
+        for (i, (c, interval, timeout)) in p.runs.into_iter().enumerate() {
+            let me = self.clone();
+            let slot = slot.clone();
+            tasks.push(tokio::spawn(async move {
+                me.run_check(slot, i, c, interval, timeout).await;
+            }));
+        }
+        self.lock().insert(
+            slot.clone(),
+            Registered {
+                def,
+                checks: p.checks,
+                tasks,
+                ttl: p.ttl,
+                reap_after: p.reap_after,
+                critical_since,
+                maintenance,
+            },
+        );
+        self.publish(&slot).await;
     }
 
     /// Registers (or replaces) a service and starts its checks.
@@ -418,86 +291,156 @@ impl Registry {
             return Err(RegisterError::BadName);
         }
         let defs: Vec<CheckDef> = def.check.iter().chain(&def.checks).cloned().collect();
-        let scripts_allowed = self.scripts.api || (origin == Origin::Config && self.scripts.local);
-        if !scripts_allowed && defs.iter().any(|c| c.args.is_some()) {
-            return Err(RegisterError::ScriptsDisabled);
-        }
         let many = defs.len() > 1;
-        let mut checks = Vec::new();
-        let mut ttl = Vec::new();
-        let mut kinds = Vec::new();
-        for (i, c) in defs.iter().enumerate() {
-            let check_id = c.check_id.clone().unwrap_or_else(|| {
+        let p = self.prepare(
+            &defs,
+            origin,
+            |i| {
                 if many {
                     format!("service:{id}:{}", i + 1)
                 } else {
                     format!("service:{id}")
                 }
-            });
-            let n = [
-                c.http.is_some(),
-                c.tcp.is_some(),
-                c.args.is_some(),
-                c.ttl.is_some(),
-            ]
-            .iter()
-            .filter(|x| **x)
-            .count();
-            if n != 1 {
-                return Err(RegisterError::CheckKind(check_id));
-            }
-            let interval = parse_duration("Interval", &c.interval, Duration::from_secs(10))?;
-            let timeout = parse_duration("Timeout", &c.timeout, Duration::from_secs(10))?;
-            let t = match &c.ttl {
-                Some(_) => Some((
-                    parse_duration("TTL", &c.ttl, Duration::from_secs(30))?,
-                    tokio::time::Instant::now(),
-                )),
-                None => None,
-            };
-            ttl.push(t);
-            kinds.push((c.clone(), interval.max(Duration::from_millis(100)), timeout));
-            checks.push(CheckRecord {
-                name: c
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("Service '{}' check", def.name)),
-                check_id,
-                status: c.status.unwrap_or(Status::Critical),
-                output: String::new(),
-            });
-        }
-        let mut tasks = Vec::new();
-        for (i, (c, interval, timeout)) in kinds.into_iter().enumerate() {
-            let me = self.clone();
-            let id = id.clone();
-            tasks.push(tokio::spawn(async move {
-                me.run_check(id, i, c, interval, timeout).await;
-            }));
-        }
-        {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.insert(
-                id.clone(),
-                Registered {
-                    def,
-                    checks,
-                    tasks,
-                    ttl,
-                },
-            );
-        }
+            },
+            &format!("Service '{}' check", def.name),
+        )?;
+        // Re-registering keeps maintenance mode on, as Consul's agent does.
+        let maintenance = self.lock().get(&id).and_then(|r| r.maintenance.clone());
+        self.install(id.clone(), def, p, maintenance).await;
         tracing::info!(service = %id, "service registered");
-        self.publish(&id).await;
+        Ok(())
+    }
+
+    /// Registers a check (`/v1/agent/check/register`, `[[checks]]`): on the service
+    /// `ServiceID` names, else on this node.
+    pub async fn register_check(&self, c: CheckDef, origin: Origin) -> Result<(), RegisterError> {
+        if let Some(sid) = c.service_id.clone().filter(|s| !s.is_empty()) {
+            let mut def = self
+                .lock()
+                .get(&sid)
+                .filter(|_| !sid.starts_with('/'))
+                .map(|r| r.def.clone())
+                .ok_or(RegisterError::NoService(sid))?;
+            let id = c.check_id.clone().or_else(|| c.name.clone());
+            let mut c = c;
+            c.check_id = id;
+            // The same id replaces the check, as Consul's does.
+            def.checks
+                .retain(|x| x.check_id.is_none() || x.check_id != c.check_id);
+            if def.check.as_ref().is_some_and(|x| x.check_id == c.check_id) {
+                def.check = None;
+            }
+            def.checks.push(c);
+            return self.register(def, origin).await;
+        }
+        let name = c
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or(RegisterError::NoCheckName)?;
+        let id = c.check_id.clone().unwrap_or_else(|| name.clone());
+        let p = self.prepare(std::slice::from_ref(&c), origin, |_| id.clone(), &name)?;
+        let def = ServiceDef {
+            name: id.clone(),
+            ..ServiceDef::default()
+        };
+        self.install(node_slot(&id), def, p, None).await;
+        tracing::info!(check = %id, "node check registered");
+        Ok(())
+    }
+
+    /// Deregisters a check, of this node or of a service; `false` if none has that id.
+    pub async fn deregister_check(&self, check_id: &str) -> Result<bool, RegisterError> {
+        let slot = node_slot(check_id);
+        if self.lock().remove(&slot).is_some() {
+            self.publish(&slot).await;
+            return Ok(true);
+        }
+        let service = self
+            .lock()
+            .iter()
+            .filter(|(s, _)| !s.starts_with('/'))
+            .find(|(_, r)| r.checks.iter().any(|c| c.check_id == check_id))
+            .map(|(_, r)| {
+                (
+                    r.def.clone(),
+                    r.checks.iter().position(|c| c.check_id == check_id),
+                )
+            });
+        let Some((mut def, Some(i))) = service else {
+            return Ok(false);
+        };
+        let mut defs: Vec<CheckDef> = def.check.take().into_iter().chain(def.checks).collect();
+        defs.remove(i);
+        def.checks = defs;
+        self.register(def, Origin::Config).await?;
+        Ok(true)
+    }
+
+    /// Turns node maintenance mode on (with a reason) or off: a critical check on this node
+    /// that every member sees.
+    pub async fn node_maintenance(&self, reason: Option<&str>) {
+        let slot = node_slot(NODE_MAINTENANCE);
+        match reason {
+            Some(reason) => {
+                let record = CheckRecord {
+                    check_id: NODE_MAINTENANCE.into(),
+                    name: "Node Maintenance Mode".into(),
+                    status: Status::Critical,
+                    output: String::new(),
+                    notes: reason.to_string(),
+                };
+                let p = Prepared {
+                    checks: vec![record],
+                    ttl: vec![None],
+                    reap_after: vec![None],
+                    runs: Vec::new(),
+                };
+                let def = ServiceDef {
+                    name: NODE_MAINTENANCE.into(),
+                    ..ServiceDef::default()
+                };
+                self.install(slot, def, p, None).await;
+                tracing::warn!(reason, "node maintenance mode on");
+            }
+            None => {
+                if self.lock().remove(&slot).is_some() {
+                    self.publish(&slot).await;
+                    tracing::info!("node maintenance mode off");
+                }
+            }
+        }
+    }
+
+    /// Turns a service's maintenance mode on (with a reason) or off.
+    pub async fn service_maintenance(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<(), RegisterError> {
+        {
+            let mut inner = self.lock();
+            let r = inner
+                .get_mut(id)
+                .filter(|_| !id.starts_with('/'))
+                .ok_or_else(|| RegisterError::NoService(id.to_string()))?;
+            r.maintenance = reason.map(str::to_string);
+        }
+        tracing::info!(
+            service = id,
+            on = reason.is_some(),
+            "service maintenance mode"
+        );
+        self.publish(id).await;
         Ok(())
     }
 
     /// Deregisters a service; `false` if none has that id.
     pub async fn deregister(&self, id: &str) -> bool {
-        let found = {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.remove(id).is_some()
-        };
+        if id.starts_with('/') {
+            return false;
+        }
+        let found = self.lock().remove(id).is_some();
         // A record published without a registration behind it (restored from the data
         // directory) goes too.
         let deleted = self
@@ -536,8 +479,42 @@ impl Registry {
 
     /// The services registered here.
     pub fn local(&self) -> Vec<ServiceRecord> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.values().map(record).collect()
+        self.lock()
+            .iter()
+            .filter(|(slot, _)| !slot.starts_with('/'))
+            .map(|(_, r)| record(r))
+            .collect()
+    }
+
+    /// Every check registered here, node-level ones first.
+    pub fn local_checks(&self) -> Vec<LocalCheck> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (slot, r) in inner.iter().filter(|(s, _)| s.starts_with('/')) {
+            let _ = slot;
+            for c in &r.checks {
+                out.push(LocalCheck {
+                    record: c.clone(),
+                    service: (String::new(), String::new()),
+                    service_tags: Vec::new(),
+                });
+            }
+        }
+        for r in inner
+            .iter()
+            .filter(|(s, _)| !s.starts_with('/'))
+            .map(|(_, r)| r)
+        {
+            let rec = record(r);
+            for c in rec.checks {
+                out.push(LocalCheck {
+                    record: c,
+                    service: (rec.id.clone(), rec.name.clone()),
+                    service_tags: rec.tags.clone(),
+                });
+            }
+        }
+        out
     }
 
     /// Updates a TTL check (`/v1/agent/check/pass|warn|fail/ID`).
@@ -547,59 +524,122 @@ impl Registry {
         status: Status,
         note: &str,
     ) -> Result<(), RegisterError> {
-        let service = {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = {
+            let mut inner = self.lock();
             let mut found = None;
-            for (sid, r) in inner.iter_mut() {
+            for (slot, r) in inner.iter_mut() {
                 if let Some(i) = r.checks.iter().position(|c| c.check_id == check_id) {
                     if let Some((ttl, _)) = r.ttl[i] {
-                        r.ttl[i] = Some((ttl, tokio::time::Instant::now()));
+                        r.ttl[i] = Some((ttl, Instant::now()));
                         r.checks[i].status = status;
                         r.checks[i].output = note.to_string();
-                        found = Some(sid.clone());
+                        r.critical_since[i] = match (status, r.critical_since[i]) {
+                            (Status::Critical, Some(t)) => Some(t),
+                            (Status::Critical, None) => Some(Instant::now()),
+                            _ => None,
+                        };
+                        found = Some(slot.clone());
                     }
                     break;
                 }
             }
             found.ok_or_else(|| RegisterError::NoCheck(check_id.to_string()))?
         };
-        self.publish(&service).await;
+        self.publish(&slot).await;
         Ok(())
     }
 
     /// Records a check's result; publishes if it changed.
-    async fn set_status(&self, service: &str, i: usize, status: Status, output: String) {
+    async fn set_status(&self, slot: &str, i: usize, status: Status, output: String) {
         let changed = {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(c) = inner.get_mut(service).and_then(|r| r.checks.get_mut(i)) else {
+            let mut inner = self.lock();
+            let Some(r) = inner.get_mut(slot) else {
+                return;
+            };
+            let Some(c) = r.checks.get_mut(i) else {
                 return;
             };
             let changed = c.status != status;
             if changed {
-                tracing::info!(service, check = %c.check_id, ?status, output = %output, "check changed");
+                tracing::info!(slot, check = %c.check_id, ?status, output = %output, "check changed");
             }
             c.status = status;
             c.output = output;
+            if let Some(since) = r.critical_since.get_mut(i) {
+                *since = match (status, *since) {
+                    (Status::Critical, Some(t)) => Some(t),
+                    (Status::Critical, None) => Some(Instant::now()),
+                    _ => None,
+                };
+            }
             changed
         };
         if changed {
-            self.publish(service).await;
+            self.publish(slot).await;
         }
     }
 
-    async fn publish(&self, id: &str) {
-        let rec = {
-            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.get(id).map(record)
+    /// Deregisters the service in `slot` if its check `i` has been critical longer than
+    /// its `DeregisterCriticalServiceAfter`, as Consul's agent does. Runs the removal on a
+    /// task of its own: removing the service aborts the check task that calls this.
+    fn reap_if_due(&self, slot: &str, i: usize) {
+        if slot.starts_with('/') {
+            return;
+        }
+        let due = {
+            let inner = self.lock();
+            inner.get(slot).is_some_and(|r| {
+                match (
+                    r.reap_after.get(i).copied().flatten(),
+                    r.critical_since.get(i).copied().flatten(),
+                ) {
+                    (Some(after), Some(since)) => since.elapsed() >= after,
+                    _ => false,
+                }
+            })
         };
+        if due {
+            let me = self.clone();
+            let id = slot.to_string();
+            tracing::warn!(service = %id, "deregistering a service critical past DeregisterCriticalServiceAfter");
+            tokio::spawn(async move {
+                me.deregister(&id).await;
+            });
+        }
+    }
+
+    async fn publish(&self, slot: &str) {
+        if slot.starts_with('/') {
+            let checks: Vec<CheckRecord> = {
+                let inner = self.lock();
+                inner
+                    .iter()
+                    .filter(|(s, _)| s.starts_with('/'))
+                    .flat_map(|(_, r)| r.checks.clone())
+                    .collect()
+            };
+            let r = if checks.is_empty() {
+                self.node.delete_state(NODE_KEY).await.map(|_| ())
+            } else {
+                match serde_json::to_vec(&NodeRecord { checks }) {
+                    Ok(json) => self.node.set_state(NODE_KEY, json).await.map(|_| ()),
+                    Err(_) => Ok(()),
+                }
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot publish the node's checks");
+            }
+            return;
+        }
+        let rec = self.lock().get(slot).map(record);
         if let Some(rec) = rec {
             if let Ok(json) = serde_json::to_vec(&rec) {
                 if let Err(e) = self
                     .node
-                    .set_state(&format!("{KEY_PREFIX}{id}"), json)
+                    .set_state(&format!("{KEY_PREFIX}{slot}"), json)
                     .await
                 {
-                    tracing::warn!(service = %id, error = %e, "cannot publish the service");
+                    tracing::warn!(service = %slot, error = %e, "cannot publish the service");
                 }
             }
         }
@@ -607,36 +647,37 @@ impl Registry {
 
     async fn run_check(
         &self,
-        service: String,
+        slot: String,
         i: usize,
         c: CheckDef,
         interval: Duration,
         timeout: Duration,
     ) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if c.ttl.is_some() {
             // A TTL check turns critical when not updated in time.
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
                 let expired = {
-                    let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                    let inner = self.lock();
                     inner
-                        .get(&service)
+                        .get(&slot)
                         .and_then(|r| r.ttl.get(i).copied().flatten())
                         .is_some_and(|(ttl, at)| at.elapsed() > ttl)
                 };
                 if expired {
-                    self.set_status(&service, i, Status::Critical, "TTL expired".into())
+                    self.set_status(&slot, i, Status::Critical, "TTL expired".into())
                         .await;
                 }
+                self.reap_if_due(&slot, i);
             }
         }
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let (status, output) = if let Some(url) = &c.http {
-                http_check(url.clone(), timeout).await
+                http_check(checks::HttpCheck::of(url, &c), timeout).await
             } else if let Some(addr) = &c.tcp {
                 tcp_check(addr, timeout).await
             } else if let Some(args) = &c.args {
@@ -644,73 +685,34 @@ impl Registry {
             } else {
                 return;
             };
-            self.set_status(&service, i, status, output).await;
+            self.set_status(&slot, i, status, output).await;
+            self.reap_if_due(&slot, i);
         }
     }
 }
 
 fn record(r: &Registered) -> ServiceRecord {
+    let id = r.def.id().to_string();
+    let mut checks = r.checks.clone();
+    if let Some(reason) = &r.maintenance {
+        checks.push(CheckRecord {
+            check_id: format!("_service_maintenance:{id}"),
+            name: "Service Maintenance Mode".into(),
+            status: Status::Critical,
+            output: String::new(),
+            notes: reason.clone(),
+        });
+    }
     ServiceRecord {
-        id: r.def.id().to_string(),
+        id,
         name: r.def.name.clone(),
         tags: r.def.tags.clone(),
         address: r.def.address.clone().unwrap_or_default(),
         port: r.def.port,
         meta: r.def.meta.clone(),
-        checks: r.checks.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn consul_registration_json_parses() {
-        let def = ServiceDef::from_json(
-            br#"{"ID":"web-1","name":"web","Tags":["v1","primary"],"address":"10.0.0.5",
-                "Port":8080,"Meta":{"version":"1.2", "name": "kept"},
-                "check":{"http":"http://127.0.0.1:8080/health","Interval":"1s","Timeout":"500ms"},
-                "Checks":[{"CheckID":"web-ttl","ttl":"15s"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(def.name, "web");
-        assert_eq!(def.meta["name"], "kept", "metadata keys are the user's");
-        assert!(def.check.as_ref().unwrap().http.is_some());
-        assert_eq!(def.id(), "web-1");
-        assert_eq!(def.checks[0].ttl.as_deref(), Some("15s"));
-        assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));
-        assert!(serde_json::from_str::<ServiceDef>(r#"{"Name":"x","Bogus":1}"#).is_err());
-    }
-
-    #[test]
-    fn an_instance_is_as_healthy_as_its_worst_check_and_its_member() {
-        let check = |status| CheckRecord {
-            check_id: "c".into(),
-            name: "c".into(),
-            status,
-            output: String::new(),
-        };
-        let mut i = Instance {
-            node: "a".into(),
-            node_addr: "127.0.0.1".parse().unwrap(),
-            node_alive: true,
-            service: ServiceRecord {
-                id: "web".into(),
-                name: "web".into(),
-                tags: vec!["v1".into()],
-                address: String::new(),
-                port: 80,
-                meta: BTreeMap::new(),
-                checks: vec![check(Status::Passing), check(Status::Warning)],
-            },
-        };
-        assert_eq!(i.status(), Status::Warning);
-        assert_eq!(i.address(), "127.0.0.1");
-        assert!(i.has_tag(Some("v1")) && !i.has_tag(Some("v2")) && i.has_tag(None));
-        i.service.checks.pop();
-        assert_eq!(i.status(), Status::Passing);
-        i.node_alive = false;
-        assert_eq!(i.status(), Status::Critical);
+        checks,
+        weights: r.def.weights.unwrap_or_default(),
+        tagged_addresses: r.def.tagged_addresses.clone(),
+        enable_tag_override: r.def.enable_tag_override.unwrap_or(false),
     }
 }
