@@ -438,3 +438,58 @@ print(c.kv.get("tls/k")[1]["Value"].decode())
         &s(&c.client.1)
     ]));
 }
+
+/// A body fetched with curl over HTTPS trusting `ca`.
+fn curl_body(url: &str, ca: &str, extra: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert", ca])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An HTTP check honours `TLSSkipVerify`, `Method` and `Header`: against this agent's own
+/// HTTPS API, whose certificate comes from a CA no system trusts, the check that skips
+/// verification passes and the one that verifies fails.
+#[test]
+fn http_checks_honour_tls_skip_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path());
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let ca = s(&c.ca);
+    let a = agent(
+        dir.path(),
+        "tlscheck",
+        "",
+        &[
+            "--tls-cert-file",
+            &s(&c.server.0),
+            "--tls-key-file",
+            &s(&c.server.1),
+        ],
+    );
+    let base = format!("https://{}", a.http);
+    eventually(Duration::from_secs(10), || {
+        curl(&format!("{base}/v1/agent/self"), &["--cacert", &ca]).0
+    });
+    let reg = format!(
+        r#"{{"Name":"api","Checks":[
+            {{"CheckID":"skip","HTTP":"{base}/v1/agent/self","Interval":"200ms",
+              "TLSSkipVerify":true,"Method":"GET","Header":{{"X-Check":["1"]}}}},
+            {{"CheckID":"verify","HTTP":"{base}/v1/agent/self","Interval":"200ms"}}]}}"#
+    );
+    let out = curl_body(
+        &format!("{base}/v1/agent/service/register"),
+        &ca,
+        &["-X", "PUT", "--data", &reg],
+    );
+    assert_eq!(out, "true");
+    eventually(Duration::from_secs(20), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&curl_body(&format!("{base}/v1/agent/checks"), &ca, &[]))
+                .unwrap_or_default();
+        v["skip"]["Status"] == "passing" && v["verify"]["Status"] == "critical"
+    });
+}
