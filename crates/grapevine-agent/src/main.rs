@@ -45,6 +45,34 @@ struct Cli {
     command: Command,
 }
 
+/// A drill to start, or the drills to list or end.
+#[derive(Subcommand)]
+enum DrillAction {
+    /// The drills in force.
+    List,
+    /// Cut this agent off from these members (every datagram and frame to and from them).
+    Cut {
+        /// Their names.
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Drop this share (0 to 1) of this agent's datagrams, both ways.
+    Drop {
+        /// The share.
+        share: f64,
+    },
+    /// Hold each datagram this agent sends this long (Go's syntax, at most 5s).
+    Delay {
+        /// The delay.
+        delay: String,
+    },
+    /// End a drill (all of them without an id).
+    End {
+        /// Its id.
+        id: Option<u64>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a member of a cluster, with its HTTP API, until SIGTERM or SIGINT (which leave
@@ -78,6 +106,16 @@ enum Command {
         /// Its payload.
         #[arg(default_value = "")]
         payload: String,
+    },
+    /// Fault drills on the local agent (started with `--enable-drills`): each ends by
+    /// itself after `--for`.
+    Drill {
+        /// What to do.
+        #[command(subcommand)]
+        action: DrillAction,
+        /// How long it lasts, Go's syntax (`30s`, `5m`; at most 1h).
+        #[arg(long = "for", default_value = "60s", global = true)]
+        duration: String,
     },
     /// Ask every matching member a question and print the answers as they come (Serf's
     /// queries: answered by `query` event handlers; needs `--protocol serf`).
@@ -251,6 +289,39 @@ fn run(cli: Cli) -> Result<()> {
             &format!("/v1/event/fire/{name}"),
             Some(payload.as_bytes()),
         )?),
+        Command::Drill { action, duration } => {
+            let api = api()?;
+            let start = |body: serde_json::Value| {
+                let mut body = body;
+                body["For"] = serde_json::Value::String(duration.clone());
+                let text = body.to_string();
+                agent::simple_command(&api, "POST", "/v1/grapevine/drills", Some(text.as_bytes()))
+            };
+            let out = match action {
+                DrillAction::List => {
+                    agent::simple_command(&api, "GET", "/v1/grapevine/drills", None)?
+                }
+                DrillAction::Cut { members } => {
+                    start(serde_json::json!({"Kind": "cut", "Members": members}))?
+                }
+                DrillAction::Drop { share } => {
+                    start(serde_json::json!({"Kind": "drop", "Share": share}))?
+                }
+                DrillAction::Delay { delay } => {
+                    let d = agent::go_duration(&delay)
+                        .ok_or_else(|| anyhow!("{delay:?}: a duration like 200ms"))?;
+                    start(serde_json::json!({"Kind": "delay", "Millis": d.as_millis() as u64}))?
+                }
+                DrillAction::End { id } => {
+                    let path = match id {
+                        Some(id) => format!("/v1/grapevine/drills/{id}"),
+                        None => "/v1/grapevine/drills".into(),
+                    };
+                    agent::simple_command(&api, "DELETE", &path, None)?
+                }
+            };
+            print_out(&out)
+        }
         Command::Query {
             name,
             payload,
@@ -261,7 +332,7 @@ fn run(cli: Cli) -> Result<()> {
             relay_factor,
         } => {
             if let Some(t) = &timeout {
-                agent::parse_go_duration(t)
+                agent::go_duration(t)
                     .ok_or_else(|| anyhow!("--timeout {t:?}: a duration like 5s or 1m30s"))?;
             }
             let opts = agent::QueryOpts {

@@ -21,6 +21,7 @@ mod error;
 mod event;
 pub mod filter;
 mod incarnation;
+pub mod inspect;
 mod member;
 mod membership;
 mod message;

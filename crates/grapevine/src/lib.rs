@@ -31,7 +31,7 @@ pub mod transport;
 
 pub use crypto::Keyring;
 pub use driver::{
-    Error, Events, KvChange, KvEntry, KvWrite, LostClaim, Node, NodeBuilder, NodeStateView,
+    Error, Events, Faults, KvChange, KvEntry, KvWrite, LostClaim, Node, NodeBuilder, NodeStateView,
     SlotMap, SlotOwner, Versions, Watch, MAX_SLOTS,
 };
 /// The sans-IO protocol core, for what this crate does not wrap.

@@ -463,6 +463,22 @@ pub fn need(method: &axum::http::Method, path: &str, query: &str, me: &str) -> O
     if path.starts_with("/v1/status/") {
         return None;
     }
+    // The dashboard's page itself is public; what it reads asks for a token like any call.
+    if path == "/" || path == "/ui" || path.starts_with("/ui/") {
+        return None;
+    }
+    if path.starts_with("/v1/grapevine/drills") {
+        return Some(rw(Agent, me));
+    }
+    if path == "/v1/grapevine/keys" {
+        return Some(Need::read(Key, param("prefix").unwrap_or_default()));
+    }
+    if matches!(
+        path,
+        "/v1/grapevine/internals" | "/v1/grapevine/views" | "/v1/grapevine/convergence"
+    ) {
+        return Some(Need::read(Node, ""));
+    }
     if path.starts_with("/v1/agent/service/") || path.starts_with("/v1/agent/check/") {
         return None;
     }

@@ -29,6 +29,10 @@ pub struct App {
     pub acl: Arc<Acl>,
     /// Which `Host` headers are taken.
     pub hosts: Arc<Hosts>,
+    /// The fault drills, and whether they are allowed.
+    pub drills: super::drills::Drills,
+    /// The configuration profile's name (lan, wan, local).
+    pub profile: String,
 }
 
 /// The `Host` headers the API answers: an IP literal, `localhost` when bound to loopback,

@@ -60,6 +60,11 @@ pub struct AgentArgs {
     /// Allow script checks from the config file only.
     #[arg(long)]
     pub enable_local_script_checks: bool,
+    /// Allow fault drills (drop, delay or cut this agent's traffic for a while) from the
+    /// dashboard, `grapevine drill` and `/v1/grapevine/drills`. Off by default: a drill
+    /// degrades the cluster on purpose.
+    #[arg(long)]
+    pub enable_drills: bool,
     /// Serve the HTTP API over TLS with this certificate chain (PEM).
     #[arg(long, requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -148,6 +153,9 @@ pub struct FileConfig {
     /// See `--enable-local-script-checks`.
     #[serde(default)]
     pub enable_local_script_checks: bool,
+    /// See `--enable-drills`.
+    #[serde(default)]
+    pub enable_drills: bool,
     /// See `--tls-cert-file`.
     pub tls_cert_file: Option<PathBuf>,
     /// See `--tls-key-file`.
@@ -234,6 +242,8 @@ pub struct Settings {
     pub allowed_networks: Vec<ipnet::IpNet>,
     /// Where script checks may come from.
     pub scripts: super::services::ScriptChecks,
+    /// Whether fault drills are allowed.
+    pub drills: bool,
     /// TLS for the HTTP API, if on.
     pub tls: Option<super::listen::Tls>,
     /// Host names the HTTP API answers to besides addresses.
@@ -363,6 +373,7 @@ impl Settings {
         http_allowed_hosts.extend(a.http_allowed_host.iter().cloned());
         Ok(Settings {
             allowed_networks,
+            drills: a.enable_drills || f.enable_drills,
             scripts: super::services::ScriptChecks {
                 api: a.enable_script_checks || f.enable_script_checks,
                 local: a.enable_local_script_checks || f.enable_local_script_checks,

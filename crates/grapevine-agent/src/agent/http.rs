@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use base64::Engine;
 use grapevine::{Keyring, Node};
@@ -92,6 +92,8 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .merge(super::apps::router())
         .merge(super::consul::router())
+        .merge(super::ui::router())
+        .merge(drill_routes())
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         // Outermost, so that refusals by the guard carry Consul's headers too.
         .layer(axum::middleware::from_fn_with_state(
@@ -114,6 +116,10 @@ pub struct MemberView {
     pub tags: String,
     /// Its incarnation.
     pub incarnation: u32,
+    /// When it entered its present state (seconds since the UNIX epoch), if this agent saw
+    /// it happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<f64>,
 }
 
 fn status(s: grapevine::State) -> &'static str {
@@ -125,8 +131,9 @@ fn status(s: grapevine::State) -> &'static str {
     }
 }
 
-async fn members(State(node): State<Node>) -> Result<Json<Vec<MemberView>>, ApiError> {
-    let mut out: Vec<MemberView> = node
+async fn members(State(app): State<App>) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let mut out: Vec<MemberView> = app
+        .node
         .members()
         .await?
         .into_iter()
@@ -136,6 +143,7 @@ async fn members(State(node): State<Node>) -> Result<Json<Vec<MemberView>>, ApiE
             status: status(m.state).to_string(),
             tags: String::from_utf8_lossy(&m.tags).into_owned(),
             incarnation: m.incarnation,
+            since: app.log.since(m.name.as_str()),
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -379,4 +387,53 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         [("content-type", "text/plain; version=0.0.4")],
         app.prom.render(),
     )
+}
+
+impl From<super::drills::DrillError> for ApiError {
+    fn from(e: super::drills::DrillError) -> Self {
+        use super::drills::DrillError as D;
+        let code = match e {
+            D::Disabled => StatusCode::FORBIDDEN,
+            D::Bad(_) => StatusCode::BAD_REQUEST,
+            D::TooMany => StatusCode::TOO_MANY_REQUESTS,
+            D::Node(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// The drills' routes.
+fn drill_routes() -> Router<App> {
+    Router::new()
+        .route(
+            "/v1/grapevine/drills",
+            get(drills_list).post(drill_start).delete(drills_end_all),
+        )
+        .route("/v1/grapevine/drills/{id}", delete(drill_end))
+}
+
+async fn drills_list(State(app): State<App>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"Enabled": app.drills.enabled(), "Drills": app.drills.list()}))
+}
+
+async fn drill_start(
+    State(app): State<App>,
+    body: axum::body::Bytes,
+) -> Result<Json<super::drills::Drill>, ApiError> {
+    app.drills.refuse_unless_enabled()?;
+    let req: super::drills::DrillRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("a drill is {{\"Kind\": \"drop\"|\"delay\"|\"cut\", \"Share\"|\"Millis\"|\"Members\", \"For\"}}: {e}"),
+        )
+    })?;
+    Ok(Json(app.drills.start(&app.node, req).await?))
+}
+
+async fn drill_end(State(app): State<App>, Path(id): Path<u64>) -> Result<Json<bool>, ApiError> {
+    Ok(Json(app.drills.end(&app.node, Some(id)).await?))
+}
+
+async fn drills_end_all(State(app): State<App>) -> Result<Json<bool>, ApiError> {
+    Ok(Json(app.drills.end(&app.node, None).await?))
 }

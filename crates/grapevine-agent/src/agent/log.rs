@@ -135,6 +135,9 @@ impl StreamEvent {
 /// The agent's memory of events.
 pub struct EventLog {
     user: Mutex<VecDeque<UserEventView>>,
+    /// When each member entered its present state, as this agent saw it (seconds since the
+    /// UNIX epoch); members not listed have been as they are since the agent started.
+    since: Mutex<std::collections::HashMap<String, f64>>,
     /// User events received so far: the blocking index of `/v1/event/list`.
     user_index: watch::Sender<u64>,
     stream: broadcast::Sender<StreamEvent>,
@@ -147,6 +150,7 @@ impl EventLog {
         let (stream, _) = broadcast::channel(1024);
         let log = Arc::new(EventLog {
             user: Mutex::new(VecDeque::new()),
+            since: Mutex::default(),
             user_index: watch::channel(0).0,
             stream,
         });
@@ -172,6 +176,15 @@ impl EventLog {
                 local = ?s.local,
                 "member event"
             );
+            if s.event.starts_with("member-") {
+                if let Ok(mut since) = self.since.lock() {
+                    if s.event == "member-reap" {
+                        since.remove(&s.name);
+                    } else {
+                        since.insert(s.name.clone(), s.time);
+                    }
+                }
+            }
             // No subscriber is not an error.
             let _ = self.stream.send(s);
         }
@@ -203,6 +216,11 @@ impl EventLog {
             }
             self.user_index.send_replace(ltime);
         }
+    }
+
+    /// When `member` entered its present state, if this agent saw it happen.
+    pub fn since(&self, member: &str) -> Option<f64> {
+        self.since.lock().ok()?.get(member).copied()
     }
 
     /// The user events kept, oldest first, those named `name` only if given.

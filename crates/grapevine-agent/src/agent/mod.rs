@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod consul;
 mod dns;
+mod drills;
 mod event_filters;
 mod handlers;
 mod http;
@@ -15,13 +16,15 @@ mod listen;
 mod log;
 mod serf_mode;
 pub(crate) mod services;
+mod ui;
+mod views;
 
 pub use client::{
     aggregate_command, kv_command, members_command, monitor_command, query_command,
     services_command, simple_command, Api, KvOp, QueryOpts, TlsFiles,
 };
 pub use config::{AgentArgs, Settings, DEFAULT_HTTP};
-pub use serf_mode::parse_go_duration;
+pub use services::go_duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -191,6 +194,7 @@ pub async fn run(s: Settings) -> Result<()> {
         allowed: s.http_allowed_hosts.clone(),
         loopback: s.http.ip().is_loopback() || s.http.ip().is_unspecified(),
     };
+    views::spawn_publisher(node.clone());
     let app = http::router(api::App {
         node: node.clone(),
         log,
@@ -199,6 +203,8 @@ pub async fn run(s: Settings) -> Result<()> {
         catalog,
         acl,
         hosts: std::sync::Arc::new(hosts),
+        drills: drills::Drills::new(s.drills),
+        profile: s.profile.clone(),
     });
     let counters = std::sync::Arc::new(listen::Counters::default());
     let server = tokio::spawn(listen::serve(

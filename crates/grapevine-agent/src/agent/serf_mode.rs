@@ -232,6 +232,7 @@ async fn members(State(app): State<SerfApp>) -> Response {
                     status: status_word(m).to_string(),
                     tags: tags_text(m),
                     incarnation: m.incarnation,
+                    since: None,
                 })
                 .collect::<Vec<_>>(),
         )
@@ -426,37 +427,6 @@ async fn event_stream(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-/// Go's duration syntax (`500ms`, `5s`, `1m30s`, `1.5h`).
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += n * mult;
-    }
-    (total.is_finite() && total < 1e9).then(|| Duration::from_secs_f64(total))
-}
-
 /// `POST /v1/grapevine/query?name=N&node=A&tag=k=re&timeout=5s&ack=true` with the payload
 /// as body: one JSON line per ack and response as they arrive, then `{"type":"done"}`.
 async fn query(
@@ -476,7 +446,7 @@ async fn query(
                 Some((t, re)) => p.tags.push((t.to_string(), re.to_string())),
                 None => return err(StatusCode::BAD_REQUEST, format!("tag {v:?}: key=regexp")),
             },
-            "timeout" => match parse_go_duration(&v) {
+            "timeout" => match super::services::go_duration(&v) {
                 Some(d) => p.timeout = Some(d),
                 None => return err(StatusCode::BAD_REQUEST, format!("timeout {v:?}: like 5s")),
             },
@@ -683,20 +653,4 @@ async fn keyring_op(State(app): State<SerfApp>, Path(op): Path<String>, body: By
 
 async fn metrics(State(app): State<SerfApp>) -> Response {
     app.prom.render().into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_go_duration("5s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("0.5s"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_go_duration("5"), None);
-        assert_eq!(parse_go_duration("x"), None);
-        assert_eq!(parse_go_duration(""), None);
-    }
 }

@@ -103,6 +103,15 @@ impl Detection {
         (running, &mut self.final_probes)
     }
 
+    /// The probe in flight at `now`, for people.
+    pub fn probe_view(&self, now: Time) -> Option<crate::inspect::ProbeView> {
+        self.probe.as_ref().map(|p| crate::inspect::ProbeView {
+            target: p.target.clone(),
+            age: now.saturating_since(p.started),
+            indirect: p.phase == probe::Phase::Indirect,
+        })
+    }
+
     /// Starts keeping each direct probe's round trip.
     pub fn record_rtt_samples(&mut self) {
         self.rtt_samples.get_or_insert_with(VecDeque::new);

@@ -48,6 +48,18 @@ impl Suspicion {
         s
     }
 
+    /// How it stands at `now`, for people.
+    pub fn view(&self, member: &Name, now: Time) -> crate::inspect::SuspicionView {
+        crate::inspect::SuspicionView {
+            member: member.clone(),
+            incarnation: self.incarnation,
+            age: now.saturating_since(self.start),
+            remaining: (self.deadline != Time::MAX).then(|| self.deadline.saturating_since(now)),
+            confirmations: self.confirmations(),
+            expected: self.k,
+        }
+    }
+
     /// Confirmations beyond the first accuser.
     fn confirmations(&self) -> u32 {
         (self.confirmations.len() as u32).saturating_sub(1)

@@ -125,6 +125,21 @@ impl Node {
         self.ctx.awareness.score()
     }
 
+    /// What this node is doing now: probe, health score, suspicions, rumour queue.
+    pub fn internals(&self, now: Time) -> crate::inspect::Internals {
+        let mut suspicions: Vec<_> = (self.membership.suspicions.iter())
+            .map(|(n, s)| s.view(n, now))
+            .collect();
+        suspicions.sort_by_key(|s| (s.remaining.is_none(), s.remaining));
+        crate::inspect::Internals {
+            health_score: self.health_score(),
+            probe: self.detection.probe_view(now),
+            suspicions,
+            queue_depth: self.pending_broadcasts(),
+            incarnation: self.incarnation(),
+        }
+    }
+
     /// Members known, self included, in any state.
     pub fn num_members(&self) -> usize {
         self.ctx.members.len()

@@ -5,6 +5,7 @@
 //! is the core's (check-and-set, ownership maps, versions), where the simulator reaches it.
 
 mod builder;
+mod faults;
 mod task;
 
 pub use builder::NodeBuilder;
@@ -14,6 +15,7 @@ pub use grapevine_core::{
 
 use crate::crypto::{Key, KeyringError};
 use crate::snapshot::SnapshotError;
+pub use faults::Faults;
 use grapevine_core::{Agreement, CommandError, Estimate, Event, Member, Name, Target, Time};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -430,6 +432,17 @@ impl Node {
     /// these addresses until called again with others (empty: none).
     pub async fn block(&self, addrs: Vec<SocketAddr>) -> Result<(), Error> {
         self.run(move |d, _| d.blocked = addrs).await
+    }
+
+    /// What the node is doing now: its probe, health score, suspicions and rumour queue.
+    pub async fn internals(&self) -> Result<grapevine_core::inspect::Internals, Error> {
+        self.with_core(|c, now| c.internals(now)).await
+    }
+
+    /// Injects faults (an operator's drill): each ends by itself at its expiry. Replaces
+    /// the faults in force; `Faults::default()` ends them all.
+    pub async fn set_faults(&self, faults: Faults) -> Result<(), Error> {
+        self.run(move |d, _| d.faults = faults).await
     }
 
     /// Records a failed member as left on its behalf (Serf's force-leave), so it is reaped

@@ -36,7 +36,7 @@ pub(super) struct Driver {
     pub(super) config: Config,
     pub(super) me: SocketAddr,
     pub(super) epoch: Instant,
-    pub(super) udp: UdpSocket,
+    pub(super) udp: Arc<UdpSocket>,
     pub(super) tcp: TcpListener,
     pub(super) seeds: Vec<String>,
     pub(super) writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
@@ -58,6 +58,10 @@ pub(super) struct Driver {
     pub(super) data_dir: Option<PathBuf>,
     pub(super) generation: u64,
     pub(super) blocked: Vec<SocketAddr>,
+    /// Faults injected by a drill.
+    pub(super) faults: super::Faults,
+    /// Datagrams held by a delay drill now.
+    pub(super) delayed: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) kv_index: watch::Sender<u64>,
     /// The root of the per-node states, published when it moves.
     pub(super) states_root: watch::Sender<u64>,
@@ -191,6 +195,7 @@ impl Driver {
             tokio::select! {
                 r = self.udp.recv_from(&mut buf) => match r {
                     Ok((_, from)) if self.blocked.contains(&from) => {}
+                    Ok((_, from)) if self.fault_drops(from) => {}
                     Ok((n, from)) => {
                         if self.admit_datagram(from) {
                             let bytes = buf[..n].to_vec();
@@ -203,7 +208,9 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "udp receive failed"),
                 },
                 Some(inbound) = frames_rx.recv() => {
-                    if self.blocked.contains(&inbound.from) {
+                    if self.blocked.contains(&inbound.from)
+                        || self.faults.is_cut(inbound.from, tokio::time::Instant::now())
+                    {
                         continue;
                     }
                     // Frames come opened (and authenticated, with encryption on) by their
@@ -343,6 +350,12 @@ impl Driver {
             if self.blocked.contains(&t.dst) {
                 continue;
             }
+            if t.reliable && self.faults.is_cut(t.dst, tokio::time::Instant::now()) {
+                continue;
+            }
+            if !t.reliable && self.fault_drops(t.dst) {
+                continue;
+            }
             if !t.reliable {
                 let payload = {
                     let keys = self.keys();
@@ -352,6 +365,10 @@ impl Driver {
                         Bytes::from(keys.seal(&self.config.label, &t.payload, unix_millis()))
                     }
                 };
+                if let Some(delay) = self.faults.delay(tokio::time::Instant::now()) {
+                    self.send_later(payload, t.dst, delay);
+                    continue;
+                }
                 if let Err(e) = self.udp.send_to(&payload, t.dst).await {
                     tracing::debug!(dst = %t.dst, error = %e, "udp send failed");
                 }
@@ -364,6 +381,35 @@ impl Driver {
                 self.writers.remove(&t.dst);
             }
         }
+    }
+
+    /// Whether a drill drops this datagram to or from `peer` (counted as `drill`).
+    fn fault_drops(&mut self, peer: SocketAddr) -> bool {
+        let now = tokio::time::Instant::now();
+        if !self.faults.prune(now) {
+            return false;
+        }
+        let dropped = self.faults.drops(peer, now, &mut rand::thread_rng());
+        if dropped {
+            *self.refused.entry("drill").or_insert(0) += 1;
+        }
+        dropped
+    }
+
+    /// Sends a datagram after `delay` (a delay drill), unless too many are held already.
+    fn send_later(&mut self, payload: Bytes, dst: SocketAddr, delay: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        if self.delayed.load(Ordering::Relaxed) >= super::faults::MAX_DELAYED {
+            *self.refused.entry("drill").or_insert(0) += 1;
+            return;
+        }
+        self.delayed.fetch_add(1, Ordering::Relaxed);
+        let (udp, held) = (self.udp.clone(), self.delayed.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = udp.send_to(&payload, dst).await;
+            held.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// The frame writer to `dst`, connecting if there is none.

@@ -84,7 +84,7 @@ fn number(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiErr
 
 /// Consul's entry shape. An empty value reads back `null`, as Consul's does (it stores an
 /// empty body as no value).
-fn entry_json(e: &KvEntry) -> Value {
+pub(crate) fn entry_json(e: &KvEntry) -> Value {
     let b64 = base64::engine::general_purpose::STANDARD;
     json!({
         "Key": String::from_utf8_lossy(&e.key),

@@ -7,7 +7,7 @@
 mod catalog;
 mod event;
 mod filter;
-mod kv;
+pub(crate) mod kv;
 mod refuse;
 
 use super::api::App;

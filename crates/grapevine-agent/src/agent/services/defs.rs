@@ -328,6 +328,13 @@ pub fn duration(s: &str) -> Option<Duration> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().ok().map(Duration::from_secs);
     }
+    go_duration(s)
+}
+
+/// Parses a duration in Go's syntax only (`1m30s`, `0.5s`, `300ms`; a bare number other
+/// than `0` needs a unit, as Go's `time.ParseDuration` says).
+pub fn go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
     let mut rest = s.strip_prefix('+').unwrap_or(s);
     if rest == "0" {
         return Some(Duration::ZERO);
@@ -390,6 +397,8 @@ mod tests {
         assert_eq!(duration("10us"), Some(Duration::from_micros(10)));
         assert_eq!(duration("15"), Some(Duration::from_secs(15)));
         assert_eq!(duration("0"), Some(Duration::ZERO));
+        assert_eq!(go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(go_duration("5"), None, "Go wants a unit");
         for bad in ["", "s", "1x", "-1s", "1..2s", "1m30", "."] {
             assert_eq!(duration(bad), None, "{bad:?}");
         }
