@@ -136,6 +136,14 @@ async function main() {
   await a.screenshot({ path: path.join(SHOTS, "matrix.png") });
   console.log("ok   the internals and who-sees-whom pages render");
 
+  // The convergence panel: the simulator's estimate for this cluster, beside the last spread.
+  await a.goto(`http://${agents[0].http}/ui/#convergence`);
+  await until("the convergence panel", async () => /50 % of members\s*[0-9.]+ s/.test(await a.textContent("#convergence")), 30);
+  const conv = (await a.textContent("#convergence")).replace(/\s+/g, " ");
+  if (!conv.includes(`${victim.name} failed reached`)) fail(`the last spread is not shown: ${conv}`);
+  await a.screenshot({ path: path.join(SHOTS, "convergence.png") });
+  console.log(`ok   convergence: ${conv.slice(0, 240)}`);
+
   // A key edited in the page on one agent is read on another through the CLI.
   await a.goto(`http://${agents[0].http}/ui/#kv`);
   const value = `hello from the page ${Date.now()}`;

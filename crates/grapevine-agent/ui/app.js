@@ -372,7 +372,7 @@ async function loadConvergence() {
   const c = await api("/v1/grapevine/convergence");
   const m = c.Model, s = (x) => (x == null ? "not reached" : `${x.toFixed(2)} s`);
   timed(() => $("#convergence").replaceChildren(
-    el("p", {}, `For ${c.Members} members on the ${c.Profile} profile at ${(c.Loss * 100).toFixed(1)} % measured loss, the simulator (the real protocol on a simulated network, median of ${m.Seeds} seeds) has a write reach:`),
+    el("p", {}, `For ${c.Members} members on the ${c.Profile} profile at ${(c.Loss * 100).toFixed(1)} % measured loss, the simulator (the real protocol on a simulated network, median of ${m.Seeds} seeds${m.Modelled < c.Members ? `, modelled at ${m.Modelled} members: larger runs take too long to compute on request` : ""}) has a write reach:`),
     el("table", {}, el("tbody", {},
       el("tr", {}, el("th", {}, "50 % of members"), el("td", {}, s(m.Half))),
       el("tr", {}, el("th", {}, "99 %"), el("td", {}, s(m.P99))),

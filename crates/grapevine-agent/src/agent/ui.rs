@@ -129,8 +129,11 @@ async fn views(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     Ok(Json(super::views::matrix(&app.node).await?))
 }
 
+/// A convergence estimate: for which (size, loss in 1 % steps), when, and what.
+type Estimate = ((usize, u32), std::time::Instant, Value);
+
 /// How fast a write spreads in a cluster like this one, by the simulator (the real
-/// protocol on a simulated network: the median of 5 seeds), beside the last spread measured.
+/// protocol on a simulated network: the median of 3 seeds), beside the last spread measured.
 async fn convergence(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     let members = app.node.members().await?;
     let n = members.iter().filter(|m| m.state.is_live()).count().max(2);
@@ -141,10 +144,30 @@ async fn convergence(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     } else {
         0.0
     };
-    let profile = app.profile.clone();
-    let sim = tokio::task::spawn_blocking(move || super::views::simulate(n, &profile, loss))
-        .await
-        .map_err(|e| ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // One estimate at a time, kept for five minutes per (size, loss in 1 % steps): a page
+    // left open, or many, cost one simulation, not one per poll.
+    static CACHE: tokio::sync::Mutex<Option<Estimate>> = tokio::sync::Mutex::const_new(None);
+    let key = (
+        n.min(super::views::MAX_SIMULATED),
+        (loss * 100.0).round() as u32,
+    );
+    let mut cache = CACHE.lock().await;
+    let sim = match &*cache {
+        Some((k, at, v)) if *k == key && at.elapsed() < std::time::Duration::from_secs(300) => {
+            v.clone()
+        }
+        _ => {
+            let profile = app.profile.clone();
+            let v = tokio::task::spawn_blocking(move || super::views::simulate(n, &profile, loss))
+                .await
+                .map_err(|e| {
+                    ApiError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                })?;
+            *cache = Some((key, std::time::Instant::now(), v.clone()));
+            v
+        }
+    };
+    drop(cache);
     let last = super::views::matrix(&app.node).await?;
     Ok(Json(json!({
         "Members": n, "Profile": app.profile, "Loss": loss,
