@@ -73,6 +73,15 @@ def main():
         time.sleep(0.3)
         return m
 
+    def joined(new):
+        """Waits until every member lists `new` alive, then two seconds more."""
+        t1 = time.time()
+        while not all(m.view().get(new.name) == "alive" for m in members):
+            if time.time() - t1 > 60:
+                sys.exit(f"{new.name} did not join")
+            time.sleep(0.2)
+        time.sleep(2)
+
     def all_see(watchers, name, status):
         return all(w.view().get(name) == status for w in watchers)
 
@@ -101,12 +110,7 @@ def main():
                 members.remove(victim)
             else:
                 victim = spawn(kind, members[t % len(members)].gossip)
-                t1 = time.time()
-                while not all(m.view().get(victim.name) == "alive" for m in members):
-                    if time.time() - t1 > 60:
-                        sys.exit(f"{victim.name} did not join")
-                    time.sleep(0.2)
-                time.sleep(2)
+                joined(victim)
             serfs = [m for m in members if m.kind == "serf"]
             gvs = [m for m in members if m.kind == "grapevine"]
             t0 = time.time()
@@ -129,12 +133,7 @@ def main():
                 continue
             new = spawn(kind, members[0].gossip)
             members.append(new)
-            t1 = time.time()
-            while not all(m.view().get(new.name) == "alive" for m in members):
-                if time.time() - t1 > 60:
-                    sys.exit(f"{new.name} did not join")
-                time.sleep(0.2)
-            time.sleep(2)
+            joined(new)
         summary = {}
         for kind in ("serf", "grapevine"):
             for by in ("by_serf", "by_grapevine"):

@@ -17,15 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn clients_dir() -> PathBuf {
-    std::env::var_os("GRAPEVINE_CONSUL_CLIENTS").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../target/consul-clients"
-            ))
-        },
-        PathBuf::from,
-    )
+    common::tools_dir("GRAPEVINE_CONSUL_CLIENTS", "consul-clients")
 }
 
 fn script(name: &str) -> String {

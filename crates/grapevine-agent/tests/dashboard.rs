@@ -17,15 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn test_dir() -> PathBuf {
-    std::env::var_os("GRAPEVINE_DASHBOARD_TEST").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../target/dashboard-test"
-            ))
-        },
-        PathBuf::from,
-    )
+    common::tools_dir("GRAPEVINE_DASHBOARD_TEST", "dashboard-test")
 }
 
 fn browser_ready() -> bool {

@@ -316,3 +316,15 @@ pub fn python_consul() -> bool {
     }
     have
 }
+
+/// Where a test's installed tools live: `$VAR` if set, else `target/SUBDIR` (where the
+/// setup scripts under `scripts/` put them).
+pub fn tools_dir(var: &str, subdir: &str) -> std::path::PathBuf {
+    std::env::var_os(var).map_or_else(
+        || {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target"))
+                .join(subdir)
+        },
+        std::path::PathBuf::from,
+    )
+}

@@ -6,6 +6,16 @@ use crate::node::context::Ctx;
 use crate::time::Time;
 use std::time::Duration;
 
+/// A shared key and value within the wire's limits.
+fn check_shared(key: &[u8], value: &Option<Vec<u8>>) -> Result<(), CommandError> {
+    check_len("shared key", key.len(), crate::state::value::MAX_KEY_LEN)?;
+    check_len(
+        "shared value",
+        value.as_ref().map_or(0, |v| v.len()),
+        crate::state::value::MAX_VALUE_LEN,
+    )
+}
+
 /// A time to live in microseconds (saturating).
 fn ttl_micros(ttl: Option<Duration>) -> Option<u64> {
     ttl.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -57,12 +67,7 @@ impl Replication {
         value: Option<Vec<u8>>,
         ttl: Option<Duration>,
     ) -> Result<(), CommandError> {
-        check_len("shared key", key.len(), crate::state::value::MAX_KEY_LEN)?;
-        check_len(
-            "shared value",
-            value.as_ref().map_or(0, |v| v.len()),
-            crate::state::value::MAX_VALUE_LEN,
-        )?;
+        check_shared(key, &value)?;
         self.put_shared(key, value, ttl_micros(ttl), 0, now);
         Ok(())
     }
@@ -75,12 +80,7 @@ impl Replication {
         value: Option<Vec<u8>>,
         flags: u64,
     ) -> Result<(), CommandError> {
-        check_len("shared key", key.len(), crate::state::value::MAX_KEY_LEN)?;
-        check_len(
-            "shared value",
-            value.as_ref().map_or(0, |v| v.len()),
-            crate::state::value::MAX_VALUE_LEN,
-        )?;
+        check_shared(key, &value)?;
         self.put_shared(key, value, None, flags, now);
         Ok(())
     }
