@@ -127,6 +127,26 @@ fn drills_need_enabling_and_an_idle_cluster_publishes_nothing_for_the_dashboard(
     }
     let listed = get(&url).unwrap();
     assert!(listed.contains(r#""Enabled":false"#), "{listed}");
+    let (ok, _, err) = common::cli(a.http, &["drill", "drop", "0.5"]);
+    assert!(!ok && err.contains("--enable-drills"), "{err}");
+    // The CLI on an agent that allows drills: start, list, end.
+    let d = Spec::new("plain-drills").args(&["--enable-drills"]).start();
+    eventually(Duration::from_secs(10), || {
+        get(&format!("http://{}/v1/agent/self", d.http)).is_some()
+    });
+    let (ok, out, err) = common::cli(d.http, &["drill", "delay", "200ms", "--for", "30s"]);
+    assert!(
+        ok && out.contains(r#""Kind":"delay""#) && out.contains(r#""Millis":200"#),
+        "{out}{err}"
+    );
+    let (_, out, _) = common::cli(d.http, &["drill", "list"]);
+    assert!(out.contains(r#""Kind":"delay""#), "{out}");
+    let (ok, _, _) = common::cli(d.http, &["drill", "end"]);
+    assert!(ok);
+    let (_, out, _) = common::cli(d.http, &["drill", "list"]);
+    assert!(out.contains(r#""Drills":[]"#), "{out}");
+    let (ok, _, err) = common::cli(d.http, &["drill", "drop", "1.5"]);
+    assert!(!ok && err.contains("between 0 and 1"), "{err}");
     // Idle and healthy: no view published, on either agent.
     std::thread::sleep(Duration::from_secs(2));
     for x in [&a, &b] {

@@ -213,8 +213,13 @@ async fn agent_services(State(app): State<App>, Query(q): Params) -> Result<Json
 
 async fn agent_service(
     State(app): State<App>,
+    Extension(authz): Extension<Authz>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let name = app.registry.name_of(&id).unwrap_or_else(|| id.clone());
+    authz
+        .check(&Need::read(Resource::Service, name))
+        .map_err(denied)?;
     app.registry
         .local()
         .iter()
