@@ -129,7 +129,7 @@ const ENVELOPE_REASONS: [&str; 6] = [
     "replayed",
 ];
 /// Datagrams refused before they are opened.
-pub(crate) const DATAGRAM_REASONS: [&str; 2] = ["rate_limited", "not_allowed"];
+pub(crate) const DATAGRAM_REASONS: [&str; 3] = ["rate_limited", "not_allowed", "drill"];
 
 /// What the transport layer adds to an export: refusals, connections, kernel drops.
 pub(crate) struct Transport<'a> {

@@ -134,10 +134,9 @@ impl Replication {
     /// whether it wrote. Deleting a key that holds no value writes nothing and succeeds.
     pub fn kv_write(&mut self, now: Time, key: &[u8], w: KvWrite) -> Result<bool, CommandError> {
         let phys = self.physical(now);
-        let holds = self
-            .keyspace
-            .get(key, phys)
-            .is_some_and(|v| lww_value(v).is_some() && !v.is_gone(phys));
+        // Any live value counts for the check (a key holding a counter is not "absent"),
+        // as it always has.
+        let holds = self.keyspace.get(key, phys).is_some();
         let current = if holds {
             self.keyspace.modified(key).unwrap_or(0)
         } else {
