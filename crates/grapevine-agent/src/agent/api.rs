@@ -118,3 +118,13 @@ pub(crate) fn index_header(index: u64) -> HeaderMap {
     }
     headers
 }
+
+/// A member state in the API's words.
+pub(crate) fn status(s: grapevine::State) -> &'static str {
+    match s {
+        grapevine::State::Alive => "alive",
+        grapevine::State::Suspect => "suspect",
+        grapevine::State::Dead => "failed",
+        grapevine::State::Left => "left",
+    }
+}

@@ -2,7 +2,7 @@
 //! `/v1/grapevine/`, and Prometheus metrics.
 
 use super::acl;
-use super::api::{ApiError, App};
+use super::api::{status, ApiError, App};
 use super::log::EventLog;
 use axum::body::Bytes;
 use axum::extract::{FromRef, Path, Request, State};
@@ -120,15 +120,6 @@ pub struct MemberView {
     /// it happen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<f64>,
-}
-
-fn status(s: grapevine::State) -> &'static str {
-    match s {
-        grapevine::State::Alive => "alive",
-        grapevine::State::Suspect => "suspect",
-        grapevine::State::Dead => "failed",
-        grapevine::State::Left => "left",
-    }
 }
 
 async fn members(State(app): State<App>) -> Result<Json<Vec<MemberView>>, ApiError> {

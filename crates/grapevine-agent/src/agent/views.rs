@@ -31,15 +31,6 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn status(s: State) -> &'static str {
-    match s {
-        State::Alive => "alive",
-        State::Suspect => "suspect",
-        State::Dead => "failed",
-        State::Left => "left",
-    }
-}
-
 /// Keeps this agent's view published: re-read on every member event, written only when it
 /// changed.
 pub fn spawn_publisher(node: Node) {
@@ -62,7 +53,7 @@ pub fn spawn_publisher(node: Node) {
                     break;
                 }
                 let name = m.name.as_str().to_string();
-                let st = status(m.state).to_string();
+                let st = super::api::status(m.state).to_string();
                 let at = match view.seen.get(&name) {
                     Some((old, t)) if *old == st => *t,
                     _ => now,

@@ -18,17 +18,6 @@ pub enum Status {
     Critical,
 }
 
-impl Status {
-    /// Consul's word for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Passing => "passing",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-        }
-    }
-}
-
 /// A check's result as published.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "PascalCase")]
