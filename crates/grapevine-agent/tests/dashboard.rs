@@ -59,6 +59,16 @@ fn cluster(tag: &str, n: usize) -> Vec<Agent> {
     agents
 }
 
+/// Held by each browser test for its whole run. Both measure time (a failure's lag behind
+/// the agent, a render's cost); on two cores, a hundred agents and a second Chromium
+/// starting beside the five-agent walk delayed its page by seconds (CI, stop 25).
+static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_browser() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs alone.
+    ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run(mode: &str, agents: &[Agent]) -> String {
     let shots = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -93,6 +103,7 @@ fn the_dashboard_shows_five_agents_live_in_a_real_browser() {
     if !browser_ready() {
         return;
     }
+    let _alone = one_browser();
     let agents = cluster("dash", 5);
     run("five", &agents);
 }
@@ -102,6 +113,7 @@ fn the_dashboard_stays_fast_at_a_hundred_members() {
     if !browser_ready() {
         return;
     }
+    let _alone = one_browser();
     let agents = cluster("many", 100);
     run("many", &agents);
 }

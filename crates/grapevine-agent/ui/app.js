@@ -127,27 +127,50 @@ function renderMembers() {
   );
   const f = $("#member-filter").value.trim().toLowerCase();
   const by = $("#member-sort").value;
-  const rows = members
+  const shown = members
     .filter((m) => !f || [m.name, m.addr, m.tags, m.status].some((x) => String(x).toLowerCase().includes(f)))
     .sort((a, b) => {
       if (by === "status") return ORDER[a.status] - ORDER[b.status] || a.name.localeCompare(b.name);
       if (by === "since") return (a.since || 0) - (b.since || 0);
       if (by === "incarnation") return b.incarnation - a.incarnation;
       return a.name.localeCompare(b.name);
-    })
-    .map((m) =>
-      el(
-        "tr",
-        { "data-name": m.name, "data-status": m.status, class: m.name === selected ? "selected" : "", onclick: () => showMember(m.name) },
-        el("td", {}, m.name),
-        el("td", {}, m.addr),
-        el("td", {}, badge(m.status)),
-        el("td", {}, m.incarnation),
-        el("td", {}, m.tags),
-        el("td", {}, m.since ? ago(now - m.since) : "since this agent started")
-      )
-    );
-  fill($("#members tbody"), rows);
+    });
+  // Rows are kept by name and only their changed cells rewritten: a poll at a hundred
+  // members then touches a few text nodes, not seven hundred new elements.
+  const tbody = $("#members tbody");
+  const rows = shown.map((m) => memberRow(m, now));
+  const same = rows.length === tbody.children.length && rows.every((r, i) => tbody.children[i] === r);
+  if (!same) tbody.replaceChildren(...rows);
+  const live = new Set(shown.map((m) => m.name));
+  for (const name of memberRows.keys()) if (!live.has(name)) memberRows.delete(name);
+}
+
+const memberRows = new Map();
+
+function memberRow(m, now) {
+  let tr = memberRows.get(m.name);
+  if (!tr) {
+    tr = el("tr", { "data-name": m.name, onclick: () => showMember(m.name) });
+    for (let i = 0; i < 6; i++) tr.append(el("td"));
+    tr.cells[2].append(el("span"));
+    memberRows.set(m.name, tr);
+  }
+  const set = (cell, text) => {
+    if (cell.textContent !== text) cell.textContent = text;
+  };
+  if (tr.dataset.status !== m.status) {
+    tr.dataset.status = m.status;
+    const b = tr.cells[2].firstChild;
+    b.className = `status ${m.status}`;
+    b.textContent = m.status;
+  }
+  tr.classList.toggle("selected", m.name === selected);
+  set(tr.cells[0], m.name);
+  set(tr.cells[1], m.addr);
+  set(tr.cells[3], String(m.incarnation));
+  set(tr.cells[4], String(m.tags));
+  set(tr.cells[5], m.since ? ago(now - m.since) : "since this agent started");
+  return tr;
 }
 
 async function showMember(name) {
