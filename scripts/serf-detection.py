@@ -109,7 +109,10 @@ def main():
                 victim = next(m for m in members if m.kind == kind)
                 members.remove(victim)
             else:
-                victim = spawn(kind, members[t % len(members)].gossip)
+                # Each pair of trials joins through the same member, and successive pairs
+                # through members of alternate kinds, so neither kind of victim always
+                # joins through its own kind.
+                victim = spawn(kind, members[(t // 2) % len(members)].gossip)
                 joined(victim)
             serfs = [m for m in members if m.kind == "serf"]
             gvs = [m for m in members if m.kind == "grapevine"]
