@@ -3,7 +3,8 @@
 
 Starts 5 Serf agents (Debian's `serf`) and 5 grapevine agents speaking Serf on loopback.
 Trial after trial, it adds one more member (alternately a Serf agent and a grapevine
-agent), waits until all see it alive, SIGKILLs it, and times until every Serf agent and
+agent; each pair through one member, successive pairs through alternate kinds), waits
+until all see it alive, SIGKILLs it, and times until every Serf agent and
 every grapevine agent lists it as failed (polled every 100 ms). The watchers are the same
 ten in every trial, so the victim's kind is the only thing that changes.
 
