@@ -71,12 +71,24 @@ fn a_mixed_cluster_idle_then_under_ten_percent_loss_never_marks_a_live_member_fa
     let failures = || std::fs::read_to_string(dir.path().join("failed")).unwrap_or_default();
     let watch = |phase: &str, secs: u64| {
         let t0 = Instant::now();
-        let mut polls = 0;
+        let (mut polls, mut retried) = (0, 0);
         while t0.elapsed() < Duration::from_secs(secs) {
             std::thread::sleep(Duration::from_secs(10));
             polls += 1;
             for m in &every {
-                let v = m.view();
+                // The poll's own TCP crosses the lossy link too, and the CLI stops
+                // connecting after 5 s: in CI one poll of a grapevine agent under loss got
+                // no answer at all. Up to three tries; an agent that never answers still
+                // fails the test.
+                let mut v = m.view();
+                for _ in 1..3 {
+                    if !v.is_empty() {
+                        break;
+                    }
+                    retried += 1;
+                    eprintln!("{phase}: {} did not answer its CLI; asking again", m.name);
+                    v = m.view();
+                }
                 // An agent that does not answer must fail the test, not pass it vacuously.
                 assert_eq!(v.len(), 10, "{phase}: {} lists {v:?}", m.name);
                 for (n, s) in v {
@@ -85,7 +97,10 @@ fn a_mixed_cluster_idle_then_under_ten_percent_loss_never_marks_a_live_member_fa
             }
             assert_eq!(failures(), "", "{phase}: a member-failed handler ran");
         }
-        eprintln!("{phase}: {secs} s, {polls} polls of all ten members: no failure");
+        eprintln!(
+            "{phase}: {secs} s, {polls} polls of all ten members ({retried} retried after no \
+             answer): no failure"
+        );
     };
     watch("idle", secs);
     lab.loss(0, 10);
