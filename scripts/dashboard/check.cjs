@@ -63,10 +63,11 @@ async function renderTimes(page) {
 
 // Chrome's trace of the renders made while it runs: for each one (the page's "gv-render"
 // user-timing span), its wall time and the main-thread CPU time of the task that ran it
-// (the update: the answer's parsing and the render). Wall time counts the time the thread
-// waited for a CPU, and this kind of machine (a VM on a shared host, two cores, a hundred
-// agents) loses its CPU for tens of milliseconds at random: a loop of 160 ms of CPU took
-// 230-310 ms of wall time here, on an idle guest. The CPU time is the page's own cost.
+// (the update: the answer's parsing and the render). Wall time also counts the time the
+// thread waited for one of two cores shared with a hundred agents, a Serf soak and the test
+// itself: in one CI run a members update whose median is 1 ms took 115.9 ms of wall time,
+// and here a loop of 160 ms of CPU took 230-310 ms with the soak beside. The CPU time is the
+// page's own cost.
 const TRACE = ["disabled-by-default-devtools.timeline", "blink.user_timing"];
 async function startTrace(browser, page) {
   await browser.startTracing(page, { categories: TRACE });
