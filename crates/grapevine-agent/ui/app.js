@@ -103,14 +103,12 @@ function timed(f) {
   const ms = performance.now() - t0;
   // A user-timing span, so a browser's trace can tell this update's main-thread CPU time
   // from its wall time; cleared at once, so an open page does not accumulate entries.
-  performance.measure("gv-render", { start: t0, end: t0 + ms });
-  performance.clearMeasures("gv-render");
+  const span = `gv-render ${gv.page}`;
+  performance.measure(span, { start: t0, end: t0 + ms });
+  performance.clearMeasures(span);
   gv.renderMs.push(ms);
   if (gv.renderMs.length > 200) gv.renderMs.shift();
   gv.worst[gv.page] = Math.max(gv.worst[gv.page] || 0, ms);
-  // Which render was slowest, and when (seconds since the page loaded): a test that fails
-  // on it says whether it was the first full table or a later update.
-  if (!gv.slowest || ms > gv.slowest.ms) gv.slowest = { ms, render: f.name || gv.page, at: t0 / 1000, n: gv.renderMs.length };
 }
 
 // ---------- members ----------
