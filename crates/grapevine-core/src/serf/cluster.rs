@@ -542,8 +542,10 @@ impl SerfNode {
         }
     }
 
-    /// Starts a graceful leave: Serf's leave intent first, then memberlist's dead claim from
-    /// itself; [`SerfNode::has_left`] turns true when both are out.
+    /// Starts a graceful leave, as Serf's `Leave`: the leave intent first, then memberlist's
+    /// dead claim from itself, each until it has gone out (or `broadcast_timeout`), then
+    /// `leave_propagate_delay` still answering probes; [`SerfNode::has_left`] turns true
+    /// at the end. Each of the two also goes straight to up to `leave_fanout` live members.
     pub fn leave(&mut self, now: Time) {
         if self.leaving != Leaving::No {
             return;
@@ -558,18 +560,50 @@ impl SerfNode {
             m.status = Status::Leaving;
             m.status_ltime = i.ltime;
         }
-        let id = self.serf_queue.push(None, SerfMsg::Leave(i).encode());
-        let alone = self.live_count() <= 1;
+        let intent = SerfMsg::Leave(i).encode();
+        let id = self.serf_queue.push(None, intent.clone());
+        self.leave_intent = intent;
         self.leaving = Leaving::Intent {
             id,
-            until: now
-                + if alone {
-                    Duration::ZERO
-                } else {
-                    Duration::from_secs(3)
-                },
+            until: now + self.leave_wait(self.cfg.broadcast_timeout),
         };
+        self.leave_direct(false);
         self.leave_progress(now);
+    }
+
+    /// How long a leave step waits: not at all with no one alive to tell.
+    fn leave_wait(&self, d: Duration) -> Duration {
+        if self.live_count() <= 1 {
+            Duration::ZERO
+        } else {
+            d
+        }
+    }
+
+    /// Sends the leave intent, and with `dead` the dead claim after it, to up to
+    /// `leave_fanout` random live members.
+    fn leave_direct(&mut self, dead: bool) {
+        let mut user = Vec::with_capacity(self.leave_intent.len() + 1);
+        user.push(super::wire::code::USER);
+        user.extend_from_slice(&self.leave_intent);
+        let msg = if dead {
+            let me = self.me();
+            let d = super::wire::Accuse {
+                incarnation: me.incarnation,
+                node: me.name.clone(),
+                from: me.name.clone(),
+            };
+            super::wire::compound(&[user, super::wire::Msg::Dead(d).encode()])
+        } else {
+            user
+        };
+        let me = self.cfg.name.clone();
+        let to = self.random_members(self.cfg.leave_fanout, |m| {
+            m.name != me && !m.state.dead_or_left()
+        });
+        for addr in to {
+            self.send_packet(addr, msg.clone());
+        }
     }
 
     pub(super) fn leave_progress(&mut self, now: Time) {
@@ -585,16 +619,11 @@ impl SerfNode {
                     Some(self.cfg.name.clone()),
                     super::wire::Msg::Dead(d).encode(),
                 );
-                let alone = self.live_count() <= 1;
                 self.leaving = Leaving::Dead {
                     id,
-                    until: now
-                        + if alone {
-                            Duration::ZERO
-                        } else {
-                            Duration::from_secs(3)
-                        },
+                    until: now + self.leave_wait(self.cfg.broadcast_timeout),
                 };
+                self.leave_direct(true);
                 if let Some(m) = self.members.get_mut(&self.cfg.name) {
                     m.state = NodeState::Left;
                     m.status = Status::Left;
@@ -603,6 +632,12 @@ impl SerfNode {
                 self.leave_progress(now);
             }
             Leaving::Dead { id, until } if !self.ml_queue.holds(id) || now >= until => {
+                self.leaving = Leaving::Propagate {
+                    until: now + self.leave_wait(self.cfg.leave_propagate_delay),
+                };
+                self.leave_progress(now);
+            }
+            Leaving::Propagate { until } if now >= until => {
                 self.leaving = Leaving::Done;
             }
             _ => {}

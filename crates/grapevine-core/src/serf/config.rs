@@ -67,6 +67,18 @@ pub struct SerfConfig {
     pub reconnect_timeout: Duration,
     /// Left members are forgotten after this (Serf: 24 h).
     pub tombstone_timeout: Duration,
+    /// The longest a graceful leave waits for each of its two broadcasts to go out (Serf:
+    /// 5 s); a member that cannot finish in time leaves anyway.
+    pub broadcast_timeout: Duration,
+    /// How long a leaving member still answers probes after its dead claim is out, so that
+    /// a peer that has not heard yet does not start suspecting it (Serf: 1 s).
+    pub leave_propagate_delay: Duration,
+    /// Live members sent a graceful leave directly, besides gossip (not in memberlist: 32).
+    /// Gossip alone picks targets at random among the recently dead too, and a few copies
+    /// can miss every live peer; a lost leave intent leaves the member `failed` everywhere
+    /// for a day. 32 small datagrams, once, reach every peer of a cluster up to 33 and seed
+    /// the epidemic in a larger one.
+    pub leave_fanout: usize,
     /// Protocol versions advertised: pmin, pmax, pcur, dmin, dmax, dcur (Serf 0.9 on
     /// memberlist 0.2: memberlist 1..5 speaking 2, Serf 2..5 speaking 5).
     pub vsn: [u8; 6],
@@ -104,6 +116,9 @@ impl SerfConfig {
             reconnect_interval: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(24 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
+            broadcast_timeout: Duration::from_secs(5),
+            leave_propagate_delay: Duration::from_secs(1),
+            leave_fanout: 32,
             vsn: [1, 5, 2, 2, 5, 5],
         }
     }

@@ -162,7 +162,21 @@ enum Leaving {
         id: u64,
         until: Time,
     },
+    /// Both are out; still answering probes until `until`.
+    Propagate {
+        until: Time,
+    },
     Done,
+}
+
+impl Leaving {
+    /// Whether this member's dead claim about itself is out: it no longer refutes one.
+    fn dead_claimed(self) -> bool {
+        matches!(
+            self,
+            Leaving::Dead { .. } | Leaving::Propagate { .. } | Leaving::Done
+        )
+    }
 }
 
 /// A member of a Serf cluster, as a state machine.
@@ -173,6 +187,9 @@ pub struct SerfNode {
     members: BTreeMap<String, cluster::Member>,
     probe_order: Vec<String>,
     probe_idx: usize,
+    /// memberlist's `numNodes`: members it still holds, the recently dead included; raised
+    /// by a newcomer, recounted at each new probe round.
+    est_nodes: usize,
     seq: u32,
     awareness: u32,
     probe: Option<probe::Probe>,
@@ -197,6 +214,8 @@ pub struct SerfNode {
     next_reconnect: Time,
     next_reap: Time,
     leaving: Leaving,
+    /// This member's leave intent, once it leaves: sent again beside its dead claim.
+    leave_intent: Vec<u8>,
     stats: SerfStats,
 }
 
@@ -219,6 +238,7 @@ impl SerfNode {
             members: BTreeMap::new(),
             probe_order: Vec::new(),
             probe_idx: 0,
+            est_nodes: 1,
             seq: 0,
             awareness: 0,
             probe: None,
@@ -243,6 +263,7 @@ impl SerfNode {
             next_reconnect: now + cfg.reconnect_interval,
             next_reap: now + std::time::Duration::from_secs(15),
             leaving: Leaving::No,
+            leave_intent: Vec::new(),
             stats: SerfStats::default(),
             cfg,
         };
@@ -348,10 +369,15 @@ impl SerfNode {
 
     /// Broadcasts for one packet: memberlist's own first, then Serf's (intents, queries,
     /// events), as memberlist's `getBroadcasts` and Serf's delegate order them.
+    ///
+    /// Each queue counts the cluster as its Go owner does: memberlist by the members it
+    /// holds, the recently dead included; Serf by every member it knows, failed and left
+    /// included. Counting only the live would send half as many copies once members die,
+    /// just when a share of them go to the dead.
     fn broadcasts(&mut self, limit: usize) -> Vec<Vec<u8>> {
-        let n = self.live_count();
-        let max = queue::retransmit_limit(self.cfg.retransmit_mult, n);
+        let max = queue::retransmit_limit(self.cfg.retransmit_mult, self.est_nodes);
         let mut msgs = self.ml_queue.take(2, limit, max);
+        let max = queue::retransmit_limit(self.cfg.retransmit_mult, self.serf_count());
         for q in [
             &mut self.serf_queue,
             &mut self.query_queue,
@@ -370,11 +396,19 @@ impl SerfNode {
         msgs
     }
 
-    /// Members not dead or left (memberlist's estimate of the cluster's size).
+    /// Members not dead or left (memberlist's `NumMembers`).
     fn live_count(&self) -> usize {
         self.members
             .values()
             .filter(|m| !m.state.dead_or_left())
+            .count()
+    }
+
+    /// Serf's `NumNodes`: every member it knows, whatever its status.
+    fn serf_count(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.status != cluster::Status::None)
             .count()
     }
 
@@ -408,7 +442,9 @@ impl SerfNode {
             t = t.min(q);
         }
         match self.leaving {
-            Leaving::Intent { until, .. } | Leaving::Dead { until, .. } => t.min(until),
+            Leaving::Intent { until, .. }
+            | Leaving::Dead { until, .. }
+            | Leaving::Propagate { until } => t.min(until),
             _ => t,
         }
     }
@@ -427,7 +463,7 @@ impl SerfNode {
             self.gossip(now);
         }
         if now >= self.next_push_pull {
-            let n = self.live_count();
+            let n = self.est_nodes;
             self.next_push_pull = now + push_pull_scale(self.cfg.push_pull_interval, n);
             self.push_pull_random();
         }
@@ -450,9 +486,15 @@ impl SerfNode {
         }
         let dead_grace = self.cfg.gossip_to_the_dead;
         let me = self.cfg.name.clone();
+        // The dead still hear gossip for a while (they may only be cut off); those that left
+        // said so and do not.
         let targets = self.random_members(self.cfg.gossip_nodes, |m| {
             m.name != me
-                && (!m.state.dead_or_left() || now.saturating_since(m.state_change) <= dead_grace)
+                && match m.state {
+                    cluster::NodeState::Alive | cluster::NodeState::Suspect => true,
+                    cluster::NodeState::Dead => now.saturating_since(m.state_change) <= dead_grace,
+                    cluster::NodeState::Left => false,
+                }
         });
         let overhead = if self.cfg.keyring.is_some() { 45 } else { 0 };
         for to in targets {

@@ -88,7 +88,7 @@ impl SerfNode {
                 return;
             }
             if self.probe_idx >= self.probe_order.len() {
-                self.reset_probe_order();
+                self.reset_probe_order(now);
                 self.probe_idx = 0;
                 if self.probe_order.is_empty() {
                     return;
@@ -136,8 +136,15 @@ impl SerfNode {
         });
     }
 
-    /// memberlist's `resetNodes`: a new shuffled round over the members still probed.
-    fn reset_probe_order(&mut self) {
+    /// memberlist's `resetNodes`: a new shuffled round over the members still probed, and
+    /// the size estimate recounted without those dead for longer than gossip-to-the-dead.
+    fn reset_probe_order(&mut self, now: Time) {
+        let grace = self.cfg.gossip_to_the_dead;
+        self.est_nodes = self
+            .members
+            .values()
+            .filter(|m| m.state != NodeState::Dead || now.saturating_since(m.state_change) <= grace)
+            .count();
         let members = &self.members;
         self.probe_order
             .retain(|n| members.get(n).is_some_and(|m| !m.state.dead_or_left()));

@@ -118,12 +118,7 @@ impl SerfNode {
     /// memberlist's `aliveNode`.
     pub(super) fn alive_node(&mut self, a: Alive, now: Time, _bootstrap: bool) {
         let local = a.node == self.cfg.name;
-        if local
-            && matches!(
-                self.leaving,
-                super::Leaving::Dead { .. } | super::Leaving::Done
-            )
-        {
+        if local && self.leaving.dead_claimed() {
             return;
         }
         if a.vsn.len() >= 3 && (a.vsn[0] == 0 || a.vsn[1] == 0 || a.vsn[0] > a.vsn[1]) {
@@ -155,6 +150,7 @@ impl SerfNode {
                     rand::Rng::gen_range(&mut self.rng, 0..=n)
                 };
                 self.probe_order.insert(at, a.node.clone());
+                self.est_nodes += 1;
                 is_new = true;
             }
             Some(m) if m.ip != ip || m.port != a.port => {
@@ -208,6 +204,13 @@ impl SerfNode {
         }
         let name = a.node;
         if old_state.dead_or_left() {
+            // Back from the dead (or a new life after a leave): probed again, from a random
+            // place in the round, as memberlist places a newcomer.
+            if !self.probe_order.contains(&name) {
+                let n = self.probe_order.len();
+                let at = rand::Rng::gen_range(&mut self.rng, 0..=n);
+                self.probe_order.insert(at, name.clone());
+            }
             self.on_join(&name, now);
         } else if old_meta != self.members[&name].meta {
             self.on_update(&name);
@@ -237,7 +240,7 @@ impl SerfNode {
         }
         self.ml_queue
             .push(Some(s.node.clone()), wire::Msg::Suspect(s.clone()).encode());
-        let n = self.live_count();
+        let n = self.est_nodes;
         if let Some(m) = self.members.get_mut(&s.node) {
             m.incarnation = s.incarnation;
             m.state = NodeState::Suspect;
@@ -302,12 +305,7 @@ impl SerfNode {
         if m.state.dead_or_left() {
             return;
         }
-        if d.node == self.cfg.name
-            && !matches!(
-                self.leaving,
-                super::Leaving::Dead { .. } | super::Leaving::Done
-            )
-        {
+        if d.node == self.cfg.name && !self.leaving.dead_claimed() {
             return self.refute(d.incarnation);
         }
         let left = d.node == d.from;
