@@ -161,15 +161,19 @@ impl SerfAgent {
         }
     }
 
-    /// Leaves gracefully: Serf's leave intent, then memberlist's; waits until both are
-    /// out (at most 10 s).
+    /// Leaves gracefully: Serf's leave intent, then memberlist's, then the propagation
+    /// delay; waits until the engine says it is done (at most its own timeouts, and 1 s).
     pub async fn leave(&self) -> Result<(), SerfError> {
-        self.with(|n, now| n.leave(now)).await?;
-        let until = Instant::now() + Duration::from_secs(10);
+        let most = self
+            .with(|n, now| {
+                n.leave(now);
+                let c = n.config();
+                c.broadcast_timeout * 2 + c.leave_propagate_delay
+            })
+            .await?;
+        let until = Instant::now() + most + Duration::from_secs(1);
         while Instant::now() < until {
             if self.with(|n, _| n.has_left()).await? {
-                // One more gossip round carries the last copies.
-                tokio::time::sleep(Duration::from_millis(300)).await;
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
