@@ -278,9 +278,9 @@ fn a_mixed_cluster_of_serf_and_grapevine_agents_works_as_one() {
     assert!(gv_by_serf <= bound, "{gv_by_serf:?} > {bound:?}");
     assert!(serf_by_gv <= bound, "{serf_by_gv:?} > {bound:?}");
 
-    // A grapevine agent's graceful leave is seen as left by all, though six of the eight
-    // members it may gossip to died in the last minute: memberlist still gossips to the dead
-    // for 30 s, so a leave that went by gossip alone could miss both live peers.
+    // A grapevine agent's graceful leave is seen as left by all, though six of the nine
+    // others died in the last minute and one left: memberlist gossips to the dead for 30 s,
+    // so a leave that went by gossip alone could miss both live peers.
     ms[3].leave(); // g1
     let took = seen_left(&ms[..2].iter().collect::<Vec<_>>(), "g1");
     eprintln!(
