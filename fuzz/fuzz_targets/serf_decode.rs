@@ -1,6 +1,6 @@
 //! Any bytes given to the Serf engine's decoders (memberlist packets and streams, Serf's
 //! messages, tags) and to a whole Serf member return a value or a counted drop, never a
-//! panic, a hang or an unbounded allocation.
+//! panic, a hang or an unbounded allocation; and the member still leaves in bounded time.
 #![no_main]
 use grapevine_core::serf::messages::{decode_tags, KeyResponse, PushPull, SerfMsg};
 use grapevine_core::serf::wire::{self, Msg};
@@ -39,4 +39,12 @@ fuzz_target!(|data: &[u8]| {
     node.handle_timeout(Time::from_micros(2_000_000));
     while node.poll_output().is_some() {}
     while node.poll_event().is_some() {}
+    // Whatever the bytes put in its table, a graceful leave ends within its own bounds
+    // (two broadcast timeouts and the propagation delay: 11 s).
+    node.leave(Time::from_micros(3_000_000));
+    for s in 4..=15u64 {
+        node.handle_timeout(Time::from_micros(s * 1_000_000));
+        while node.poll_output().is_some() {}
+    }
+    assert!(node.has_left());
 });
