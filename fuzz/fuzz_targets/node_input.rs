@@ -5,10 +5,18 @@ use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(name) = Name::new("fuzzed") else { return };
-    let Ok(addr) = "127.0.0.1:7946".parse() else { return };
-    let Ok(mut node) = Node::new(Config::lan(), name, addr, 1, Time::ZERO) else { return };
-    let Ok(from) = "127.0.0.2:7946".parse() else { return };
+    let Ok(name) = Name::new("fuzzed") else {
+        return;
+    };
+    let Ok(addr) = "127.0.0.1:7946".parse() else {
+        return;
+    };
+    let Ok(mut node) = Node::new(Config::lan(), name, addr, 1, Time::ZERO) else {
+        return;
+    };
+    let Ok(from) = "127.0.0.2:7946".parse() else {
+        return;
+    };
     let mut now = Time::ZERO;
     for (i, chunk) in data.split(|&b| b == 0xfe).enumerate() {
         let mut sealed = vec![wire::PROTOCOL_VERSION, 0];
@@ -26,4 +34,3 @@ fuzz_target!(|data: &[u8]| {
         while node.poll_event().is_some() {}
     }
 });
-
