@@ -580,20 +580,23 @@ impl SerfNode {
         }
     }
 
+    /// memberlist's leave: this member's dead claim about itself.
+    fn own_dead_claim(&self) -> Vec<u8> {
+        let me = self.me();
+        super::wire::Msg::Dead(super::wire::Accuse {
+            incarnation: me.incarnation,
+            node: me.name.clone(),
+            from: me.name.clone(),
+        })
+        .encode()
+    }
+
     /// Sends the leave intent, and with `dead` the dead claim after it, to up to
     /// `leave_fanout` random live members.
     fn leave_direct(&mut self, dead: bool) {
-        let mut user = Vec::with_capacity(self.leave_intent.len() + 1);
-        user.push(super::wire::code::USER);
-        user.extend_from_slice(&self.leave_intent);
+        let user = super::wire::Msg::User(self.leave_intent.clone()).encode();
         let msg = if dead {
-            let me = self.me();
-            let d = super::wire::Accuse {
-                incarnation: me.incarnation,
-                node: me.name.clone(),
-                from: me.name.clone(),
-            };
-            super::wire::compound(&[user, super::wire::Msg::Dead(d).encode()])
+            super::wire::compound(&[user, self.own_dead_claim()])
         } else {
             user
         };
@@ -609,16 +612,8 @@ impl SerfNode {
     pub(super) fn leave_progress(&mut self, now: Time) {
         match self.leaving {
             Leaving::Intent { id, until } if !self.serf_queue.holds(id) || now >= until => {
-                let me = self.me();
-                let d = super::wire::Accuse {
-                    incarnation: me.incarnation,
-                    node: me.name.clone(),
-                    from: me.name.clone(),
-                };
-                let id = self.ml_queue.push(
-                    Some(self.cfg.name.clone()),
-                    super::wire::Msg::Dead(d).encode(),
-                );
+                let dead = self.own_dead_claim();
+                let id = self.ml_queue.push(Some(self.cfg.name.clone()), dead);
                 self.leaving = Leaving::Dead {
                     id,
                     until: now + self.leave_wait(self.cfg.broadcast_timeout),
